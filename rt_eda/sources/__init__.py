@@ -1,0 +1,3 @@
+"""Image sources driven by the camera role."""
+
+__all__: list[str] = []
