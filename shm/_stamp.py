@@ -6,7 +6,7 @@ sequence numbers (or the wrong one) was torn: the producer overwrote it while it
 published it before it was complete. The ring's own design forbids both; the stamp proves it.
 
 Layout: the first :data:`STAMP_PIXELS` pixels of row 0 hold ``seq`` in 12-bit pieces (so the
-value survives any integer or float pixel type of at least 12 significant bits; 8-bit pixels
+value survives any integer or float pixel type of at least 12 significant bits; 8-bit and float16 pixels
 get 4-bit pieces), followed by ``c`` and ``z``.
 """
 
@@ -21,7 +21,8 @@ STAMP_PIXELS = 8
 
 
 def _bits(dtype: np.dtype[np.generic]) -> int:
-    return 4 if dtype.itemsize == 1 else 12
+    # float16 holds 11 significant bits: it gets the small pieces too.
+    return 4 if dtype.itemsize == 1 or dtype == np.float16 else 12
 
 
 def stamp_frame(frame: np.ndarray, seq: int, c: int, z: int) -> None:
