@@ -1,0 +1,80 @@
+"""The Source protocol: what the camera role drives.
+
+The camera role owns the loop; a source owns the device and its timing::
+
+    spec = source.open()                      # connect, configure; the stack shape
+    source.start(interval_s)                  # begin acquiring (sequence or timed snaps)
+    while running:
+        source.set_interval(new)              # only between timepoints; applies from the next
+        t = source.next_timepoint(stop)       # block until the next timepoint is due
+        for c, z in source.frame_order():     # fill the ring slot frame by frame
+            t_exp = source.read_frame(c, z, slot.pixels[c, z])
+        # publish the slot
+    source.stop(); source.close()
+
+A source never waits for analysis. ``read_frame`` returns the frame's exposure time on the
+``time.monotonic()`` clock (when the camera exposed it, not when Python got round to it).
+Errors from the device are raised as :class:`~rt_eda.errors.SourceError` carrying the
+device's own message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from rt_eda.shm import StackSpec
+
+__all__ = ["Source", "StopFlag"]
+
+
+@runtime_checkable
+class StopFlag(Protocol):
+    """Anything with ``is_set()`` (a ``threading.Event`` or ``multiprocessing.Event``)."""
+
+    def is_set(self) -> bool: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """An image source for the camera role (see the module docstring for the lifecycle)."""
+
+    def open(self) -> StackSpec:
+        """Connect and configure the device; return the shape of one stack."""
+        ...
+
+    def start(self, interval_s: float) -> None:
+        """Begin acquiring with ``interval_s`` between timepoints (0 = free-run)."""
+        ...
+
+    def set_interval(self, interval_s: float) -> None:
+        """Change the interval; it applies from the next timepoint."""
+        ...
+
+    def next_timepoint(self, stop: StopFlag) -> float | None:
+        """Block until the next timepoint is due; its scheduled monotonic time, or None if
+        ``stop`` was set (or the source is exhausted, e.g. a replay at its end)."""
+        ...
+
+    def frame_order(self) -> Iterator[tuple[int, int]]:
+        """The (channel, z) order in which frames of one timepoint arrive."""
+        ...
+
+    def read_frame(self, c: int, z: int, out: np.ndarray) -> float:
+        """Acquire frame (c, z) of the current timepoint into ``out`` (H, W); return its
+        exposure time (monotonic seconds)."""
+        ...
+
+    def stop(self) -> None:
+        """Stop acquiring (a sequence acquisition is stopped; the device stays open)."""
+        ...
+
+    def close(self) -> None:
+        """Release the device. Safe to call twice and after a failed ``open``."""
+        ...
+
+    def statistics(self) -> dict[str, float]:
+        """Source-specific counters for the run summary (e.g. frames lost by the device)."""
+        ...
