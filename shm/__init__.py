@@ -3,7 +3,33 @@
 Imports only the standard library, numpy and numba.
 """
 
+from ._block import SharedBlock, list_blocks, sweep_stale_blocks
+from ._ring import (
+    Claim,
+    PinnedStack,
+    PinReader,
+    RingStatistics,
+    SlotWriter,
+    StackRing,
+    attached,
+)
 from ._spec import StackSpec
 from ._stamp import STAMP_PIXELS, check_stack, read_stamp, stamp_frame
 
-__all__ = ["STAMP_PIXELS", "StackSpec", "check_stack", "read_stamp", "stamp_frame"]
+__all__ = [
+    "STAMP_PIXELS",
+    "Claim",
+    "PinReader",
+    "PinnedStack",
+    "RingStatistics",
+    "SharedBlock",
+    "SlotWriter",
+    "StackRing",
+    "StackSpec",
+    "attached",
+    "check_stack",
+    "list_blocks",
+    "read_stamp",
+    "stamp_frame",
+    "sweep_stale_blocks",
+]

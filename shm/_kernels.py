@@ -1,0 +1,415 @@
+"""The slot state machine, compiled with numba; every transition is one compare-and-swap.
+
+Each kernel runs as one nopython call from Python, so a claim (scan, swap, skip accounting,
+statistics) costs one dispatch. ``ctl`` is the int64 view of a ring's control region (see
+:mod:`._layout`); a slot's state word sits at ``HEADER_WORDS + slot * SLOT_WORDS``.
+
+Statistics: counters change only under a small spin lock (the holder's actor id in
+``H_STATS_LOCK``), with ``H_STATS_VERSION`` odd while an update is in progress, so a reader in
+any process copies a consistent snapshot without taking the lock (a seqlock). The lock is held
+for a handful of additions; a holder that dies while holding it is released by the ring's
+owner during recovery.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._atomics import atomic_add, atomic_cas, atomic_load, atomic_store, fence_acquire
+from ._layout import (
+    C_ABORTED,
+    C_CLAIMED,
+    C_COMPLETED,
+    C_OVERRUNS,
+    C_PUBLISHED,
+    C_RECOVERED,
+    C_SKIPPED,
+    C_TORN,
+    C_UNPINNED,
+    C_WINDOWS_FAILED,
+    CLAIMED,
+    COUNTER_COUNT,
+    COUNTER_FIRST,
+    DONE,
+    EMPTY,
+    H_CLOSED,
+    H_DOORBELL,
+    H_NEXT_SEQ,
+    H_NSLOTS,
+    H_PIN_MASK,
+    H_SLEEPERS,
+    H_STATS_LOCK,
+    H_STATS_VERSION,
+    HEADER_WORDS,
+    OWNER_MASK,
+    OWNER_SHIFT,
+    PIN_MASK,
+    PIN_SHIFT,
+    READY,
+    SEQ_SHIFT,
+    SLOT_WORDS,
+    STATE_MASK,
+    WRITING,
+)
+
+__all__ = [
+    "abort",
+    "claim_newest",
+    "count_torn",
+    "count_window_failed",
+    "drain",
+    "find_seq",
+    "publish",
+    "recover_actor",
+    "recover_pin",
+    "release",
+    "snapshot",
+    "try_acquire",
+    "unpin",
+]
+
+
+@njit(cache=True, inline="always")
+def _word_index(slot: int) -> int:
+    return HEADER_WORDS + slot * SLOT_WORDS
+
+
+@njit(cache=True, inline="always")
+def _state(word: int) -> int:
+    return word & STATE_MASK
+
+
+@njit(cache=True, inline="always")
+def _seq(word: int) -> int:
+    return word >> SEQ_SHIFT
+
+
+@njit(cache=True)
+def _stats_begin(ctl: np.ndarray, actor: int) -> None:
+    while atomic_cas(ctl, H_STATS_LOCK, 0, actor) != 0:
+        pass
+    atomic_add(ctl, H_STATS_VERSION, 1)
+
+
+@njit(cache=True)
+def _stats_end(ctl: np.ndarray) -> None:
+    atomic_add(ctl, H_STATS_VERSION, 1)
+    atomic_store(ctl, H_STATS_LOCK, 0)
+
+
+@njit(cache=True)
+def _count(ctl: np.ndarray, actor: int, index: int, delta: int) -> None:
+    _stats_begin(ctl, actor)
+    ctl[index] += delta
+    _stats_end(ctl)
+
+
+@njit(cache=True)
+def try_acquire(ctl: np.ndarray, actor: int) -> int:
+    """Producer: take the reusable slot with the oldest stack into WRITING.
+
+    Reusable: EMPTY, DONE or READY (a READY stack nobody claimed is taken back and counted
+    as skipped), and no pins. Returns the slot, or -1 when every slot is claimed, pinned or
+    being written (an overrun, counted). The new word carries ``H_NEXT_SEQ``.
+    """
+    n = ctl[H_NSLOTS]
+    seq = atomic_load(ctl, H_NEXT_SEQ)
+    for _attempt in range(64):
+        best = -1
+        best_key = 0
+        best_word = 0
+        for i in range(n):
+            w = atomic_load(ctl, _word_index(i))
+            st = _state(w)
+            if (w & PIN_MASK) != 0:
+                continue
+            if st == EMPTY:
+                key = -1
+            elif st == DONE or st == READY:
+                key = _seq(w)
+            else:
+                continue
+            if best < 0 or key < best_key:
+                best = i
+                best_key = key
+                best_word = w
+        if best < 0:
+            _count(ctl, actor, C_OVERRUNS, 1)
+            return -1
+        new = (seq << SEQ_SHIFT) | WRITING
+        if atomic_cas(ctl, _word_index(best), best_word, new) == best_word:
+            if _state(best_word) == READY:
+                _count(ctl, actor, C_SKIPPED, 1)
+            return best
+    _count(ctl, actor, C_OVERRUNS, 1)
+    return -1
+
+
+@njit(cache=True)
+def publish(ctl: np.ndarray, slot: int, actor: int) -> int:
+    """Producer: WRITING -> READY (with the registered pins); returns the sleeper count.
+
+    The slot's timestamps must be stored before; the release store of the state word makes
+    them (and the pixels) visible to any reader that sees READY.
+    """
+    wi = _word_index(slot)
+    w = ctl[wi]
+    seq = _seq(w)
+    pins = atomic_load(ctl, H_PIN_MASK) & 0xFF
+    atomic_store(ctl, wi, (seq << SEQ_SHIFT) | (pins << PIN_SHIFT) | READY)
+    atomic_store(ctl, H_NEXT_SEQ, seq + 1)
+    _count(ctl, actor, C_PUBLISHED, 1)
+    atomic_add(ctl, H_DOORBELL, 1)  # the low 32 bits are the futex word
+    return atomic_load(ctl, H_SLEEPERS)
+
+
+@njit(cache=True)
+def abort(ctl: np.ndarray, slot: int, actor: int) -> None:
+    """Producer: give a WRITING slot back unpublished (its sequence number is reused)."""
+    atomic_store(ctl, _word_index(slot), EMPTY)
+    _count(ctl, actor, C_ABORTED, 1)
+
+
+@njit(cache=True)
+def claim_newest(ctl: np.ndarray, actor: int, min_seq: int) -> int:
+    """Reader: claim the READY slot with the highest sequence number.
+
+    Older READY stacks are moved to DONE and counted as skipped (each by exactly one
+    reader: the move is a compare-and-swap). Returns the slot; -1 when nothing is READY;
+    -2 when the newest READY stack is older than ``min_seq`` (a time window cannot be
+    formed yet; nothing is claimed or skipped).
+    """
+    n = ctl[H_NSLOTS]
+    claimed = -1
+    claimed_seq = 0
+    for _attempt in range(1000):
+        best = -1
+        best_word = 0
+        for i in range(n):
+            w = atomic_load(ctl, _word_index(i))
+            if _state(w) == READY and (best < 0 or _seq(w) > _seq(best_word)):
+                best = i
+                best_word = w
+        if best < 0:
+            return -1
+        if _seq(best_word) < min_seq:
+            return -2
+        new = (best_word & ~(STATE_MASK | OWNER_MASK)) | CLAIMED | (actor << OWNER_SHIFT)
+        if atomic_cas(ctl, _word_index(best), best_word, new) == best_word:
+            claimed = best
+            claimed_seq = _seq(best_word)
+            break
+    if claimed < 0:
+        return -1
+    skipped = 0
+    for i in range(n):
+        wi = _word_index(i)
+        w = atomic_load(ctl, wi)
+        while _state(w) == READY and _seq(w) < claimed_seq:
+            old = atomic_cas(ctl, wi, w, (w & ~STATE_MASK) | DONE)
+            if old == w:
+                skipped += 1
+                break
+            w = old
+    _stats_begin(ctl, actor)
+    ctl[C_CLAIMED] += 1
+    ctl[C_SKIPPED] += skipped
+    _stats_end(ctl)
+    return claimed
+
+
+@njit(cache=True)
+def release(ctl: np.ndarray, slot: int, actor: int, seq: int) -> bool:
+    """Reader: CLAIMED -> DONE (pins kept). False if the claim was recovered meanwhile."""
+    wi = _word_index(slot)
+    w = atomic_load(ctl, wi)
+    while True:
+        if _state(w) != CLAIMED or _seq(w) != seq or ((w & OWNER_MASK) >> OWNER_SHIFT) != actor:
+            return False
+        old = atomic_cas(ctl, wi, w, (w & ~(STATE_MASK | OWNER_MASK)) | DONE)
+        if old == w:
+            break
+        w = old  # only the pin bits can have changed
+    _count(ctl, actor, C_COMPLETED, 1)
+    return True
+
+
+@njit(cache=True)
+def find_seq(ctl: np.ndarray, seq: int) -> int:
+    """The slot holding stack ``seq`` in a readable state (READY, CLAIMED, DONE), or -1."""
+    n = ctl[H_NSLOTS]
+    for i in range(n):
+        w = atomic_load(ctl, _word_index(i))
+        st = _state(w)
+        if _seq(w) == seq and (st == READY or st == CLAIMED or st == DONE):
+            return i
+    return -1
+
+
+@njit(cache=True)
+def still_holds(ctl: np.ndarray, slot: int, seq: int) -> bool:
+    """After copying a slot without a claim: True if it still holds ``seq`` (seqlock check)."""
+    fence_acquire()
+    w = atomic_load(ctl, _word_index(slot))
+    st = _state(w)
+    return _seq(w) == seq and (st == READY or st == CLAIMED or st == DONE)
+
+
+@njit(cache=True)
+def unpin(ctl: np.ndarray, slot: int, bit: int, seq: int, actor: int) -> bool:
+    """Pinning consumer: clear its pin on stack ``seq``. False if the pin is not there."""
+    wi = _word_index(slot)
+    mask = 1 << (PIN_SHIFT + bit)
+    w = atomic_load(ctl, wi)
+    while True:
+        if _seq(w) != seq or (w & mask) == 0:
+            return False
+        old = atomic_cas(ctl, wi, w, w & ~mask)
+        if old == w:
+            break
+        w = old
+    _count(ctl, actor, C_UNPINNED, 1)
+    return True
+
+
+@njit(cache=True)
+def recover_actor(ctl: np.ndarray, dead: int, actor: int) -> int:
+    """Owner: return every claim held by actor ``dead`` (it died) to DONE; release the
+    statistics lock if it held it. Returns the number of claims recovered (counted)."""
+    if atomic_load(ctl, H_STATS_LOCK) == dead:
+        # The dead holder may have left the version odd: make it even again.
+        if atomic_load(ctl, H_STATS_VERSION) & 1:
+            atomic_add(ctl, H_STATS_VERSION, 1)
+        atomic_cas(ctl, H_STATS_LOCK, dead, 0)
+    n = ctl[H_NSLOTS]
+    recovered = 0
+    for i in range(n):
+        wi = _word_index(i)
+        w = atomic_load(ctl, wi)
+        while _state(w) == CLAIMED and ((w & OWNER_MASK) >> OWNER_SHIFT) == dead:
+            old = atomic_cas(ctl, wi, w, (w & ~(STATE_MASK | OWNER_MASK)) | DONE)
+            if old == w:
+                recovered += 1
+                break
+            w = old
+    if recovered:
+        _count(ctl, actor, C_RECOVERED, recovered)
+    return recovered
+
+
+@njit(cache=True)
+def recover_pin(ctl: np.ndarray, bit: int, actor: int) -> int:
+    """Owner: drop pin ``bit`` from every slot and from the registered mask (its consumer
+    died or left). Returns the number of slots that were still pinned."""
+    mask = 1 << (PIN_SHIFT + bit)
+    while True:
+        m = atomic_load(ctl, H_PIN_MASK)
+        if atomic_cas(ctl, H_PIN_MASK, m, m & ~(1 << bit)) == m:
+            break
+    n = ctl[H_NSLOTS]
+    dropped = 0
+    for i in range(n):
+        wi = _word_index(i)
+        w = atomic_load(ctl, wi)
+        while (w & mask) != 0:
+            old = atomic_cas(ctl, wi, w, w & ~mask)
+            if old == w:
+                dropped += 1
+                break
+            w = old
+    return dropped
+
+
+@njit(cache=True)
+def drain(ctl: np.ndarray, actor: int) -> int:
+    """Owner, at the end of a run: every READY stack left unclaimed -> DONE, counted as
+    skipped, so that ``published == completed + skipped + recovered`` once no claim is held."""
+    n = ctl[H_NSLOTS]
+    skipped = 0
+    for i in range(n):
+        wi = _word_index(i)
+        w = atomic_load(ctl, wi)
+        while _state(w) == READY:
+            old = atomic_cas(ctl, wi, w, (w & ~STATE_MASK) | DONE)
+            if old == w:
+                skipped += 1
+                break
+            w = old
+    if skipped:
+        _count(ctl, actor, C_SKIPPED, skipped)
+    return skipped
+
+
+@njit(cache=True)
+def count_torn(ctl: np.ndarray, actor: int) -> None:
+    """A reader found a torn stack (verification stamps did not match)."""
+    _count(ctl, actor, C_TORN, 1)
+
+
+@njit(cache=True)
+def count_window_failed(ctl: np.ndarray, actor: int) -> None:
+    """A reader could not form a time window (an older stack was already overwritten)."""
+    _count(ctl, actor, C_WINDOWS_FAILED, 1)
+
+
+@njit(cache=True)
+def snapshot(ctl: np.ndarray, out: np.ndarray) -> bool:
+    """Copy the counters into ``out`` consistently (no lock taken). False if updates kept
+    racing the copy for many attempts (the caller retries)."""
+    for _attempt in range(10000):
+        v1 = atomic_load(ctl, H_STATS_VERSION)
+        if v1 & 1:
+            continue
+        for k in range(COUNTER_COUNT):
+            out[k] = ctl[COUNTER_FIRST + k]
+        fence_acquire()
+        if atomic_load(ctl, H_STATS_VERSION) == v1:
+            return True
+    return False
+
+
+@njit(cache=True)
+def count_states(ctl: np.ndarray, out: np.ndarray) -> None:
+    """Number of slots in each state (a racy census for statistics, not for decisions)."""
+    out[:] = 0
+    n = ctl[H_NSLOTS]
+    for i in range(n):
+        st = _state(atomic_load(ctl, _word_index(i)))
+        if st < out.shape[0]:
+            out[st] += 1
+
+
+@njit(cache=True)
+def set_closed(ctl: np.ndarray) -> None:
+    """Owner: mark the ring closed and ring the doorbell so every sleeper wakes."""
+    atomic_store(ctl, H_CLOSED, 1)
+    atomic_add(ctl, H_DOORBELL, 1)
+
+
+@njit(cache=True)
+def sleepers_add(ctl: np.ndarray, delta: int) -> int:
+    """Register (+1) or unregister (-1) a sleeper on the doorbell."""
+    return atomic_add(ctl, H_SLEEPERS, delta)
+
+
+@njit(cache=True)
+def load(ctl: np.ndarray, index: int) -> int:
+    """An acquire load of one control word."""
+    return atomic_load(ctl, index)
+
+
+@njit(cache=True)
+def register_pin(ctl: np.ndarray, max_pins: int) -> int:
+    """Allocate a pin bit for a new pinning consumer; -1 if all are taken."""
+    while True:
+        m = atomic_load(ctl, H_PIN_MASK)
+        bit = -1
+        for b in range(max_pins):
+            if (m & (1 << b)) == 0:
+                bit = b
+                break
+        if bit < 0:
+            return -1
+        if atomic_cas(ctl, H_PIN_MASK, m, m | (1 << bit)) == m:
+            return bit

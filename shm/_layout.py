@@ -1,0 +1,130 @@
+"""Byte layout of a stack-ring block (shared by the kernels and the Python side).
+
+One shared-memory block::
+
+    [ control region: int64 words, padded to a page ]
+        header            HEADER_WORDS words (512 B): geometry, next sequence number,
+                          statistics lock + version, counters, doorbell (each group on its
+                          own 64-byte cache line)
+        slot headers      n_slots x SLOT_WORDS words (128 B each, 64-byte aligned):
+                          state word, sequence number, timestamps, interval in force
+        frame times       n_slots x frames float64: exposure time of every frame
+    [ pixel region: n_slots x stride bytes, each slot page-aligned, (C, Z, H, W) C-order ]
+
+The slot *state word* packs everything a compare-and-swap must see at once::
+
+    bits  0..3   state     EMPTY, WRITING, READY, CLAIMED, DONE
+    bits  4..11  pins      one bit per pinning consumer that has not persisted the stack
+    bits 12..23  owner     actor id of the reader holding the claim (0: none)
+    bits 24..63  seq       the stack's sequence number (40 bits)
+
+Putting the sequence number in the word makes every transition ABA-safe: a slot that was
+recycled between a reader's scan and its compare-and-swap carries a new number, so the swap
+fails instead of claiming (or skipping) the wrong stack.
+"""
+
+from __future__ import annotations
+
+MAGIC = 0x52_54_45_44_41_52_4E_47  # "RTEDARNG"
+VERSION = 1
+PAGE = 4096
+CACHE_LINE = 64
+
+# States (bits 0..3 of the state word).
+EMPTY = 0  # never written, or a write was aborted
+WRITING = 1  # the producer owns it
+READY = 2  # complete, published, nobody has claimed it
+CLAIMED = 3  # one reader owns it (owner bits say which)
+DONE = 4  # analysed, skipped or recovered; pixels stay valid until the producer reuses it
+
+STATE_MASK = 0xF
+PIN_SHIFT = 4
+PIN_MASK = 0xFF << PIN_SHIFT
+MAX_PINS = 8
+OWNER_SHIFT = 12
+OWNER_MASK = 0xFFF << OWNER_SHIFT
+SEQ_SHIFT = 24
+MAX_SEQ = (1 << 39) - 1  # keep the word positive as an int64
+
+# Actor ids (owner bits and statistics-lock holder). Readers use 1..MAX_READER_ID.
+MAX_READER_ID = 3999
+PIN_ACTOR_BASE = 4000  # a pinning consumer with bit b acts as PIN_ACTOR_BASE + b
+OWNER_ACTOR = 4094  # the ring's creator (recovery, drain)
+PRODUCER_ACTOR = 4095
+
+# Header words.
+H_MAGIC = 0
+H_VERSION = 1
+H_NSLOTS = 2
+H_SLOT_WORDS = 3
+H_PIX_OFFSET = 4
+H_PIX_STRIDE = 5
+H_C = 6
+H_Z = 7
+H_H = 8
+H_W = 9
+H_DTYPE = 10  # the dtype name, ASCII, packed little-endian into 8 bytes
+H_CREATOR = 11
+H_CLOSED = 12
+H_NEXT_SEQ = 13
+H_PIN_MASK = 14
+H_FRAMES_OFFSET = 15  # word index of the frame-time table
+H_STATS_LOCK = 16  # own cache line: words 16..23
+H_STATS_VERSION = 17
+# Counters: words 24..39 (two cache lines), changed only under the statistics lock.
+C_PUBLISHED = 24
+C_CLAIMED = 25
+C_COMPLETED = 26
+C_SKIPPED = 27
+C_OVERRUNS = 28
+C_RECOVERED = 29
+C_TORN = 30
+C_UNPINNED = 31
+C_ABORTED = 32
+C_WINDOWS_FAILED = 33
+COUNTER_FIRST = 24
+COUNTER_COUNT = 10
+COUNTER_NAMES = (
+    "published",
+    "claimed",
+    "completed",
+    "skipped",
+    "overruns",
+    "recovered",
+    "torn_reads",
+    "unpinned",
+    "aborted",
+    "windows_failed",
+)
+# Doorbell: an int32 futex word at word 40 (bytes 320..323), sleepers at word 41.
+H_DOORBELL = 40
+H_SLEEPERS = 41
+HEADER_WORDS = 64
+
+# Slot header words (relative to the slot's first word).
+SLOT_WORDS = 16
+S_WORD = 0
+S_SEQ = 1
+S_T_EXPOSURE = 2  # float64: exposure of the first frame
+S_T_PUBLISHED = 3  # float64
+S_T_CLAIMED = 4  # float64: set by the reader that claimed it
+S_INTERVAL = 5  # float64: interval in force when it was acquired
+S_T_LAST_EXPOSURE = 6  # float64: exposure of the last frame
+
+
+def round_up(value: int, multiple: int) -> int:
+    """``value`` rounded up to a multiple of ``multiple``."""
+    return -(-value // multiple) * multiple
+
+
+def pack_dtype(name: str) -> int:
+    """A dtype name (at most 8 ASCII characters) as one int64."""
+    raw = name.encode("ascii")
+    if len(raw) > 8:
+        raise ValueError(f"dtype name {name!r} is longer than 8 characters")
+    return int.from_bytes(raw.ljust(8, b"\0"), "little", signed=True)
+
+
+def unpack_dtype(value: int) -> str:
+    """Inverse of :func:`pack_dtype`."""
+    return value.to_bytes(8, "little", signed=True).rstrip(b"\0").decode("ascii")

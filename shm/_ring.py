@@ -1,0 +1,638 @@
+"""The stack ring: S slots of (C, Z, H, W) stacks in one shared-memory block.
+
+Roles and what each may do (see :mod:`._layout` for the state word and :mod:`._kernels` for
+the transitions)::
+
+    producer (camera)     EMPTY/DONE/READY(unpinned) --acquire--> WRITING --publish--> READY
+                                                        WRITING --abort--> EMPTY
+    readers (workers)     READY --claim newest--> CLAIMED --release--> DONE
+                          older READY passed over by a claim -------------> DONE (skipped)
+    pinning consumer      clears its pin bit once the stack is persisted (writer)
+    owner (engine)        CLAIMED of a dead reader --recover--> DONE; drain READY -> DONE
+
+The producer never waits: when every slot is claimed, pinned or being written, the stack is
+an *overrun* (counted) and :meth:`StackRing.write_slot` raises
+:class:`~rt_eda.errors.RingOverrunError`. A CLAIMED slot and a pinned slot are never
+overwritten. Readers sleep on the doorbell (:mod:`._doorbell`) when there is nothing to claim.
+
+Every process maps the same block; :meth:`StackRing.create` makes it (the owner must
+:meth:`~StackRing.unlink` it, which the context manager does), :meth:`StackRing.attach`
+maps it by name. Numpy arrays handed out (``pixels``) are views on shared memory: zero-copy,
+valid while the claim (or slot being written) is held.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+
+from rt_eda.errors import (
+    ClaimRecoveredError,
+    RingClosedError,
+    RingError,
+    RingOverrunError,
+    TornReadError,
+)
+
+from . import _doorbell, _kernels
+from ._block import SharedBlock
+from ._layout import (
+    COUNTER_COUNT,
+    COUNTER_NAMES,
+    H_C,
+    H_CLOSED,
+    H_CREATOR,
+    H_DOORBELL,
+    H_DTYPE,
+    H_FRAMES_OFFSET,
+    H_H,
+    H_MAGIC,
+    H_NEXT_SEQ,
+    H_NSLOTS,
+    H_PIX_OFFSET,
+    H_PIX_STRIDE,
+    H_SLOT_WORDS,
+    H_VERSION,
+    H_W,
+    H_Z,
+    HEADER_WORDS,
+    MAGIC,
+    MAX_PINS,
+    MAX_READER_ID,
+    MAX_SEQ,
+    OWNER_ACTOR,
+    PAGE,
+    PIN_ACTOR_BASE,
+    PRODUCER_ACTOR,
+    S_INTERVAL,
+    S_SEQ,
+    S_T_CLAIMED,
+    S_T_EXPOSURE,
+    S_T_LAST_EXPOSURE,
+    S_T_PUBLISHED,
+    SLOT_WORDS,
+    VERSION,
+    pack_dtype,
+    round_up,
+    unpack_dtype,
+)
+from ._spec import StackSpec
+
+__all__ = [
+    "Claim",
+    "PinReader",
+    "PinnedStack",
+    "RingStatistics",
+    "SlotWriter",
+    "StackRing",
+    "attached",
+]
+
+_MAX_SLOTS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RingStatistics:
+    """A consistent snapshot of the ring's counters (all processes' activity).
+
+    Once no claim is held and the ring is drained,
+    ``published == completed + skipped + recovered``.
+    """
+
+    published: int
+    claimed: int
+    completed: int
+    skipped: int
+    overruns: int
+    recovered: int
+    torn_reads: int
+    unpinned: int
+    aborted: int
+    windows_failed: int
+    next_seq: int
+    slots_ready: int
+    slots_claimed: int
+    slots_writing: int
+
+
+class SlotWriter:
+    """A slot held by the producer in WRITING state (from :meth:`StackRing.write_slot`).
+
+    Fill ``pixels`` (C, Z, H, W) frame by frame and ``frame_times`` (C*Z exposure times),
+    then :meth:`publish`. Only the producer process may hold one.
+    """
+
+    __slots__ = ("_done", "_ring", "frame_times", "pixels", "seq", "slot")
+
+    def __init__(self, ring: StackRing, slot: int, seq: int) -> None:
+        self._ring = ring
+        self.slot = slot
+        self.seq = seq
+        self.pixels: np.ndarray = ring._pixels[slot]
+        self.frame_times: np.ndarray = ring._frame_times[slot]
+        self._done = False
+
+    def frame(self, c: int, z: int) -> np.ndarray:
+        """The (H, W) view of frame (c, z)."""
+        return self.pixels[c, z]
+
+    def publish(self, *, interval_s: float = 0.0) -> None:
+        """Make the stack visible to readers (READY). The exposure timestamps are taken from
+        ``frame_times`` (first and last frame); ``interval_s`` is the interval in force."""
+        if self._done:
+            raise RingError(f"slot {self.slot} (stack {self.seq}) was already published")
+        ring = self._ring
+        base = ring._slot_word(self.slot)
+        f = ring._ctlf
+        f[base + S_T_EXPOSURE] = self.frame_times[0]
+        f[base + S_T_LAST_EXPOSURE] = self.frame_times[-1]
+        f[base + S_T_PUBLISHED] = time.monotonic()
+        f[base + S_INTERVAL] = interval_s
+        ring._ctl[base + S_SEQ] = self.seq
+        self._done = True
+        sleepers = _kernels.publish(ring._ctl, self.slot, PRODUCER_ACTOR)
+        if sleepers > 0:
+            _doorbell.wake(ring._doorbell_address)
+
+    def abort(self) -> None:
+        """Give the slot back unpublished; the sequence number is used by the next stack."""
+        if not self._done:
+            self._done = True
+            _kernels.abort(self._ring._ctl, self.slot, PRODUCER_ACTOR)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._done:
+            self.publish()
+
+
+class Claim:
+    """A stack (or a time window of stacks) claimed by one reader.
+
+    ``pixels`` is (C, Z, H, W), a zero-copy view on the slot, for a single stack; for a time
+    window of T stacks it is a (T, C, Z, H, W) array, oldest first, assembled under sequence
+    checks. Valid until :meth:`release`; the context manager releases.
+    """
+
+    __slots__ = (
+        "_released",
+        "_ring",
+        "actor",
+        "interval_s",
+        "pixels",
+        "seq",
+        "slot",
+        "t_claimed",
+        "t_exposure",
+        "t_published",
+    )
+
+    def __init__(
+        self, ring: StackRing, slot: int, seq: int, actor: int, pixels: np.ndarray
+    ) -> None:
+        self._ring = ring
+        self.slot = slot
+        self.seq = seq
+        self.actor = actor
+        self.pixels = pixels
+        base = ring._slot_word(slot)
+        f = ring._ctlf
+        self.t_exposure = float(f[base + S_T_EXPOSURE])
+        self.t_published = float(f[base + S_T_PUBLISHED])
+        self.interval_s = float(f[base + S_INTERVAL])
+        self.t_claimed = time.monotonic()
+        f[base + S_T_CLAIMED] = self.t_claimed
+        self._released = False
+
+    @property
+    def frame_times(self) -> np.ndarray:
+        """Exposure times of the newest stack's frames (C*Z)."""
+        return self._ring._frame_times[self.slot]
+
+    def count_torn(self) -> None:
+        """Record that verification found this stack torn (counted in the ring)."""
+        _kernels.count_torn(self._ring._ctl, self.actor)
+
+    def release(self) -> None:
+        """Hand the slot back (DONE). Raises ClaimRecoveredError if the owner had taken the
+        claim back (this reader was declared dead); the result must then be discarded."""
+        if self._released:
+            return
+        self._released = True
+        if not _kernels.release(self._ring._ctl, self.slot, self.actor, self.seq):
+            raise ClaimRecoveredError(
+                f"claim of stack {self.seq} (slot {self.slot}) by reader {self.actor} "
+                "was recovered by the ring's owner"
+            )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.release()
+        else:
+            try:
+                self.release()
+            except ClaimRecoveredError:
+                pass  # the original exception is the one that matters
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedStack:
+    """A stack a pinning consumer may read until it calls :meth:`PinReader.release`."""
+
+    seq: int
+    slot: int
+    pixels: np.ndarray
+    frame_times: np.ndarray
+    t_exposure: float
+    t_published: float
+    interval_s: float
+
+
+class PinReader:
+    """A pinning consumer (the recording writer): sees every published stack, in order.
+
+    Every stack published after :meth:`StackRing.register_pin` carries this consumer's pin;
+    the producer will not overwrite it until :meth:`release`. Stacks are read in sequence
+    order starting at the first stack published after registration.
+    """
+
+    def __init__(self, ring: StackRing, bit: int) -> None:
+        self._ring = ring
+        self.bit = bit
+        self.actor = PIN_ACTOR_BASE + bit
+        self.next_seq = int(_kernels.load(ring._ctl, H_NEXT_SEQ))
+
+    def next(self, timeout: float | None = None) -> PinnedStack | None:
+        """The next stack in sequence order, or None if none arrived within ``timeout``.
+
+        Raises RingClosedError when the ring is closed and no further stack is pending.
+        """
+        ring = self._ring
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            bell = ring._doorbell_value()
+            slot = _kernels.find_seq(ring._ctl, self.next_seq)
+            if slot >= 0:
+                base = ring._slot_word(slot)
+                f = ring._ctlf
+                return PinnedStack(
+                    seq=self.next_seq,
+                    slot=slot,
+                    pixels=ring._pixels[slot],
+                    frame_times=ring._frame_times[slot],
+                    t_exposure=float(f[base + S_T_EXPOSURE]),
+                    t_published=float(f[base + S_T_PUBLISHED]),
+                    interval_s=float(f[base + S_INTERVAL]),
+                )
+            if ring.closed and _kernels.load(ring._ctl, H_NEXT_SEQ) <= self.next_seq:
+                raise RingClosedError("ring closed: no further stacks")
+            if not ring._sleep(bell, deadline):
+                return None
+
+    def release(self, stack: PinnedStack) -> None:
+        """The stack is persisted: drop the pin so the producer may reuse the slot."""
+        if stack.seq != self.next_seq:
+            raise RingError(
+                f"pinned stacks are released in order: expected {self.next_seq}, got {stack.seq}"
+            )
+        if not _kernels.unpin(self._ring._ctl, stack.slot, self.bit, stack.seq, self.actor):
+            raise RingError(f"stack {stack.seq} in slot {stack.slot} no longer carries pin "
+                            f"{self.bit} (was the pin recovered?)")
+        self.next_seq += 1
+
+    def unregister(self) -> None:
+        """Stop pinning: new stacks no longer carry this pin; pins still held are dropped."""
+        _kernels.recover_pin(self._ring._ctl, self.bit, self.actor)
+
+
+class StackRing:
+    """A shared-memory ring of image stacks (see the module docstring for the protocol).
+
+    Parameters
+    ----------
+    block
+        The mapped shared-memory block.
+
+    Use :meth:`create` or :meth:`attach`, not the constructor.
+    """
+
+    def __init__(self, block: SharedBlock) -> None:
+        self._block = block
+        buf = block.buf
+        head = np.frombuffer(buf, dtype=np.int64, count=HEADER_WORDS)
+        if int(head[H_MAGIC]) != MAGIC:
+            raise RingError(f"shared block {block.name!r} is not an rt-eda stack ring")
+        if int(head[H_VERSION]) != VERSION:
+            raise RingError(
+                f"ring {block.name!r} has layout version {int(head[H_VERSION])}, "
+                f"this rt-eda reads version {VERSION}"
+            )
+        self.n_slots = int(head[H_NSLOTS])
+        self.spec = StackSpec(
+            int(head[H_C]), int(head[H_Z]), int(head[H_H]), int(head[H_W]),
+            unpack_dtype(int(head[H_DTYPE])),
+        )
+        frames_at = int(head[H_FRAMES_OFFSET])
+        ctl_words = frames_at + self.n_slots * self.spec.frames
+        pix_offset = int(head[H_PIX_OFFSET])
+        stride = int(head[H_PIX_STRIDE])
+        del head
+        self._ctl = np.frombuffer(buf, dtype=np.int64, count=ctl_words)
+        self._ctlf = np.frombuffer(buf, dtype=np.float64, count=ctl_words)
+        self._frame_times = self._ctlf[frames_at:].reshape(self.n_slots, self.spec.frames)
+        item = self.spec.np_dtype.itemsize
+        per_slot = stride // item
+        flat = np.frombuffer(
+            buf, dtype=self.spec.np_dtype, count=self.n_slots * per_slot, offset=pix_offset
+        ).reshape(self.n_slots, per_slot)
+        n_pix = self.spec.nbytes // item
+        self._pixels = flat[:, :n_pix].reshape(self.n_slots, *self.spec.shape)
+        self._doorbell_address = self._ctl.ctypes.data + H_DOORBELL * 8
+        self._counters = np.zeros(COUNTER_COUNT, dtype=np.int64)
+        self._census = np.zeros(8, dtype=np.int64)
+        self._closed_locally = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @staticmethod
+    def layout_size(spec: StackSpec, n_slots: int) -> tuple[int, int, int]:
+        """``(total bytes, pixel offset, pixel stride)`` of a ring of ``n_slots``."""
+        frames_at = HEADER_WORDS + n_slots * SLOT_WORDS
+        ctl_bytes = round_up((frames_at + n_slots * spec.frames) * 8, PAGE)
+        stride = round_up(spec.nbytes, PAGE)
+        return ctl_bytes + n_slots * stride, ctl_bytes, stride
+
+    @classmethod
+    def create(cls, spec: StackSpec, n_slots: int) -> StackRing:
+        """Create a ring of ``n_slots`` slots for stacks of ``spec`` (this process owns it)."""
+        if not 2 <= n_slots <= _MAX_SLOTS:
+            raise ValueError(f"a ring needs 2..{_MAX_SLOTS} slots, got {n_slots}")
+        size, pix_offset, stride = cls.layout_size(spec, n_slots)
+        block = SharedBlock.create(size, tag="ring")
+        try:
+            head = np.frombuffer(block.buf, dtype=np.int64, count=HEADER_WORDS)
+            head[H_VERSION] = VERSION
+            head[H_NSLOTS] = n_slots
+            head[H_SLOT_WORDS] = SLOT_WORDS
+            head[H_PIX_OFFSET] = pix_offset
+            head[H_PIX_STRIDE] = stride
+            head[H_C], head[H_Z], head[H_H], head[H_W] = spec.shape
+            head[H_DTYPE] = pack_dtype(spec.dtype)
+            head[H_CREATOR] = os.getpid()
+            head[H_FRAMES_OFFSET] = HEADER_WORDS + n_slots * SLOT_WORDS
+            head[H_MAGIC] = MAGIC  # last: an attacher never sees a half-made header
+            del head
+            return cls(block)
+        except BaseException:
+            block.close()
+            block.unlink()
+            raise
+
+    @classmethod
+    def attach(cls, name: str) -> StackRing:
+        """Map an existing ring by name (any process)."""
+        try:
+            block = SharedBlock.attach(name)
+        except FileNotFoundError:
+            raise RingError(f"no stack ring named {name!r} (has the run ended?)") from None
+        try:
+            return cls(block)
+        except BaseException:
+            block.close()
+            raise
+
+    @property
+    def name(self) -> str:
+        """The shared-memory name other processes attach by."""
+        return self._block.name
+
+    @property
+    def owner(self) -> bool:
+        """True in the process that created the ring."""
+        return self._block.owner
+
+    @property
+    def closed(self) -> bool:
+        """True once the owner called :meth:`shutdown` (the run is ending)."""
+        return bool(_kernels.load(self._ctl, H_CLOSED))
+
+    def shutdown(self) -> None:
+        """Mark the ring closed and wake every sleeper (they raise RingClosedError)."""
+        _kernels.set_closed(self._ctl)
+        _doorbell.wake(self._doorbell_address)
+
+    def close(self) -> None:
+        """Unmap the ring in this process (views handed out keep their memory alive)."""
+        if self._closed_locally:
+            return
+        self._closed_locally = True
+        del self._ctl, self._ctlf, self._frame_times, self._pixels
+        self._block.close()
+
+    def unlink(self) -> None:
+        """Remove the ring's name (owner); memory is freed when every process has unmapped."""
+        self._block.unlink()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        owner = self.owner
+        if owner and not self._closed_locally:
+            self.shutdown()
+        self.close()
+        if owner:
+            self.unlink()
+
+    def __repr__(self) -> str:
+        return f"StackRing({self.name!r}, slots={self.n_slots}, spec={self.spec})"
+
+    # -- internals ---------------------------------------------------------------------------
+    @staticmethod
+    def _slot_word(slot: int) -> int:
+        return HEADER_WORDS + slot * SLOT_WORDS
+
+    def _doorbell_value(self) -> int:
+        return int(_kernels.load(self._ctl, H_DOORBELL)) & 0xFFFFFFFF
+
+    def _sleep(self, bell: int, deadline: float | None, cap: float = 0.25) -> bool:
+        """Sleep until the doorbell moves past ``bell`` or ``deadline``; False on timeout."""
+        if deadline is None:
+            timeout = cap
+        else:
+            timeout = min(cap, deadline - time.monotonic())
+            if timeout <= 0:
+                return False
+        _kernels.sleepers_add(self._ctl, 1)
+        try:
+            _doorbell.wait(self._doorbell_address, bell, timeout)
+        finally:
+            _kernels.sleepers_add(self._ctl, -1)
+        return True
+
+    # -- producer ----------------------------------------------------------------------------
+    def write_slot(self) -> SlotWriter:
+        """Take a slot to fill (producer only). Raises RingOverrunError (counted) when every
+        slot is claimed, pinned or being written; RingClosedError after shutdown."""
+        if self.closed:
+            raise RingClosedError("ring closed")
+        slot = _kernels.try_acquire(self._ctl, PRODUCER_ACTOR)
+        if slot < 0:
+            raise RingOverrunError(
+                f"no free slot in a ring of {self.n_slots}: every slot is claimed, pinned "
+                "by the writer, or being written (the stack is lost)"
+            )
+        seq = int(_kernels.load(self._ctl, H_NEXT_SEQ))
+        if seq > MAX_SEQ:
+            raise RingError(f"sequence numbers exhausted ({seq} > {MAX_SEQ})")
+        return SlotWriter(self, slot, seq)
+
+    # -- readers -----------------------------------------------------------------------------
+    def try_claim(self, actor: int, n_timepoints: int = 1) -> Claim | None:
+        """Claim the newest READY stack (or time window ending at it) without waiting.
+
+        ``actor`` is this reader's id (1..3999, unique among live readers; the owner recovers
+        claims by it). Older READY stacks are counted as skipped. With ``n_timepoints`` T > 1
+        the claim holds stack t and the pixels are the stacks [t-T+1 .. t] (copied under
+        sequence checks); nothing is claimed before T stacks exist. None when there is
+        nothing (new) to claim, or when the window could not be formed (counted).
+        """
+        if not 1 <= actor <= MAX_READER_ID:
+            raise ValueError(f"reader id must be 1..{MAX_READER_ID}, got {actor}")
+        slot = _kernels.claim_newest(self._ctl, actor, n_timepoints - 1)
+        if slot < 0:
+            return None
+        seq = int(self._ctl[self._slot_word(slot) + S_SEQ])
+        if n_timepoints == 1:
+            return Claim(self, slot, seq, actor, self._pixels[slot])
+        try:
+            window = self._copy_window(slot, seq, n_timepoints)
+        except TornReadError:
+            _kernels.count_window_failed(self._ctl, actor)
+            _kernels.release(self._ctl, slot, actor, seq)
+            return None
+        return Claim(self, slot, seq, actor, window)
+
+    def claim(
+        self, actor: int, *, timeout: float | None = None, n_timepoints: int = 1
+    ) -> Claim | None:
+        """Like :meth:`try_claim`, but sleeps on the doorbell until a stack is published.
+
+        Returns None on timeout; raises RingClosedError once the ring is shut down.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            bell = self._doorbell_value()
+            if self.closed:
+                raise RingClosedError("ring closed")
+            got = self.try_claim(actor, n_timepoints)
+            if got is not None:
+                return got
+            if not self._sleep(bell, deadline):
+                return None
+
+    def _copy_window(self, slot: int, seq: int, n: int) -> np.ndarray:
+        out = np.empty((n, *self.spec.shape), dtype=self.spec.np_dtype)
+        out[n - 1] = self._pixels[slot]
+        for k in range(1, n):
+            want = seq - k
+            other = _kernels.find_seq(self._ctl, want)
+            if other < 0:
+                raise TornReadError(f"stack {want} of the window ending at {seq} is gone")
+            np.copyto(out[n - 1 - k], self._pixels[other])
+            if not _kernels.still_holds(self._ctl, other, want):
+                raise TornReadError(f"stack {want} was overwritten while it was copied")
+        return out
+
+    # -- pinning consumers ------------------------------------------------------------------
+    def register_pin(self) -> PinReader:
+        """Register a pinning consumer: from the next published stack on, nothing it has not
+        released is overwritten. At most 8 at a time."""
+        bit = _kernels.register_pin(self._ctl, MAX_PINS)
+        if bit < 0:
+            raise RingError(f"all {MAX_PINS} pin bits are taken")
+        return PinReader(self, bit)
+
+    # -- observers ---------------------------------------------------------------------------
+    def newest_seq(self) -> int:
+        """Sequence number of the newest published stack, or -1 before the first."""
+        return int(_kernels.load(self._ctl, H_NEXT_SEQ)) - 1
+
+    def copy_stack(self, seq: int, out: np.ndarray) -> bool:
+        """Copy stack ``seq`` into ``out`` without claiming or pinning it (the viewer's read).
+
+        True when the copy is consistent; False when the stack is not in the ring or was
+        overwritten during the copy (``out`` then holds garbage). Never blocks anyone.
+        """
+        slot = _kernels.find_seq(self._ctl, seq)
+        if slot < 0:
+            return False
+        np.copyto(out, self._pixels[slot])
+        return bool(_kernels.still_holds(self._ctl, slot, seq))
+
+    def statistics(self) -> RingStatistics:
+        """A consistent snapshot of the counters, readable from any process."""
+        while not _kernels.snapshot(self._ctl, self._counters):
+            time.sleep(0)
+        _kernels.count_states(self._ctl, self._census)
+        values = dict(zip(COUNTER_NAMES, (int(v) for v in self._counters), strict=True))
+        return RingStatistics(
+            **values,
+            next_seq=int(_kernels.load(self._ctl, H_NEXT_SEQ)),
+            slots_ready=int(self._census[2]),
+            slots_claimed=int(self._census[3]),
+            slots_writing=int(self._census[1]),
+        )
+
+    # -- owner -------------------------------------------------------------------------------
+    def recover(self, actor: int) -> int:
+        """Take back the claims of reader ``actor`` (its process died). Returns how many."""
+        return int(_kernels.recover_actor(self._ctl, actor, OWNER_ACTOR))
+
+    def recover_pin(self, bit: int) -> int:
+        """Drop pin ``bit`` (its consumer died) everywhere. Returns the slots unpinned."""
+        _kernels.recover_actor(self._ctl, PIN_ACTOR_BASE + bit, OWNER_ACTOR)
+        return int(_kernels.recover_pin(self._ctl, bit, OWNER_ACTOR))
+
+    def drain(self) -> int:
+        """At the end of a run: count every unclaimed READY stack as skipped."""
+        return int(_kernels.drain(self._ctl, OWNER_ACTOR))
+
+
+@contextmanager
+def attached(name: str) -> Iterator[StackRing]:
+    """Attach to ring ``name`` for the duration of a ``with`` block."""
+    ring = StackRing.attach(name)
+    try:
+        yield ring
+    finally:
+        ring.close()
+
