@@ -1,0 +1,443 @@
+"""Interpreters: turn analysis results into acquisition changes (interval commands).
+
+An interpreter is a plain object driven by the interpreter role, one call at a time (it is
+not thread-safe and needs no locking)::
+
+    cmd = interp.start()                  # the initial interval, always announced
+    for each Result from the queue:
+        cmd = interp.on_result(result)    # a Command when the interval changes, else None
+    for each ControlMessage from a person:
+        cmd = interp.on_control(msg)      # validated; a bad value raises and changes nothing
+    interp.statistics()                   # a frozen snapshot, any time
+
+Ordering
+--------
+Results can arrive out of order (several workers finish at different times). Every
+interpreter acts only on a result whose ``seq`` is newer than the newest it has received;
+an older (or repeated) one is dropped and counted in
+``InterpreterStatistics.results_dropped_out_of_order``. A late result can therefore never
+flip the state back, which the original plugin allowed.
+
+Binary frame-rate state machine
+-------------------------------
+::
+
+               decision > upper_threshold
+        SLOW ────────────────────────────────▶ FAST
+         ▲                                       │
+         └───────────────────────────────────────┘
+           decision < lower_threshold and
+           fast_frames >= min_fast_frames
+
+Between the thresholds the state holds (hysteresis). ``fast_frames`` counts results of stacks
+*acquired in fast mode*: a result counts only when its stack's first frame was exposed at or
+after the moment the switch to fast was decided (``Result.t_exposure >= Command.t_decided``,
+both on the ``time.monotonic()`` clock every process shares). Results of stacks exposed before
+the switch, still in flight when it was decided, were acquired at the slow interval and must
+not count: otherwise, with several workers, the results already queued when the event was
+seen would use up ``min_fast_frames`` at once and send the acquisition back to slow before a
+single fast stack had been looked at. The one result that triggers a switch back to slow may
+itself be the fast stack that completes the count. (A stack exposed after the decision but
+before the camera applied the command, which the camera does at its next timepoint, does
+count: the interpreter cannot see actuation, and that stack is the first the camera takes
+once the event is known.)
+
+The original plugin counts fast frames from the result that triggered fast, whatever its
+stack's exposure time; with ``min_fast_frames = 1`` it may therefore switch back on the very
+next result, possibly of a stack exposed before the switch. rt-eda does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from rt_eda.config import Config, InterpreterConfig
+from rt_eda.errors import ConfigError
+from rt_eda.messages import Command, ControlMessage, Result
+
+__all__ = [
+    "BinaryFrameRateInterpreter",
+    "Interpreter",
+    "InterpreterState",
+    "InterpreterStatistics",
+    "ManualInterpreter",
+    "make_interpreter",
+]
+
+log = logging.getLogger(__name__)
+
+_CONTROL_SOURCE = "run-time control"
+
+
+class InterpreterState(StrEnum):
+    """The state of an interpreter: SLOW/FAST for the binary one, MANUAL for the manual one."""
+
+    SLOW = "slow"
+    FAST = "fast"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class InterpreterStatistics:
+    """A snapshot of an interpreter's counters (taken by :meth:`Interpreter.statistics`).
+
+    Attributes
+    ----------
+    decisions
+        Results acted on (received in order while not paused).
+    results_dropped_out_of_order
+        Results dropped because their ``seq`` was not newer than the newest received.
+    interval_switches
+        Commands sent after the initial announcement (each one changed the interval).
+    current_interval
+        The interval in force (seconds; 0 = free-run).
+    state
+        The current state.
+    fast_frames
+        Results of stacks acquired in the current fast period (0 outside fast mode).
+    results_ignored_paused
+        Results received in order while paused (not acted on).
+    paused
+        Whether the interpreter is paused (holds the interval, ignores results).
+    newest_seq
+        The newest ``seq`` received in order (-1 before any).
+    """
+
+    decisions: int
+    results_dropped_out_of_order: int
+    interval_switches: int
+    current_interval: float
+    state: InterpreterState
+    fast_frames: int = 0
+    results_ignored_paused: int = 0
+    paused: bool = False
+    newest_seq: int = -1
+
+
+@runtime_checkable
+class Interpreter(Protocol):
+    """What the interpreter role drives (see the module docstring for the lifecycle)."""
+
+    def start(self) -> Command:
+        """The initial interval; the role sends it to the camera before any result."""
+        ...
+
+    def on_result(self, result: Result) -> Command | None:
+        """Act on one result; a Command only when the interval changes."""
+        ...
+
+    def on_control(self, msg: ControlMessage) -> Command | None:
+        """Apply a run-time change; a Command if it changes the interval in force.
+
+        Raises
+        ------
+        ConfigError
+            The key is not a setting of this interpreter or the value is not allowed; nothing
+            is changed.
+        """
+        ...
+
+    def statistics(self) -> InterpreterStatistics:
+        """A frozen snapshot of the counters and the state."""
+        ...
+
+
+def _flag(msg: ControlMessage) -> bool:
+    """A 0/1 control value as a bool; anything else is a ConfigError."""
+    if msg.value not in (0.0, 1.0):
+        raise ConfigError(
+            f"interpreter.{msg.key}: {msg.value!r} is not allowed; expected 0.0 or 1.0"
+        )
+    return msg.value == 1.0
+
+
+def _setting_value(key: str, value: float) -> float | int:
+    """ControlMessage values are floats; integer settings take integral floats only."""
+    if key == "min_fast_frames" and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+class _OrderedInterpreter:
+    """What every interpreter shares: in-order filtering, pause, counters, commands."""
+
+    _state: InterpreterState
+
+    def __init__(
+        self,
+        settings: InterpreterConfig,
+        interval: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._interval = interval
+        self._clock = clock
+        self._newest_seq = -1
+        self._decisions = 0
+        self._dropped = 0
+        self._ignored_paused = 0
+        self._switches = 0
+        self._paused = False
+
+    @property
+    def settings(self) -> InterpreterConfig:
+        """The settings in force (changed by controls)."""
+        return self._settings
+
+    def _accept(self, result: Result) -> bool:
+        """Whether ``result`` is to be acted on; counts drops and paused results."""
+        if result.seq <= self._newest_seq:
+            self._dropped += 1
+            log.debug(
+                "result of stack %d from worker %d dropped: not newer than stack %d",
+                result.seq,
+                result.worker,
+                self._newest_seq,
+            )
+            return False
+        self._newest_seq = result.seq
+        if self._paused:
+            self._ignored_paused += 1
+            return False
+        self._decisions += 1
+        return True
+
+    def _command(
+        self, interval: float, reason: str, t_decided: float | None = None
+    ) -> Command | None:
+        """Set the interval; a Command only if it changed."""
+        if interval == self._interval:
+            return None
+        self._interval = interval
+        self._switches += 1
+        log.info("interval -> %g s (%s)", interval, reason)
+        return Command(
+            interval_s=interval,
+            reason=reason,
+            after_seq=self._newest_seq,
+            t_decided=self._clock() if t_decided is None else t_decided,
+        )
+
+    def _announce(self, reason: str) -> Command:
+        log.info("interval %g s (%s)", self._interval, reason)
+        return Command(
+            interval_s=self._interval, reason=reason, after_seq=-1, t_decided=self._clock()
+        )
+
+    def _changed(self, changes: Mapping[str, object]) -> InterpreterConfig:
+        return self._settings.with_changes(changes, source=_CONTROL_SOURCE)
+
+    def _pause(self, msg: ControlMessage) -> None:
+        self._paused = _flag(msg)
+        log.info("interpreter %s", "paused" if self._paused else "resumed")
+
+    def _unknown(self, msg: ControlMessage, allowed: tuple[str, ...]) -> ConfigError:
+        kind = self._settings.kind
+        return ConfigError(
+            f"interpreter.{msg.key}: not a run-time setting of the {kind!r} interpreter "
+            f"(value {msg.value!r} refused); allowed: {', '.join(allowed)}"
+        )
+
+    def statistics(self) -> InterpreterStatistics:
+        """A frozen snapshot of the counters and the state."""
+        return InterpreterStatistics(
+            decisions=self._decisions,
+            results_dropped_out_of_order=self._dropped,
+            interval_switches=self._switches,
+            current_interval=self._interval,
+            state=self._state,
+            fast_frames=self._fast_frames_now(),
+            results_ignored_paused=self._ignored_paused,
+            paused=self._paused,
+            newest_seq=self._newest_seq,
+        )
+
+    def _fast_frames_now(self) -> int:
+        return 0
+
+
+class BinaryFrameRateInterpreter(_OrderedInterpreter):
+    """Slow until an event is seen, fast until it is over (see the module docstring).
+
+    Parameters
+    ----------
+    settings
+        ``kind``, thresholds, intervals and ``min_fast_frames`` (validated already).
+    clock
+        The time source for ``Command.t_decided`` and for counting fast frames; it must be
+        the clock ``Result.t_exposure`` uses (``time.monotonic``, the default).
+
+    Notes
+    -----
+    Run-time controls: ``lower_threshold``, ``upper_threshold``, ``slow_interval``,
+    ``fast_interval``, ``min_fast_frames``, ``paused`` (1.0/0.0). New thresholds and
+    ``min_fast_frames`` apply from the next result; a new interval of the current state
+    applies at once (a Command). A control that would break ``lower <= upper`` or
+    ``fast <= slow`` raises :class:`~rt_eda.errors.ConfigError` and changes nothing.
+    """
+
+    CONTROL_KEYS = (
+        "lower_threshold",
+        "upper_threshold",
+        "slow_interval",
+        "fast_interval",
+        "min_fast_frames",
+        "paused",
+    )
+
+    def __init__(
+        self, settings: InterpreterConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(settings, settings.slow_interval, clock)
+        self._state = InterpreterState.SLOW
+        self._t_fast_since = math.inf
+        self._fast_frames = 0
+
+    def _fast_frames_now(self) -> int:
+        return self._fast_frames if self._state is InterpreterState.FAST else 0
+
+    def start(self) -> Command:
+        """Announce the slow interval (the state is SLOW until an event is seen)."""
+        return self._announce(f"start: slow interval {self._settings.slow_interval:g} s")
+
+    def on_result(self, result: Result) -> Command | None:
+        """Act on one result (see the module docstring); a Command when the interval changes.
+
+        The state may change without a Command when ``fast_interval == slow_interval``.
+        """
+        if not self._accept(result):
+            return None
+        s = self._settings
+        value = result.decision
+        if self._state is InterpreterState.SLOW:
+            if value > s.upper_threshold:
+                self._state = InterpreterState.FAST
+                t_decided = self._clock()
+                self._t_fast_since = t_decided
+                self._fast_frames = 0
+                return self._command(
+                    s.fast_interval,
+                    f"decision {value:.4g} > upper {s.upper_threshold:g}: fast "
+                    f"(stack {result.seq})",
+                    t_decided,
+                )
+            return None
+        if result.t_exposure >= self._t_fast_since:
+            self._fast_frames += 1
+        if value < s.lower_threshold and self._fast_frames >= s.min_fast_frames:
+            frames = self._fast_frames
+            self._state = InterpreterState.SLOW
+            self._fast_frames = 0
+            self._t_fast_since = math.inf
+            return self._command(
+                s.slow_interval,
+                f"decision {value:.4g} < lower {s.lower_threshold:g} after {frames} fast "
+                f"frame(s): slow (stack {result.seq})",
+            )
+        return None
+
+    def on_control(self, msg: ControlMessage) -> Command | None:
+        """Apply a run-time change (see the class notes); invalid ones change nothing."""
+        if msg.key == "paused":
+            self._pause(msg)
+            return None
+        if msg.key not in self.CONTROL_KEYS:
+            raise self._unknown(msg, self.CONTROL_KEYS)
+        self._settings = self._changed({msg.key: _setting_value(msg.key, msg.value)})
+        log.info("interpreter.%s set to %r", msg.key, msg.value)
+        target = (
+            self._settings.fast_interval
+            if self._state is InterpreterState.FAST
+            else self._settings.slow_interval
+        )
+        return self._command(target, f"control: {msg.key} = {msg.value:g}")
+
+
+class ManualInterpreter(_OrderedInterpreter):
+    """Holds a fixed interval that only a person changes.
+
+    Results are received (in order, counted as decisions) but never change the interval.
+
+    Parameters
+    ----------
+    settings
+        Its ``slow_interval``/``fast_interval`` are what the ``mode`` toggle selects.
+    interval
+        The interval held at start (``interpreter.manual_interval``, or ``camera.interval``
+        when that is unset).
+    clock
+        The time source for ``Command.t_decided``.
+
+    Notes
+    -----
+    Run-time controls: ``manual_interval`` (hold this interval), ``mode`` (1.0 → hold
+    ``fast_interval``, 0.0 → hold ``slow_interval``), ``slow_interval``/``fast_interval``
+    (applied at once if that mode is the one held), ``paused``. Thresholds are not settings
+    of this interpreter and are refused.
+    """
+
+    CONTROL_KEYS = ("manual_interval", "mode", "slow_interval", "fast_interval", "paused")
+
+    def __init__(
+        self,
+        settings: InterpreterConfig,
+        interval: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        checked = settings.with_changes({"manual_interval": interval}, source=_CONTROL_SOURCE)
+        super().__init__(checked, interval, clock)
+        self._state = InterpreterState.MANUAL
+        self._mode: InterpreterState = InterpreterState.MANUAL  # which interval is held
+
+    def start(self) -> Command:
+        """Announce the interval held."""
+        return self._announce(f"start: manual interval {self._interval:g} s")
+
+    def on_result(self, result: Result) -> Command | None:
+        """Record the result (order-checked); the interval never changes here."""
+        self._accept(result)
+        return None
+
+    def on_control(self, msg: ControlMessage) -> Command | None:
+        """Apply a run-time change (see the class notes); invalid ones change nothing."""
+        if msg.key == "paused":
+            self._pause(msg)
+            return None
+        if msg.key not in self.CONTROL_KEYS:
+            raise self._unknown(msg, self.CONTROL_KEYS)
+        if msg.key == "mode":
+            fast = _flag(msg)
+            self._mode = InterpreterState.FAST if fast else InterpreterState.SLOW
+        else:
+            self._settings = self._changed({msg.key: msg.value})
+            if msg.key == "manual_interval":
+                self._mode = InterpreterState.MANUAL
+        log.info("interpreter.%s set to %r", msg.key, msg.value)
+        target = {
+            InterpreterState.MANUAL: self._settings.manual_interval,
+            InterpreterState.FAST: self._settings.fast_interval,
+            InterpreterState.SLOW: self._settings.slow_interval,
+        }[self._mode]
+        assert target is not None  # manual_interval is set in __init__
+        return self._command(target, f"control: {msg.key} = {msg.value:g}")
+
+
+def make_interpreter(config: Config, *, clock: Callable[[], float] = time.monotonic) -> Interpreter:
+    """The interpreter ``config.interpreter.kind`` names, set up from the configuration.
+
+    ``manual`` holds ``interpreter.manual_interval``, or ``camera.interval`` when unset.
+    """
+    settings = config.interpreter
+    if settings.kind == "binary":
+        return BinaryFrameRateInterpreter(settings, clock=clock)
+    interval = settings.manual_interval
+    if interval is None:
+        interval = config.camera.interval
+    return ManualInterpreter(settings, interval, clock=clock)
