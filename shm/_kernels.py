@@ -220,8 +220,9 @@ def claim_newest(ctl: np.ndarray, actor: int, min_seq: int) -> int:
 
 
 @njit(cache=True)
-def release(ctl: np.ndarray, slot: int, actor: int, seq: int) -> bool:
-    """Reader: CLAIMED -> DONE (pins kept). False if the claim was recovered meanwhile."""
+def release(ctl: np.ndarray, slot: int, actor: int, seq: int, analysed: bool) -> bool:
+    """Reader: CLAIMED -> DONE (pins kept), counted as completed if ``analysed``, else as
+    skipped. False if the claim was recovered meanwhile."""
     wi = _word_index(slot)
     w = atomic_load(ctl, wi)
     while True:
@@ -231,7 +232,7 @@ def release(ctl: np.ndarray, slot: int, actor: int, seq: int) -> bool:
         if old == w:
             break
         w = old  # only the pin bits can have changed
-    _count(ctl, actor, C_COMPLETED, 1)
+    _count(ctl, actor, C_COMPLETED if analysed else C_SKIPPED, 1)
     return True
 
 

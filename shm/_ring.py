@@ -229,13 +229,14 @@ class Claim:
         """Record that verification found this stack torn (counted in the ring)."""
         _kernels.count_torn(self._ring._ctl, self.actor)
 
-    def release(self) -> None:
-        """Hand the slot back (DONE). Raises ClaimRecoveredError if the owner had taken the
-        claim back (this reader was declared dead); the result must then be discarded."""
+    def release(self, *, analysed: bool = True) -> None:
+        """Hand the slot back (DONE), counted as completed, or as skipped when
+        ``analysed=False`` (the reader gave up on it). Raises ClaimRecoveredError if the owner
+        had taken the claim back (this reader was declared dead); discard the result then."""
         if self._released:
             return
         self._released = True
-        if not _kernels.release(self._ring._ctl, self.slot, self.actor, self.seq):
+        if not _kernels.release(self._ring._ctl, self.slot, self.actor, self.seq, analysed):
             raise ClaimRecoveredError(
                 f"claim of stack {self.seq} (slot {self.slot}) by reader {self.actor} "
                 "was recovered by the ring's owner"
@@ -537,7 +538,7 @@ class StackRing:
             window = self._copy_window(slot, seq, n_timepoints)
         except TornReadError:
             _kernels.count_window_failed(self._ctl, actor)
-            _kernels.release(self._ctl, slot, actor, seq)
+            _kernels.release(self._ctl, slot, actor, seq, False)
             return None
         return Claim(self, slot, seq, actor, window)
 

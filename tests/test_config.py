@@ -252,6 +252,19 @@ def test_cross_key_checks(tmp_path: Path) -> None:
     assert len(lines) == 4
 
 
+def test_synthetic_limits_match_the_source() -> None:
+    no_events = Config().with_overrides(
+        {"camera.synthetic.event_every_s": 0, "camera.synthetic.event_duration_s": 5}
+    )
+    assert no_events.camera.synthetic.event_every_s == 0.0
+    with pytest.raises(ConfigError) as exc:
+        Config().with_overrides({"camera.synthetic.width": 20000, "camera.synthetic.z_slices": 0})
+    lines = problems(exc)
+    assert lines[0].startswith("camera.synthetic.width: 20000 (int) is not allowed")
+    assert "from 8 to 16384" in lines[0]
+    assert lines[1].startswith("camera.synthetic.z_slices: 0 (int)")
+
+
 def test_thresholds_may_be_equal_and_intervals_zero() -> None:
     config = Config().with_overrides(
         {

@@ -1,0 +1,323 @@
+"""The stack ring's state machine, in one process (multi-process tests: test_ring_mp.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from rt_eda.errors import ClaimRecoveredError, RingClosedError, RingError, RingOverrunError
+from rt_eda.shm import StackRing, StackSpec
+
+MakeRing = Callable[..., StackRing]
+
+
+def publish(ring: StackRing, value: int | None = None) -> int:
+    with ring.write_slot() as slot:
+        slot.pixels[:] = slot.seq if value is None else value
+        slot.frame_times[:] = time.monotonic()
+        return slot.seq
+
+
+def test_publish_then_claim_gives_the_stack_zero_copy(make_ring: MakeRing) -> None:
+    ring = make_ring()
+    seq = publish(ring, 7)
+    claim = ring.try_claim(1)
+    assert claim is not None and claim.seq == seq == 0
+    assert claim.pixels.shape == (2, 1, 32, 32)
+    assert (claim.pixels == 7).all()
+    assert np.shares_memory(claim.pixels, ring._pixels)  # a view, not a copy
+    assert claim.t_published >= claim.t_exposure
+    assert claim.t_claimed >= claim.t_published
+    claim.release()
+    stats = ring.statistics()
+    assert (stats.published, stats.claimed, stats.completed, stats.skipped) == (1, 1, 1, 0)
+
+
+def test_nothing_to_claim_before_publish_and_while_writing(make_ring: MakeRing) -> None:
+    ring = make_ring()
+    assert ring.try_claim(1) is None
+    with ring.write_slot() as slot:
+        slot.pixels[:] = 1
+        assert ring.try_claim(1) is None  # a stack being written is invisible
+    assert ring.try_claim(1) is not None
+
+
+def test_claim_newest_skips_older_stacks_once(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=6)
+    for _ in range(4):
+        publish(ring)
+    first = ring.try_claim(1)
+    assert first is not None and first.seq == 3
+    # The older READY stacks were passed over: a second reader finds nothing to claim.
+    assert ring.try_claim(2) is None
+    first.release()
+    stats = ring.statistics()
+    assert stats.skipped == 3 and stats.claimed == 1
+    assert stats.published == stats.completed + stats.skipped
+
+
+def test_each_stack_is_claimed_by_exactly_one_reader(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=4)
+    publish(ring)
+    a = ring.try_claim(1)
+    b = ring.try_claim(2)
+    assert a is not None and b is None
+    publish(ring)
+    b = ring.try_claim(2)
+    assert b is not None and b.seq == 1
+    a.release()
+    b.release()
+
+
+def test_producer_takes_back_the_oldest_unclaimed_stack(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=3)
+    for _ in range(5):
+        publish(ring)
+    stats = ring.statistics()
+    # 5 stacks into 3 slots: the two oldest READY stacks were taken back, i.e. skipped.
+    assert stats.published == 5 and stats.skipped == 2 and stats.overruns == 0
+    claim = ring.try_claim(1)
+    assert claim is not None and claim.seq == 4 and (claim.pixels == 4).all()
+    claim.release()
+    assert ring.statistics().skipped == 4
+
+
+def test_claimed_slots_are_never_overwritten(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=2)
+    publish(ring, 11)
+    held = ring.try_claim(1)
+    assert held is not None
+    publish(ring, 22)
+    held2 = ring.try_claim(2)
+    assert held2 is not None
+    with pytest.raises(RingOverrunError, match="ring of 2"):
+        ring.write_slot()
+    assert ring.statistics().overruns == 1
+    assert (held.pixels == 11).all() and (held2.pixels == 22).all()
+    held.release()
+    assert publish(ring, 33) == 2  # the released slot is reused, seq continues
+    assert (held2.pixels == 22).all()
+    held2.release()
+
+
+def test_abort_gives_the_slot_back_and_reuses_the_sequence_number(make_ring: MakeRing) -> None:
+    ring = make_ring()
+    with pytest.raises(ZeroDivisionError), ring.write_slot() as slot:
+        slot.pixels[:] = 5
+        _ = 1 / 0
+    assert ring.try_claim(1) is None
+    assert publish(ring) == 0
+    assert ring.statistics().aborted == 1
+
+
+def test_publishing_twice_is_an_error(make_ring: MakeRing) -> None:
+    ring = make_ring()
+    slot = ring.write_slot()
+    slot.publish()
+    with pytest.raises(RingError, match="already published"):
+        slot.publish()
+
+
+def test_pinned_stacks_survive_until_released_and_come_in_order(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=3)
+    pin = ring.register_pin()
+    for v in (10, 11, 12):
+        publish(ring, v)
+    # All three slots pinned: the producer must not overwrite any of them.
+    with pytest.raises(RingOverrunError):
+        ring.write_slot()
+    # A reader may still claim (and analysis skips) pinned stacks.
+    claim = ring.try_claim(1)
+    assert claim is not None and claim.seq == 2
+    claim.release()
+    got = []
+    for _ in range(3):
+        stack = pin.next(timeout=0.1)
+        assert stack is not None
+        got.append((stack.seq, int(stack.pixels[0, 0, 5, 5])))
+        pin.release(stack)
+    assert got == [(0, 10), (1, 11), (2, 12)]
+    assert pin.next(timeout=0.01) is None
+    publish(ring, 13)  # unpinned slots are reusable again
+    stats = ring.statistics()
+    assert stats.overruns == 1 and stats.unpinned == 3
+
+
+def test_pins_must_be_released_in_order(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=3)
+    pin = ring.register_pin()
+    publish(ring)
+    publish(ring)
+    first = pin.next(timeout=0.1)
+    assert first is not None
+    fake = type(first)(1, first.slot, first.pixels, first.frame_times, 0.0, 0.0, 0.0)
+    with pytest.raises(RingError, match="in order"):
+        pin.release(fake)
+
+
+def test_recover_pin_frees_the_slots_of_a_dead_consumer(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=2)
+    pin = ring.register_pin()
+    publish(ring)
+    publish(ring)
+    with pytest.raises(RingOverrunError):
+        ring.write_slot()
+    assert ring.recover_pin(pin.bit) == 2
+    publish(ring)  # no pins any more: the producer can reuse a slot
+
+
+def test_time_window_is_exactly_the_last_t_stacks(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=6)
+    publish(ring)
+    publish(ring)
+    # Only 2 stacks exist: no window of 3, and nothing claimed or skipped.
+    assert ring.try_claim(1, n_timepoints=3) is None
+    stats = ring.statistics()
+    assert stats.claimed == 0 and stats.skipped == 0
+    publish(ring)
+    claim = ring.try_claim(1, n_timepoints=3)
+    assert claim is not None and claim.seq == 2
+    assert claim.pixels.shape == (3, 2, 1, 32, 32)
+    assert [int(claim.pixels[k, 0, 0, 0, 0]) for k in range(3)] == [0, 1, 2]
+    claim.release()
+    publish(ring)
+    publish(ring)
+    claim = ring.try_claim(1, n_timepoints=3)
+    assert claim is not None
+    assert [int(claim.pixels[k, 1, 0, 9, 9]) for k in range(3)] == [2, 3, 4]
+    claim.release()
+
+
+def test_window_with_an_overwritten_stack_is_refused_and_counted(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=2)
+    for _ in range(3):
+        publish(ring)  # stack 0 is gone: the ring holds 1 and 2
+    assert ring.try_claim(1, n_timepoints=3) is None
+    stats = ring.statistics()
+    assert stats.windows_failed == 1
+    # The claim of stack 2 was given back (not leaked) and counted as skipped.
+    assert stats.completed == 0 and stats.slots_claimed == 0
+    assert stats.published == stats.skipped == 3
+
+
+def test_recover_returns_a_dead_readers_claim(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=2)
+    publish(ring)
+    claim = ring.try_claim(5)
+    assert claim is not None
+    assert ring.recover(5) == 1
+    assert ring.recover(5) == 0
+    with pytest.raises(ClaimRecoveredError, match="reader 5"):
+        claim.release()
+    stats = ring.statistics()
+    assert stats.recovered == 1 and stats.completed == 0
+    assert stats.published == stats.completed + stats.skipped + stats.recovered
+
+
+def test_drain_counts_unclaimed_stacks_as_skipped(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=4)
+    for _ in range(3):
+        publish(ring)
+    assert ring.drain() == 3
+    stats = ring.statistics()
+    assert stats.published == stats.completed + stats.skipped + stats.recovered == 3
+
+
+def test_claim_sleeps_until_publish_and_shutdown_wakes_it(make_ring: MakeRing) -> None:
+    ring = make_ring()
+    got: list[object] = []
+
+    def wait_for_claim() -> None:
+        claim = ring.claim(1, timeout=5.0)
+        got.append(claim.seq if claim else None)
+        if claim:
+            claim.release()
+        try:
+            ring.claim(1, timeout=5.0)
+        except RingClosedError:
+            got.append("closed")
+
+    thread = threading.Thread(target=wait_for_claim)
+    thread.start()
+    time.sleep(0.05)
+    publish(ring)
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    ring.shutdown()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert got == [0, "closed"]
+    assert time.monotonic() - t0 < 1.0  # woken, not timed out
+    with pytest.raises(RingClosedError):
+        ring.write_slot()
+
+
+def test_claim_times_out(make_ring: MakeRing) -> None:
+    ring = make_ring()
+    t0 = time.monotonic()
+    assert ring.claim(1, timeout=0.05) is None
+    assert 0.04 <= time.monotonic() - t0 < 1.0
+
+
+def test_copy_stack_reads_without_claiming(make_ring: MakeRing) -> None:
+    ring = make_ring(n_slots=2)
+    publish(ring, 3)
+    out = np.empty(ring.spec.shape, dtype=ring.spec.np_dtype)
+    assert ring.copy_stack(ring.newest_seq(), out) and (out == 3).all()
+    assert ring.copy_stack(99, out) is False
+    claim = ring.try_claim(1)  # copy_stack left the stack claimable
+    assert claim is not None
+    claim.release()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "float32", "float64"])
+def test_any_integer_or_float_dtype(make_ring: MakeRing, dtype: str) -> None:
+    ring = make_ring(StackSpec(1, 3, 7, 5, dtype))
+    with ring.write_slot() as slot:
+        slot.pixels[:] = np.arange(3 * 7 * 5, dtype=dtype).reshape(1, 3, 7, 5)
+    claim = ring.try_claim(1)
+    assert claim is not None
+    assert claim.pixels.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(claim.pixels.ravel(), np.arange(105, dtype=dtype))
+    claim.release()
+
+
+def test_attach_sees_the_same_memory_and_geometry(make_ring: MakeRing) -> None:
+    ring = make_ring(StackSpec(2, 2, 8, 8, "float32"), n_slots=3)
+    publish(ring, 4)
+    other = StackRing.attach(ring.name)
+    try:
+        assert other.spec == ring.spec and other.n_slots == 3 and not other.owner
+        claim = other.try_claim(1)
+        assert claim is not None and (claim.pixels == 4).all()
+        claim.release()
+        assert ring.statistics().completed == 1
+    finally:
+        other.close()
+
+
+def test_bad_arguments_are_refused(make_ring: MakeRing) -> None:
+    with pytest.raises(ValueError, match="2..4096 slots, got 1"):
+        StackRing.create(StackSpec(1, 1, 4, 4), 1)
+    with pytest.raises(ValueError, match="dtype"):
+        StackSpec(1, 1, 4, 4, "complex64")
+    with pytest.raises(ValueError, match="height"):
+        StackSpec(1, 1, 0, 4)
+    ring = make_ring()
+    with pytest.raises(ValueError, match="reader id"):
+        ring.try_claim(0)
+    with pytest.raises(RingError, match="no stack ring named"):
+        StackRing.attach("rt_eda_1_ring_deadbeef")
+
+
+def test_context_manager_unlinks(make_ring: MakeRing) -> None:
+    from rt_eda.shm import list_blocks
+
+    with StackRing.create(StackSpec(1, 1, 4, 4), 2) as ring:
+        name = ring.name
+        assert name in {n for n, _ in list_blocks()}
+    assert name not in {n for n, _ in list_blocks()}
