@@ -216,29 +216,34 @@ class SyntheticConfig(_Section):
 
     section: ClassVar[str] = "camera.synthetic"
 
-    height: int = _field(512, "an integer >= 8 (pixels)", ge=8)
-    width: int = _field(512, "an integer >= 8 (pixels)", ge=8)
-    z_slices: int = _field(1, "an integer >= 1", ge=1)
+    height: int = _field(512, "an integer from 8 to 16384 (pixels)", ge=8, le=16384)
+    width: int = _field(512, "an integer from 8 to 16384 (pixels)", ge=8, le=16384)
+    z_slices: int = _field(1, "an integer from 1 to 1024", ge=1, le=1024)
     dtype: Literal["uint8", "uint16", "float32"] = _field(
         "uint16", "one of 'uint8', 'uint16', 'float32'"
     )
     seed: int = _field(0, "an integer >= 0", ge=0)
-    event_every_s: float = _field(8.0, "a number > 0 (seconds between event starts)", gt=0)
+    event_every_s: float = _field(
+        8.0, "a number >= 0 (mean seconds between event starts; 0 = no events)", ge=0
+    )
     event_duration_s: float = _field(
-        3.0, "a number >= 0 and <= camera.synthetic.event_every_s (seconds)", ge=0
+        3.0,
+        "a number >= 0 and <= camera.synthetic.event_every_s unless that is 0 (seconds)",
+        ge=0,
     )
     verify: bool = _field(False, "true or false (stamp each frame with its sequence number)")
 
     @model_validator(mode="after")
     def _check_events(self) -> Self:
-        if self.event_duration_s > self.event_every_s:
+        if 0 < self.event_every_s < self.event_duration_s:
             raise PydanticCustomError(
                 _CROSS_ERROR,
                 "{detail}",
                 {
                     "detail": (
                         f"camera.synthetic.event_duration_s ({self.event_duration_s:g}) must be "
-                        f"<= camera.synthetic.event_every_s ({self.event_every_s:g})"
+                        f"<= camera.synthetic.event_every_s ({self.event_every_s:g}), or "
+                        "event_every_s 0 for no events"
                     )
                 },
             )
