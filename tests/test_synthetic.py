@@ -7,12 +7,13 @@ import math
 import pickle
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
+from rt_eda.shm import check_stack, read_stamp
 
 from rt_eda.errors import ConfigError, SourceError
-from rt_eda.shm import check_stack, read_stamp
 from rt_eda.sources._protocol import Source
 from rt_eda.sources.synthetic import (
     SyntheticEvent,
@@ -20,19 +21,19 @@ from rt_eda.sources.synthetic import (
     SyntheticSource,
 )
 
-SMALL = {"height": 64, "width": 96}
+SMALL: dict[str, Any] = {"height": 64, "width": 96}
 EVENT = (1.0, 2.0, 30.0, 40.0, 0)  # start 1 s, lasts 2 s, at y=30, x=40, z=0
 NOISE_SD = {"uint8": 0.008 * 255, "uint16": 0.008 * 4095, "float32": 0.008}
 
 
-def _pair(**kw: object) -> tuple[SyntheticSource, SyntheticSource]:
+def _pair(**kw: Any) -> tuple[SyntheticSource, SyntheticSource]:
     """Two sources identical but for the events: the first has EVENT, the second none.
 
     Driven by the same calls they draw the same noise, so their difference is the focus.
     """
     base = {**SMALL, "event_every_s": 0.0, **kw}
-    with_event = SyntheticSource(SyntheticSettings(**base, events=(EVENT,)))  # type: ignore[arg-type]
-    without = SyntheticSource(SyntheticSettings(**base))  # type: ignore[arg-type]
+    with_event = SyntheticSource(SyntheticSettings(**base, events=(EVENT,)))
+    without = SyntheticSource(SyntheticSettings(**base))
     return with_event, without
 
 
@@ -40,7 +41,7 @@ def _stack(src: SyntheticSource) -> np.ndarray:
     return np.empty(src.spec.shape, src.spec.dtype)
 
 
-def _focus_diff(t_s: float, **kw: object) -> np.ndarray:
+def _focus_diff(t_s: float, **kw: Any) -> np.ndarray:
     a, b = _pair(**kw)
     sa, sb = _stack(a), _stack(b)
     a.render_stack(t_s, sa)
@@ -53,7 +54,7 @@ def _focus_diff(t_s: float, **kw: object) -> np.ndarray:
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
 def test_shapes_and_dtypes(dtype: str) -> None:
-    src = SyntheticSource(SyntheticSettings(**SMALL, z_slices=3, dtype=dtype))  # type: ignore[arg-type]
+    src = SyntheticSource(SyntheticSettings(**SMALL, z_slices=3, dtype=dtype))
     spec = src.open()
     try:
         assert spec.shape == (2, 3, 64, 96)
@@ -113,17 +114,16 @@ def test_seeded_determinism() -> None:
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
 def test_focus_visible_exactly_while_event_active(dtype: str) -> None:
-    src, _ = _pair(dtype=dtype)
+    src, _ = _pair(dtype=dtype, exposure_s=0.0)  # the marker frame's clock is t itself
     sd = NOISE_SD[dtype]
     for t in np.arange(0.0, 4.0, 0.125):
-        diff = _focus_diff(float(t), dtype=dtype)
+        diff = _focus_diff(float(t), dtype=dtype, exposure_s=0.0)
         truth = src.ground_truth(float(t))
         assert np.all(diff[0] == 0), "the structure channel must not see events"
         if truth == 0.0:
             assert np.all(diff == 0), f"a focus at t={t} with no event"
             continue
-        # The focus is where the event is, as bright as its intensity says (exposure 0.01 s
-        # shifts the marker frame's clock by 0.01 s: allow for it).
+        # The focus is where the event is, as bright as its intensity says.
         y, x = np.unravel_index(np.argmax(diff[1, 0]), diff.shape[2:])
         assert abs(y - EVENT[2]) <= 1 and abs(x - EVENT[3]) <= 1
         expected = 0.5 * {"uint8": 255, "uint16": 4095, "float32": 1.0}[dtype] * truth
@@ -154,9 +154,9 @@ def test_focus_stands_out_in_the_marker_channel() -> None:
 
 def test_focus_sits_at_one_z_and_blurs_into_neighbours() -> None:
     event = (1.0, 2.0, 30.0, 40.0, 2)
-    base = {**SMALL, "z_slices": 5, "event_every_s": 0.0, "exposure_s": 0.0}
-    a = SyntheticSource(SyntheticSettings(**base, events=(event,)))  # type: ignore[arg-type]
-    b = SyntheticSource(SyntheticSettings(**base))  # type: ignore[arg-type]
+    base: dict[str, Any] = {**SMALL, "z_slices": 5, "event_every_s": 0.0, "exposure_s": 0.0}
+    a = SyntheticSource(SyntheticSettings(**base, events=(event,)))
+    b = SyntheticSource(SyntheticSettings(**base))
     sa, sb = _stack(a), _stack(b)
     a.render_stack(2.0, sa)
     b.render_stack(2.0, sb)
@@ -185,9 +185,15 @@ def test_ground_truth_and_mask() -> None:
 
 
 def test_random_schedule_matches_what_is_rendered() -> None:
-    kw = {**SMALL, "event_every_s": 2.0, "event_duration_s": 1.0, "exposure_s": 0.0, "seed": 5}
-    a = SyntheticSource(SyntheticSettings(**kw))  # type: ignore[arg-type]
-    b = SyntheticSource(SyntheticSettings(**{**kw, "event_every_s": 0.0}))  # type: ignore[arg-type]
+    kw: dict[str, Any] = {
+        **SMALL,
+        "event_every_s": 2.0,
+        "event_duration_s": 1.0,
+        "exposure_s": 0.0,
+        "seed": 5,
+    }
+    a = SyntheticSource(SyntheticSettings(**kw))
+    b = SyntheticSource(SyntheticSettings(**{**kw, "event_every_s": 0.0}))
     sa, sb = _stack(a), _stack(b)
     seen = 0
     for t in np.arange(0.0, 12.0, 0.1):
@@ -200,9 +206,11 @@ def test_random_schedule_matches_what_is_rendered() -> None:
             seen += 1
             assert visible, f"ground truth says event at t={t:.1f} but no focus"
             mask = a.event_mask(float(t))
-            assert np.unravel_index(np.argmax(diff), diff.shape) == np.unravel_index(
-                np.argmax(mask), mask.shape
-            ) or mask[np.unravel_index(np.argmax(diff), diff.shape)] > 0.5 * mask.max()
+            assert (
+                np.unravel_index(np.argmax(diff), diff.shape)
+                == np.unravel_index(np.argmax(mask), mask.shape)
+                or mask[np.unravel_index(np.argmax(diff), diff.shape)] > 0.5 * mask.max()
+            )
         elif a.ground_truth(float(t)) == 0.0:
             assert not diff.any(), f"a focus at t={t:.1f} with no event"
     assert seen > 10
@@ -234,9 +242,7 @@ def test_no_random_events_when_disabled() -> None:
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
 def test_verify_stamps(dtype: str) -> None:
-    src = SyntheticSource(
-        SyntheticSettings(**SMALL, z_slices=2, dtype=dtype, verify=True)  # type: ignore[arg-type]
-    )
+    src = SyntheticSource(SyntheticSettings(**SMALL, z_slices=2, dtype=dtype, verify=True))
     src.open()
     stop = threading.Event()
     stack = _stack(src)
@@ -258,7 +264,7 @@ def test_verify_stamps(dtype: str) -> None:
         assert not check_stack(torn, 1000) and not check_stack(torn, 1001)
     finally:
         src.close()
-    plain = SyntheticSource(SyntheticSettings(**SMALL, dtype=dtype))  # type: ignore[arg-type]
+    plain = SyntheticSource(SyntheticSettings(**SMALL, dtype=dtype))
     out = _stack(plain)
     plain.render_stack(1.0, out, seq=77)
     assert check_stack(out, 77)
@@ -290,8 +296,8 @@ def test_timepoints_follow_the_schedule_without_drift() -> None:
     stop = threading.Event()
     stack = _stack(src)
     src.start(interval)
-    times = []
-    exposures = []
+    times: list[float] = []
+    exposures: list[list[float]] = []
     while True:
         t = src.next_timepoint(stop)
         assert t is not None
@@ -334,6 +340,7 @@ def test_late_caller_skips_ahead_without_a_burst() -> None:
     assert stats["timepoints_skipped"] == round(k) - 1
     # No catch-up burst: the next one waits for its own time.
     t2 = src.next_timepoint(stop)
+    assert t2 is not None
     assert t2 == pytest.approx(t1 + interval)
     assert time.monotonic() >= t2
     src.close()
@@ -398,7 +405,9 @@ def test_stop_flag_interrupts_a_long_wait() -> None:
 
 def test_events_follow_the_acquisition_clock() -> None:
     src = SyntheticSource(
-        SyntheticSettings(**SMALL, event_every_s=0.0, exposure_s=0.0, events=((0.0, 0.4, 30, 40, 0),))
+        SyntheticSettings(
+            **SMALL, event_every_s=0.0, exposure_s=0.0, events=((0.0, 0.4, 30, 40, 0),)
+        )
     )
     src.open()
     stop = threading.Event()
@@ -478,12 +487,12 @@ def test_pickle_round_trip_before_open() -> None:
         ("events", "soon"),
     ],
 )
-def test_bad_settings_name_the_key(key: str, value: object) -> None:
+def test_bad_settings_name_the_key(key: str, value: Any) -> None:
     with pytest.raises(ConfigError) as info:
-        SyntheticSettings(**{key: value})  # type: ignore[arg-type]
+        SyntheticSettings(**{key: value})
     message = str(info.value)
     assert f"synthetic.{key}" in message
-    shown = repr(value) if key != "events" or isinstance(value, str) else repr(value[0])  # type: ignore[index]
+    shown = repr(value) if key != "events" or isinstance(value, str) else repr(value[0])
     assert shown in message
 
 
@@ -493,7 +502,7 @@ def test_duration_longer_than_spacing_is_refused() -> None:
 
 
 def test_settings_are_frozen_and_lists_become_tuples() -> None:
-    settings = SyntheticSettings(events=[[1, 2, 3, 4, 0]])  # type: ignore[list-item]
+    settings = SyntheticSettings(events=[[1, 2, 3, 4, 0]])  # type: ignore[arg-type]
     assert settings.events == ((1.0, 2.0, 3.0, 4.0, 0),)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.height = 3  # type: ignore[misc]
