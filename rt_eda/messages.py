@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "CameraControl",
     "Command",
     "ControlMessage",
     "Result",
@@ -68,6 +69,15 @@ class Command:
 
 
 @dataclass(frozen=True, slots=True)
+class CameraControl:
+    """Engine -> camera: ``attach`` (``value`` = ring name) then ``start`` (``value`` = the
+    starting interval in s). Stopping goes through the shared stop event."""
+
+    kind: str
+    value: str | float
+
+
+@dataclass(frozen=True, slots=True)
 class ControlMessage:
     """A run-time change asked for by a person (viewer or CLI) and sent to the interpreter.
 
@@ -87,6 +97,7 @@ class RoleEventKind(StrEnum):
     STOPPED = "stopped"  # left its loop cleanly
     FAILED = "failed"  # its top loop caught an exception; detail holds the message
     STATS = "stats"  # a final statistics payload in ``detail`` (a JSON string)
+    STATUS = "status"  # a live status payload in ``detail`` (JSON), a few times a second
 
 
 @dataclass(frozen=True, slots=True)

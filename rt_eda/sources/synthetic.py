@@ -610,7 +610,8 @@ class SyntheticSource:
         self._clock = _Clock(t0=time.monotonic(), interval_s=_checked_interval(interval_s))
 
     def set_interval(self, interval_s: float) -> None:
-        """Change the interval; the next timepoint is due ``interval_s`` after the current one.
+        """Change the interval; the next timepoint is due ``interval_s`` after the current one,
+        or now if that moment has passed.
 
         Raises
         ------
@@ -621,6 +622,11 @@ class SyntheticSource:
         """
         clock = self._started("set_interval")
         clock.interval_s = _checked_interval(interval_s)
+        now = time.monotonic()
+        if clock.t_current is not None and clock.t_current + clock.interval_s < now:
+            # A shorter interval whose next timepoint would lie in the past: the next
+            # timepoint is now (an exposure time is never earlier than the command).
+            clock.t_current = now - clock.interval_s
 
     def next_timepoint(self, stop: StopFlag) -> float | None:
         """Sleep until the next timepoint is due; return its scheduled monotonic time.

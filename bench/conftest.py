@@ -1,0 +1,61 @@
+"""Benchmark-suite plumbing: ``--quick``, and a table of every measurement at the end.
+
+Each benchmark runs one experiment (its measurement and its baseline, in the same run) inside
+``benchmark.pedantic`` and records what it measured in ``benchmark.extra_info``, so that
+``--benchmark-save``/``--benchmark-compare`` keep and compare the figures. The tables printed
+at the end are the same figures, readable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+_TABLES: dict[str, list[dict[str, Any]]] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--quick", action="store_true", default=False,
+        help="short runs (CI checks the suite still works; figures are rougher)",
+    )
+
+
+@pytest.fixture
+def quick(request: pytest.FixtureRequest) -> bool:
+    """True with ``--quick``."""
+    return bool(request.config.getoption("--quick"))
+
+
+@pytest.fixture
+def report() -> Any:
+    """``report(table, row_dict)``: add a row to a printed table."""
+
+    def add(table: str, row: dict[str, Any]) -> None:
+        _TABLES.setdefault(table, []).append(row)
+
+    return add
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value == 0 or abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.3g}"
+    return str(value)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for title, rows in _TABLES.items():
+        columns: list[str] = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+        cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+        terminalreporter.write_sep("=", title)
+        terminalreporter.write_line("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
+        for r in cells:
+            terminalreporter.write_line("  ".join(v.rjust(w) for v, w in zip(r, widths)))

@@ -1,0 +1,200 @@
+"""The ``rt-eda`` command line.
+
+``rt-eda run`` runs an acquisition (the embedded default when no file is given);
+``rt-eda workers`` lists the selectable workers; ``rt-eda train-demo-model`` retrains the
+bundled demo model. Exit codes: 0 clean, 1 a fault during the run (summary still written),
+2 bad configuration or model (nothing started).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rt_eda import __version__
+from rt_eda.errors import ConfigError, ModelError
+
+__all__ = ["main"]
+
+log = logging.getLogger("rt_eda")
+
+
+def _run_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="run an acquisition (default: synthetic source, demo model)",
+                       description="Run an event-driven acquisition. Flags override the file.")
+    p.add_argument("--config", metavar="PATH",
+                   help="TOML configuration (or an original plugin settings.json)")
+    p.add_argument("--source", metavar="SPEC",
+                   help="synthetic | mm-demo | mmconfig:PATH | replay:PATH")
+    p.add_argument("--worker", metavar="NAME", help="worker class (see `rt-eda workers`)")
+    p.add_argument("--model", metavar="PATH", help="Keras model (.keras or .h5)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes")
+    p.add_argument("--threads-per-worker", type=int, metavar="T",
+                   help="compute threads per worker process")
+    p.add_argument("--interpreter", choices=["binary", "manual"])
+    p.add_argument("--interval", type=float, metavar="S",
+                   help="starting interval in s (with --interpreter manual: the interval held;"
+                        " 0 = free-run)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--save", metavar="DIR", help="record every frame and decision to DIR")
+    p.add_argument("--summary", metavar="PATH", help="write the run summary as JSON")
+    p.add_argument("--viewer", dest="viewer", action="store_true", default=None,
+                   help="show the live viewer")
+    p.add_argument("--no-viewer", dest="viewer", action="store_false")
+    p.add_argument("--verify", action="store_true", default=None,
+                   help="stamp frames with their sequence number; workers count torn reads")
+    p.add_argument("--profile", metavar="DIR", help="write per-role timing breakdowns to DIR")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any configuration key, e.g. --set camera.synthetic.seed=3")
+    p.add_argument("--debug", action="store_true", help="log more and show tracebacks")
+
+
+def _parse_value(text: str) -> object:
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    o: dict[str, object] = {}
+    simple = {
+        "source": "camera.source", "worker": "analysis.worker", "model": "analysis.model",
+        "workers": "analysis.workers", "threads_per_worker": "analysis.threads_per_worker",
+        "interpreter": "interpreter.kind", "duration": "run.duration", "save": "run.save",
+        "summary": "run.summary", "viewer": "viewer.enabled", "verify": "run.verify",
+        "profile": "run.profile",
+    }
+    for attr, key in simple.items():
+        value = getattr(args, attr)
+        if value is not None:
+            o[key] = value
+    if args.interval is not None:
+        o["camera.interval"] = args.interval
+        if args.interpreter == "manual":
+            o["interpreter.manual_interval"] = args.interval
+    if args.debug:
+        o["run.debug"] = True
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        o[key.strip()] = _parse_value(value.strip())
+    return o
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rt_eda.config import load_config_with_notes
+    from rt_eda.engine import EXIT_BAD_INPUT, Engine, Status
+
+    try:
+        config, notes = load_config_with_notes(args.config)
+        for note in notes:
+            log.info("settings.json: %s", note)
+        config = config.with_overrides(_overrides(args))
+    except ConfigError as exc:
+        print(f"rt-eda: configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    tty = sys.stdout.isatty()
+
+    def show(status: Status) -> None:
+        if tty:
+            sys.stdout.write("\r" + status.line()[:200] + "\033[K")
+            sys.stdout.flush()
+
+    engine = Engine(config, on_status=show)
+    code = engine.run()
+    if tty:
+        sys.stdout.write("\n")
+    if engine.summary and config.run.summary:
+        engine.write_summary(config.run.summary)
+    _print_summary(engine.summary, engine.errors, code)
+    return code
+
+
+def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
+    if not s:
+        for e in errors:
+            print(f"rt-eda: {e}", file=sys.stderr)
+        return
+    lat = s["latency_ms"]
+    print(
+        f"acquired {s['stacks_published']} stacks ({s['frames_acquired']} frames) in "
+        f"{s['acquisition_s']:.1f} s at {s['acquired_fps']:.1f} stacks/s; "
+        f"analysed {s['stacks_analysed']}, skipped {s['stacks_skipped']} "
+        f"({s['workers']} worker(s) x {s['threads_per_worker']} thread(s), {s['worker']})\n"
+        f"decisions {s['decisions']}, interval switches {s['interval_switches']}, "
+        f"dropped out of order {s['results_dropped_out_of_order']}, torn reads "
+        f"{s['torn_reads']}, worker restarts {s['worker_restarts']}, frames lost "
+        f"{s['frames_lost']}\n"
+        f"latency ms (p50/p99/max): publish->claim "
+        f"{_lat(lat['publish_to_claim'])}, publish->decision "
+        f"{_lat(lat['publish_to_decision'])}, decision->actuation "
+        f"{_lat(lat['decision_to_actuation'])}"
+    )
+    for e in errors:
+        print(f"rt-eda: error: {e}", file=sys.stderr)
+    if code:
+        print(f"rt-eda: exit code {code}", file=sys.stderr)
+
+
+def _lat(d: dict[str, float]) -> str:
+    return f"{d['p50']:.2f}/{d['p99']:.2f}/{d['max']:.2f}"
+
+
+def _cmd_workers(args: argparse.Namespace) -> int:
+    from rt_eda.config import load_config
+    from rt_eda.workers._discovery import describe_workers
+
+    modules: Sequence[str] = args.module or ()
+    if args.config:
+        modules = (*load_config(args.config).analysis.worker_modules, *modules)
+    for name, doc, needs_model in describe_workers(modules):
+        print(f"{name:<24} {'(model) ' if needs_model else ''}{doc}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rt-eda`` command."""
+    parser = argparse.ArgumentParser(prog="rt-eda", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"rt-eda {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    w = sub.add_parser("workers", help="list the selectable workers")
+    w.add_argument("--config", metavar="PATH", help="also list workers of its worker_modules")
+    w.add_argument("--module", action="append", metavar="MODULE",
+                   help="also list the workers of this module")
+    t = sub.add_parser("train-demo-model", help="retrain the bundled demo model",
+                       add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(processName)s %(name)s %(levelname)s: "
+                               "%(message)s" if debug else "%(levelname)s: %(message)s")
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "workers":
+            return _cmd_workers(args)
+        if args.command == "train-demo-model":
+            from rt_eda.workers._train_demo import main as train_main
+
+            result: int = train_main(args.rest)
+            return result
+    except (ConfigError, ModelError) as exc:
+        if debug:
+            raise
+        print(f"rt-eda: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

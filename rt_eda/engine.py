@@ -1,0 +1,547 @@
+"""The engine: creates shared memory, starts every role, watches them, ends the run cleanly.
+
+::
+
+    preflight (config, worker, model fit)        -- a problem here: exit 2, nothing started
+    camera: open source -> READY(shape)
+    create ring -> camera attaches
+    workers 1..N, interpreter: set up, warm up -> READY
+    camera: start                                -- acquisition runs
+    watch: restart a crashed worker (bounded), stop on a fault, --duration, SIGINT/SIGTERM
+    stop: camera -> ring shutdown (workers leave) -> interpreter drains -> summary
+    finally: every child joined or killed, every segment unlinked
+
+Exit codes: 0 ran and shut down cleanly; 2 bad configuration or model (nothing started);
+1 a fault during the run (the summary is still written). Every role is started with the
+``spawn`` start method (TensorFlow is not fork-safe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import math
+import multiprocessing as mp
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from rt_eda.config import Config
+from rt_eda.errors import ConfigError, ModelError, RtEdaError
+from rt_eda.interpreters import make_interpreter
+from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
+from rt_eda.process import RoleChannels
+from rt_eda.queues import MessageQueue
+from rt_eda.roles.interpreter import percentiles
+from rt_eda.shm import StackRing, StackSpec, sweep_stale_blocks
+
+__all__ = ["Engine", "EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_OK", "Status", "ring_slots"]
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAULT = 1
+EXIT_BAD_INPUT = 2
+
+MAX_RESTARTS_PER_WORKER = 3
+READY_TIMEOUT_S = 600.0
+_JOIN_S = 20.0
+
+
+@dataclass
+class Status:
+    """The live numbers shown on the terminal (and handed to a status callback)."""
+
+    elapsed_s: float = 0.0
+    acquired_per_s: float = 0.0
+    analysed_per_s: float = 0.0
+    published: int = 0
+    analysed: int = 0
+    skipped: int = 0
+    interval_s: float = float("nan")
+    state: str = ""
+    p2d_p50_ms: float = 0.0
+    workers: int = 0
+    restarts: int = 0
+
+    def line(self) -> str:
+        """One terminal line."""
+        return (
+            f"{self.elapsed_s:7.1f} s  acquired {self.acquired_per_s:7.1f}/s  "
+            f"analysed {self.analysed_per_s:7.1f}/s  skipped {self.skipped:>7d}  "
+            f"interval {self.interval_s:.3g} s {self.state:<4}  "
+            f"publish->decision p50 {self.p2d_p50_ms:6.2f} ms  workers {self.workers}"
+            + (f" (restarts {self.restarts})" if self.restarts else "")
+        )
+
+
+def ring_slots(config: Config, spec: StackSpec) -> int:
+    """How many slots the stack ring gets.
+
+    ``ring.slots`` when set. Otherwise enough for every worker to hold a claim (and a time
+    window) with room to publish; with a recording (``--save``) also ``ring.buffer_s``
+    seconds of stacks at the fastest interval the run may use (1 ms for free-run), so the
+    writer can fall that far behind without loss; never more than ``ring.max_bytes``.
+    """
+    if config.ring.slots:
+        return config.ring.slots
+    a = config.analysis
+    minimum = a.workers + a.n_timepoints + 3
+    slots = minimum
+    if config.run.save:
+        intervals = [config.camera.interval, config.interpreter.slow_interval,
+                     config.interpreter.fast_interval]
+        if config.interpreter.manual_interval is not None:
+            intervals.append(config.interpreter.manual_interval)
+        fastest = min(intervals)
+        fastest = fastest if fastest > 0 else 1e-3
+        slots = max(minimum, math.ceil(config.ring.buffer_s / fastest))
+    cap = max(minimum, config.ring.max_bytes // max(1, spec.nbytes))
+    return int(min(slots, cap, 4096))
+
+
+@dataclass
+class _Child:
+    role: str
+    index: int
+    process: Any
+    ready: bool = False
+    restarts: int = 0
+    failed: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class _Stop(Exception):
+    """Raised inside the engine to leave the start-up phase (a signal or a failure)."""
+
+
+class Engine:
+    """Runs one acquisition described by ``config``.
+
+    Parameters
+    ----------
+    config
+        The effective configuration (file + command-line overrides).
+    on_status
+        Called about twice a second with a :class:`Status` while the run goes (the CLI prints
+        it on a terminal).
+    """
+
+    def __init__(self, config: Config, on_status: Callable[[Status], None] | None = None):
+        self.config = config
+        self.on_status = on_status
+        self.errors: list[str] = []
+        self.summary: dict[str, Any] = {}
+        self._ctx = mp.get_context("spawn")
+        self._children: list[_Child] = []
+        self._ring: StackRing | None = None
+        self._stop_requested = ""
+        self._signals = 0
+        self._status = Status()
+        self._camera_stats: dict[str, Any] = {}
+        self._interp_stats: dict[str, Any] = {}
+        self._worker_stats: dict[int, list[dict[str, Any]]] = {}
+        self._restarts = 0
+        self._fault = False
+        self._t_start = 0.0
+        self._spec: StackSpec | None = None
+
+    # -- public --------------------------------------------------------------------------
+    def run(self) -> int:
+        """Run to the end; returns the exit code. Always cleans up."""
+        try:
+            self._preflight()
+        except (ConfigError, ModelError) as exc:
+            self.errors.append(str(exc))
+            log.error("%s", exc)
+            return EXIT_BAD_INPUT
+        with self._signal_handlers(), self._log_listener() as log_queue:
+            try:
+                return self._run(log_queue)
+            finally:
+                self._cleanup()
+
+    # -- phases ----------------------------------------------------------------------------
+    def _preflight(self) -> None:
+        """Everything that can be checked before a process starts."""
+        from rt_eda.sources import make_source
+        from rt_eda.workers._discovery import discover_workers
+        from rt_eda.workers._process import worker_settings
+
+        sweep_stale_blocks()
+        workers = discover_workers(self.config.analysis.worker_modules)
+        name = self.config.analysis.worker
+        if name not in workers:
+            raise ConfigError(
+                f"analysis.worker: {name!r} is not a known worker; available: "
+                + ", ".join(sorted(workers))
+            )
+        cls = workers[name]
+        source = make_source(self.config)
+        spec = getattr(source, "spec", None)
+        self._worker = cls(worker_settings(self.config))
+        if isinstance(spec, StackSpec):
+            self._worker.check(spec)  # ModelError / ConfigError: exit 2, nothing started
+
+    def _run(self, log_queue: Any) -> int:
+        cfg = self.config
+        ctx = self._ctx
+        channels = RoleChannels(
+            events=ctx.Queue(), camera=MessageQueue(ctx), results=MessageQueue(ctx),
+            stop=ctx.Event(),
+            log=log_queue, writer=None, parent_pid=os.getpid(),
+        )
+        self._channels = channels
+        from rt_eda.roles import camera as camera_role
+        from rt_eda.roles import interpreter as interpreter_role
+
+        try:
+            cam = self._start("camera", 0, camera_role.run, (cfg, channels))
+            spec_event = self._wait_ready([cam])
+            spec = StackSpec(**json.loads(spec_event["camera"]))
+            self._spec = spec
+            try:
+                self._worker.check(spec)
+            except (ConfigError, ModelError) as exc:
+                self.errors.append(str(exc))
+                log.error("%s", exc)
+                return EXIT_BAD_INPUT
+            slots = ring_slots(cfg, spec)
+            self._ring = StackRing.create(spec, slots)
+            log.info("ring %s: %d slots of %s %s (%.1f MiB)", self._ring.name, slots,
+                     spec.shape, spec.dtype, slots * spec.nbytes / 2**20)
+            channels = channels.with_rings(self._ring.name)
+            self._channels = channels
+            channels.camera.put(CameraControl("attach", self._ring.name))
+            from rt_eda.workers import _process as worker_role
+
+            workers = [
+                self._start("worker", i, worker_role.run, (cfg, channels, i))
+                for i in range(1, cfg.analysis.workers + 1)
+            ]
+            interp = self._start("interpreter", 0, interpreter_role.run, (cfg, channels))
+            self._wait_ready([*workers, interp])
+        except _Stop:
+            self._finish(started=False)
+            return self._exit_code()
+        start_interval = make_interpreter(cfg).start().interval_s
+        self._t_start = time.monotonic()
+        channels.camera.put(CameraControl("start", start_interval))
+        log.info("acquisition started: %d worker(s) x %d thread(s), interval %.4g s",
+                 cfg.analysis.workers, cfg.analysis.threads_per_worker, start_interval)
+        self._watch()
+        self._finish(started=True)
+        return self._exit_code()
+
+    def _start(self, role: str, index: int, target: Callable[..., None],
+               args: tuple[Any, ...]) -> _Child:
+        threads = str(self.config.analysis.threads_per_worker) if role == "worker" else "1"
+        env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
+               "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            process = self._ctx.Process(target=target, args=args, daemon=False,
+                                        name=f"{role}-{index}")
+            process.start()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        child = next((c for c in self._children if c.role == role and c.index == index), None)
+        if child is None:
+            child = _Child(role, index, process)
+            self._children.append(child)
+        else:
+            child.process, child.ready = process, False
+        return child
+
+    def _wait_ready(self, children: list[_Child]) -> dict[str, str]:
+        """Wait until every child is READY; details by role. Raises _Stop on failure."""
+        details: dict[str, str] = {}
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(c.ready for c in children):
+            if self._stop_requested:
+                raise _Stop
+            if time.monotonic() > deadline:
+                self._fault_msg(f"start-up timed out after {READY_TIMEOUT_S:.0f} s")
+                raise _Stop
+            event = self._next_event(0.1)
+            if event is not None and event.kind is RoleEventKind.READY:
+                details[event.role] = event.detail
+            for c in children:
+                if c.failed:
+                    raise _Stop
+                if not c.ready and not c.process.is_alive():
+                    self._fault_msg(f"{c.role} {c.index} exited during start-up "
+                                    f"(exit code {c.process.exitcode})")
+                    raise _Stop
+        return details
+
+    def _watch(self) -> None:
+        duration = self.config.run.duration
+        next_status = time.monotonic()
+        last = (time.monotonic(), 0, 0)
+        while not self._stop_requested:
+            if duration is not None and time.monotonic() - self._t_start >= duration:
+                self._stop_requested = "duration reached"
+                break
+            self._next_event(0.05)
+            for child in list(self._children):
+                if child.process.is_alive() or self._stop_requested:
+                    continue
+                if child.role == "worker":
+                    self._restart_worker(child)
+                else:
+                    self._fault_msg(child.failed or f"{child.role} process died "
+                                    f"(exit code {child.process.exitcode})")
+            now = time.monotonic()
+            if now >= next_status and self._ring is not None:
+                next_status = now + 0.5
+                rs = self._ring.statistics()
+                t0, p0, a0 = last
+                dt = max(1e-9, now - t0)
+                st = self._status
+                st.elapsed_s = now - self._t_start
+                st.acquired_per_s = (rs.published - p0) / dt
+                st.analysed_per_s = (rs.completed - a0) / dt
+                st.published, st.analysed = rs.published, rs.completed
+                st.skipped = rs.skipped + rs.recovered
+                st.workers = sum(1 for c in self._children
+                                 if c.role == "worker" and c.process.is_alive())
+                st.restarts = self._restarts
+                last = (now, rs.published, rs.completed)
+                if self.on_status is not None:
+                    self.on_status(st)
+        log.info("stopping: %s", self._stop_requested)
+
+    def _restart_worker(self, child: _Child) -> None:
+        assert self._ring is not None
+        recovered = self._ring.recover(child.index)
+        reason = child.failed or f"exit code {child.process.exitcode}"
+        if child.restarts >= MAX_RESTARTS_PER_WORKER:
+            self._fault_msg(f"worker {child.index} failed {child.restarts + 1} times, "
+                            f"last: {reason}; giving up")
+            return
+        child.restarts += 1
+        self._restarts += 1
+        log.warning("worker %d died (%s); %d claim(s) recovered; restarting (%d/%d)",
+                    child.index, reason, recovered, child.restarts, MAX_RESTARTS_PER_WORKER)
+        child.failed = ""
+        from rt_eda.workers import _process as worker_role
+
+        self._start("worker", child.index, worker_role.run,
+                    (self.config, self._channels, child.index))
+
+    def _finish(self, *, started: bool) -> None:
+        """Stop every role in order and build the summary."""
+        ch = self._channels
+        ch.stop.set()
+        self._join([c for c in self._children if c.role == "camera"])
+        if self._ring is not None:
+            self._ring.shutdown()
+        self._join([c for c in self._children if c.role == "worker"])
+        ch.results.put(None)
+        self._join([c for c in self._children if c.role == "interpreter"])
+        if self._ring is not None:
+            for c in self._children:
+                if c.role == "worker":
+                    self._ring.recover(c.index)
+            self._ring.drain()
+        while self._next_event(0.0) is not None:
+            pass
+        self._build_summary(started)
+
+    def _join(self, children: list[_Child]) -> None:
+        deadline = time.monotonic() + _JOIN_S
+        for c in children:
+            while c.process.is_alive() and time.monotonic() < deadline:
+                self._next_event(0.05)
+            if c.process.is_alive():
+                self._fault_msg(f"{c.role} {c.index} did not stop within {_JOIN_S:.0f} s; "
+                                "terminated")
+                c.process.terminate()
+                c.process.join(5)
+        while self._next_event(0.0) is not None:
+            pass
+
+    def _cleanup(self) -> None:
+        for c in self._children:
+            if c.process.is_alive():
+                c.process.kill()
+            c.process.join(5)
+        if self._ring is not None:
+            self._ring.close()
+            self._ring.unlink()
+            self._ring = None
+
+    # -- events ----------------------------------------------------------------------------
+    def _next_event(self, timeout: float) -> RoleEvent | None:
+        try:
+            if timeout > 0:
+                event = self._channels.events.get(timeout=timeout)
+            else:
+                event = self._channels.events.get_nowait()
+        except queue.Empty:
+            return None
+        self._handle(event)
+        return event  # type: ignore[no-any-return]
+
+    def _child(self, event: RoleEvent) -> _Child | None:
+        return next((c for c in self._children
+                     if c.role == event.role and c.index == event.index), None)
+
+    def _handle(self, event: RoleEvent) -> None:
+        child = self._child(event)
+        if event.kind is RoleEventKind.READY and child is not None:
+            child.ready = True
+        elif event.kind is RoleEventKind.FAILED:
+            if child is not None:
+                child.failed = f"{event.role} {event.index}: {event.detail}"
+            if event.role == "worker" and self._t_start and not self._stop_requested:
+                log.warning("worker %d failed: %s", event.index, event.detail)
+                self.errors.append(f"worker {event.index}: {event.detail}")
+            else:
+                bad_input = event.detail.split(":", 1)[0] in ("ConfigError", "ModelError")
+                if bad_input and not self._t_start:
+                    self._bad_input = True
+                self._fault_msg(f"{event.role} {event.index}: {event.detail}")
+        elif event.kind is RoleEventKind.STATS:
+            data = json.loads(event.detail) if event.detail else {}
+            if event.role == "camera":
+                self._camera_stats = data
+            elif event.role == "interpreter":
+                self._interp_stats = data
+            elif event.role == "worker":
+                self._worker_stats.setdefault(event.index, []).append(data)
+        elif event.kind is RoleEventKind.STATUS and event.role == "interpreter":
+            data = json.loads(event.detail)
+            self._status.interval_s = data["interval"]
+            self._status.state = data["state"]
+            self._status.p2d_p50_ms = data["p2d_p50_ms"]
+
+    def _fault_msg(self, message: str) -> None:
+        if message not in self.errors:
+            self.errors.append(message)
+        log.error("%s", message)
+        self._fault = True
+        if not self._stop_requested:
+            self._stop_requested = f"fault: {message}"
+
+    def _exit_code(self) -> int:
+        if getattr(self, "_bad_input", False):
+            return EXIT_BAD_INPUT
+        return EXIT_FAULT if self._fault else EXIT_OK
+
+    # -- summary ---------------------------------------------------------------------------
+    def _build_summary(self, started: bool) -> None:
+        cfg = self.config
+        cam = self._camera_stats
+        it = self._interp_stats
+        interp = it.get("interpreter", {})
+        rs = self._ring.statistics() if self._ring is not None else None
+        acq_s = float(cam.get("acquisition_s", 0.0))
+        timepoints = int(cam.get("timepoints", 0))
+        # The first timepoint is at t=0: n timepoints span (n-1) intervals.
+        rate = (timepoints - 1) / acq_s if acq_s > 0 and timepoints > 1 else 0.0
+        analysed = rs.completed if rs else 0
+        worker_times: dict[str, float] = {}
+        for runs in self._worker_stats.values():
+            for data in runs:
+                for k, v in data.items():
+                    if k.endswith("_s"):
+                        worker_times[k] = worker_times.get(k, 0.0) + float(v)
+        self.summary = {
+            "frames_acquired": int(cam.get("frames_acquired", 0)),
+            "stacks_published": rs.published if rs else 0,
+            "stacks_analysed": analysed,
+            "stacks_skipped": (rs.skipped + rs.recovered) if rs else 0,
+            "frames_written": 0,
+            "frames_lost": int(cam.get("frames_lost", 0)),
+            "decisions": int(interp.get("decisions", 0)),
+            "results_dropped_out_of_order": int(interp.get("results_dropped_out_of_order", 0)),
+            "interval_switches": int(interp.get("interval_switches", 0)),
+            "torn_reads": rs.torn_reads if rs else 0,
+            "worker_restarts": self._restarts,
+            "workers": cfg.analysis.workers,
+            "threads_per_worker": cfg.analysis.threads_per_worker,
+            "acquired_fps": rate,
+            "analysed_per_s": analysed / acq_s if acq_s > 0 else 0.0,
+            "latency_ms": {
+                "publish_to_claim": it.get("publish_to_claim", percentiles([])),
+                "publish_to_decision": it.get("publish_to_decision", percentiles([])),
+                "decision_to_actuation": percentiles(cam.get("actuation_ms", [])),
+            },
+            "errors": list(self.errors),
+            # Beyond the contract:
+            "started": started,
+            "stop_reason": self._stop_requested,
+            "worker": cfg.analysis.worker,
+            "source": cfg.camera.source,
+            "stack_shape": list(self._spec.shape) if self._spec else None,
+            "dtype": self._spec.dtype if self._spec else None,
+            "acquisition_s": acq_s,
+            "timepoints": timepoints,
+            "frames_per_s": int(cam.get("frames_acquired", 0)) / acq_s if acq_s > 0 else 0.0,
+            "claims_recovered": rs.recovered if rs else 0,
+            "overruns": int(cam.get("overruns", 0)),
+            "lost_timepoints": cam.get("lost", []),
+            "interval_error_ms": cam.get("interval_error_ms", percentiles([])),
+            "interval_changes": it.get("interval_changes", []),
+            "ring_slots": self._ring.n_slots if self._ring else 0,
+            "worker_time_s": worker_times,
+            "source_statistics": cam.get("source", {}),
+        }
+        if self.summary["frames_lost"] and not self._fault:
+            self._fault_msg(f"{self.summary['frames_lost']} frame(s) lost: the ring was full")
+            self.summary["errors"] = list(self.errors)
+
+    def write_summary(self, path: str | Path) -> None:
+        """Write the summary as JSON (creating parent folders)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.summary, indent=2) + "\n")
+        tmp.replace(p)
+
+    # -- plumbing --------------------------------------------------------------------------
+    @contextmanager
+    def _signal_handlers(self) -> Iterator[None]:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._signals += 1
+            if self._signals >= 2 and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # second Ctrl-C: leave now (cleanup still runs)
+            self._stop_requested = self._stop_requested or signal.Signals(signum).name
+
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in saved:
+            signal.signal(s, on_signal)
+        try:
+            yield
+        finally:
+            for s, h in saved.items():
+                signal.signal(s, h)
+
+    @contextmanager
+    def _log_listener(self) -> Iterator[Any]:
+        log_queue = self._ctx.Queue()
+        handlers = logging.getLogger().handlers or [logging.StreamHandler(sys.stderr)]
+        listener = logging.handlers.QueueListener(log_queue, *handlers,
+                                                  respect_handler_level=True)
+        listener.start()
+        try:
+            yield log_queue
+        finally:
+            listener.stop()

@@ -1,0 +1,106 @@
+"""Process plumbing shared by every role: the channels a role gets, naming, signals, logging.
+
+Every role process is started by the engine with the ``spawn`` start method and calls
+:func:`enter_role` first thing. It then:
+
+- names itself for ``ps``/``top`` (the kernel's 15-character process name and the title);
+- ignores SIGINT (Ctrl-C reaches the whole process group; the engine alone decides how the
+  run ends) and exits on SIGTERM through ``SystemExit``, so ``finally`` blocks run;
+- asks the kernel for SIGTERM when the engine dies (``PR_SET_PDEATHSIG``), so no role
+  outlives a SIGKILLed engine;
+- logs through a queue to the engine (records are formatted and printed there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import setproctitle
+
+from rt_eda.messages import RoleEvent, RoleEventKind
+
+__all__ = ["RoleChannels", "enter_role", "report"]
+
+_PR_SET_NAME = 15
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class RoleChannels:
+    """What connects a role to the others (picklable into a spawned process).
+
+    Attributes
+    ----------
+    events
+        Role -> engine: :class:`~rt_eda.messages.RoleEvent` (ready, stopped, failed, stats).
+    camera
+        Interpreter and engine -> camera: :class:`~rt_eda.messages.Command` and
+        :class:`CameraControl`.
+    results
+        Workers -> interpreter: :class:`~rt_eda.messages.Result`; viewer -> interpreter:
+        :class:`~rt_eda.messages.ControlMessage`; engine -> interpreter: ``None`` (stop).
+    stop
+        Set by the engine when the run ends (camera: stop acquiring; everyone: leave the loop).
+    log
+        Log records of every role, to the engine.
+    writer
+        Interpreter -> writer: decision-log rows and interval changes (None without --save).
+    ring
+        Name of the stack ring (set once the camera has told the engine the stack shape).
+    output_ring
+        Name of the network-image ring, or "" when the worker makes no network images.
+    """
+
+    events: Any
+    camera: Any
+    results: Any
+    stop: Any
+    log: Any
+    writer: Any = None
+    ring: str = ""
+    output_ring: str = ""
+    parent_pid: int = 0
+
+    def with_rings(self, ring: str, output_ring: str = "") -> RoleChannels:
+        """A copy that names the rings."""
+        return RoleChannels(self.events, self.camera, self.results, self.stop, self.log,
+                            self.writer, ring, output_ring, self.parent_pid)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def enter_role(process_name: str, channels: RoleChannels, *, level: int = logging.INFO) -> None:
+    """Set up a role process (see the module docstring). Call first in every role's ``run``."""
+    setproctitle.setproctitle(process_name)
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, process_name.encode()[:15], 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if channels.parent_pid and os.getppid() != channels.parent_pid:
+            raise SystemExit(1)  # the engine died before we could ask to follow it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(logging.handlers.QueueHandler(channels.log))
+    root.setLevel(level)
+    logging.captureWarnings(True)
+
+
+def report(channels: RoleChannels, role: str, index: int, kind: RoleEventKind,
+           detail: str = "") -> None:
+    """Send a lifecycle event to the engine (never raises: the engine may be gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        channels.events.put(RoleEvent(role, index, kind, detail, os.getpid()))

@@ -1,0 +1,144 @@
+"""The interpreter role: results in, interval commands out, every decision logged.
+
+Consumes :class:`~rt_eda.messages.Result` (workers) and
+:class:`~rt_eda.messages.ControlMessage` (viewer) from the results queue, runs the configured
+interpreter (:mod:`rt_eda.interpreters`), sends :class:`~rt_eda.messages.Command` to the
+camera, and measures the latencies of every result it receives. ``None`` on the queue (put by
+the engine once every worker has stopped) ends the loop after everything before it is handled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import queue
+import time
+
+import numpy as np
+
+from rt_eda.config import Config
+from rt_eda.errors import ConfigError, RtEdaError
+from rt_eda.interpreters import Interpreter, make_interpreter
+from rt_eda.messages import Command, ControlMessage, Result, Role, RoleEventKind
+from rt_eda.process import RoleChannels, enter_role, report
+
+__all__ = ["percentiles", "run"]
+
+log = logging.getLogger(__name__)
+
+_STATUS_PERIOD_S = 0.5
+
+
+def percentiles(values_ms: list[float] | np.ndarray) -> dict[str, float]:
+    """``{p50, p99, max}`` of a list of milliseconds (zeros when empty)."""
+    arr = np.asarray(values_ms, dtype=np.float64)
+    if arr.size == 0:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
+            "max": float(arr.max())}
+
+
+class _Log:
+    """Latencies and the decision log of one run."""
+
+    def __init__(self) -> None:
+        self.publish_to_claim: list[float] = []
+        self.publish_to_decision: list[float] = []
+        self.interval_changes: list[dict[str, object]] = []
+        self.controls: list[dict[str, object]] = []
+        self.results = 0
+
+    def command(self, cmd: Command) -> None:
+        self.interval_changes.append(dataclasses.asdict(cmd))
+
+
+def run(config: Config, channels: RoleChannels) -> None:
+    """Entry point of the interpreter process."""
+    enter_role(Role.INTERPRETER.value, channels)
+    interp: Interpreter | None = None
+    record = _Log()
+    try:
+        interp = make_interpreter(config)
+        first = interp.start()
+        channels.camera.put(first)
+        record.command(first)
+        _to_writer(channels, "interval", dataclasses.asdict(first))
+        report(channels, "interpreter", 0, RoleEventKind.READY)
+        _loop(interp, channels, record)
+    except Exception as exc:  # the role's top loop: report, then exit non-zero
+        log.exception("interpreter failed")
+        report(channels, "interpreter", 0, RoleEventKind.FAILED,
+               f"{type(exc).__name__}: {exc}")
+        raise SystemExit(1) from None
+    finally:
+        stats = dataclasses.asdict(interp.statistics()) if interp is not None else {}
+        report(channels, "interpreter", 0, RoleEventKind.STATS, json.dumps({
+            "interpreter": {k: (str(v) if not isinstance(v, (int, float, bool)) else v)
+                            for k, v in stats.items()},
+            "results": record.results,
+            "publish_to_claim": percentiles(record.publish_to_claim),
+            "publish_to_decision": percentiles(record.publish_to_decision),
+            "interval_changes": record.interval_changes,
+            "controls": record.controls,
+        }))
+    report(channels, "interpreter", 0, RoleEventKind.STOPPED)
+
+
+def _to_writer(channels: RoleChannels, kind: str, row: dict[str, object]) -> None:
+    if channels.writer is not None:
+        channels.writer.put((kind, row))
+
+
+def _loop(interp: Interpreter, channels: RoleChannels, record: _Log) -> None:
+    next_status = time.monotonic() + _STATUS_PERIOD_S
+    recent: list[float] = []
+    while True:
+        try:
+            msg = channels.results.get(timeout=0.1)
+        except queue.Empty:
+            msg = Ellipsis
+        now = time.monotonic()
+        if msg is None:
+            return
+        cmd: Command | None = None
+        if isinstance(msg, Result):
+            cmd = interp.on_result(msg)
+            record.results += 1
+            p2c = (msg.t_claimed - msg.t_published) * 1e3
+            p2d = (now - msg.t_published) * 1e3
+            record.publish_to_claim.append(p2c)
+            record.publish_to_decision.append(p2d)
+            recent.append(p2d)
+            row = dataclasses.asdict(msg)
+            row.update(t_decided=now, command_interval=cmd.interval_s if cmd else None)
+            _to_writer(channels, "decision", row)
+        elif isinstance(msg, ControlMessage):
+            try:
+                cmd = interp.on_control(msg)
+            except ConfigError as exc:
+                log.error("control %s=%r refused: %s", msg.key, msg.value, exc)
+                record.controls.append({"key": msg.key, "value": msg.value, "t": now,
+                                        "accepted": False, "error": str(exc)})
+            else:
+                log.info("control %s=%r applied", msg.key, msg.value)
+                record.controls.append({"key": msg.key, "value": msg.value, "t": now,
+                                        "accepted": True})
+                _to_writer(channels, "control", {"key": msg.key, "value": msg.value, "t": now})
+        elif msg is not Ellipsis:
+            raise RtEdaError(f"interpreter: unexpected message {msg!r}")
+        if cmd is not None:
+            channels.camera.put(cmd)
+            record.command(cmd)
+            _to_writer(channels, "interval", dataclasses.asdict(cmd))
+            log.debug("interval -> %.4g s after stack %d (%s)", cmd.interval_s, cmd.after_seq,
+                     cmd.reason)
+        if now >= next_status:
+            next_status = now + _STATUS_PERIOD_S
+            s = interp.statistics()
+            report(channels, "interpreter", 0, RoleEventKind.STATUS, json.dumps({
+                "interval": s.current_interval, "state": str(s.state),
+                "decisions": s.decisions, "switches": s.interval_switches,
+                "p2d_p50_ms": float(np.median(recent)) if recent else 0.0,
+            }))
+            recent.clear()
