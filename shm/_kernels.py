@@ -414,3 +414,39 @@ def register_pin(ctl: np.ndarray, max_pins: int) -> int:
             return -1
         if atomic_cas(ctl, H_PIN_MASK, m, m | (1 << bit)) == m:
             return bit
+
+
+_warm = False
+
+
+def warm_up() -> None:
+    """Load (or compile) every kernel now, on a scratch control block, so that the first
+    real claim or publish of this process is not slowed by numba. Once per process."""
+    global _warm
+    if _warm:
+        return
+    scratch = np.zeros(HEADER_WORDS + 2 * SLOT_WORDS, dtype=np.int64)
+    scratch[H_NSLOTS] = 2
+    counters = np.zeros(COUNTER_COUNT, dtype=np.int64)
+    census = np.zeros(8, dtype=np.int64)
+    slot = try_acquire(scratch, 1)
+    publish(scratch, slot, 1)
+    got = claim_newest(scratch, 1, 0)
+    release(scratch, got, 1, 0, True)
+    slot = try_acquire(scratch, 1)
+    abort(scratch, slot, 1)
+    unpin(scratch, 0, 0, 0, 1)
+    find_seq(scratch, 0)
+    still_holds(scratch, 0, 0)
+    recover_actor(scratch, 1, 2)
+    register_pin(scratch, 8)
+    recover_pin(scratch, 0, 2)
+    drain(scratch, 2)
+    count_torn(scratch, 1)
+    count_window_failed(scratch, 1)
+    snapshot(scratch, counters)
+    count_states(scratch, census)
+    sleepers_add(scratch, 0)
+    load(scratch, 0)
+    set_closed(scratch)
+    _warm = True

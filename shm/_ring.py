@@ -342,6 +342,7 @@ class StackRing:
     """
 
     def __init__(self, block: SharedBlock) -> None:
+        _kernels.warm_up()
         self._block = block
         buf = block.buf
         head = np.frombuffer(buf, dtype=np.int64, count=HEADER_WORDS)
