@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import time
 from typing import Any
 
@@ -113,11 +115,7 @@ def idle_ring_reader(name: str, seconds: float, out: Any) -> None:
 
 def idle_queue_reader(q: Any, seconds: float, out: Any) -> None:
     """Block on an empty multiprocessing.Queue; report the CPU time spent doing so."""
-    import queue
-
     cpu0 = time.process_time()
-    try:
+    with contextlib.suppress(queue.Empty):
         q.get(timeout=seconds)
-    except queue.Empty:
-        pass
     out.put(time.process_time() - cpu0)

@@ -56,6 +56,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
         terminalreporter.write_sep("=", title)
-        terminalreporter.write_line("  ".join(c.rjust(w) for c, w in zip(columns, widths)))
-        for r in cells:
-            terminalreporter.write_line("  ".join(v.rjust(w) for v, w in zip(r, widths)))
+        for r in [columns, *cells]:
+            line = "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True))
+            terminalreporter.write_line(line)

@@ -58,7 +58,7 @@ def ring_run(procs: list[Any], size: int, n: int, period_s: float) -> dict[str, 
         _, elapsed, overruns = out.get(timeout=600)
         time.sleep(0.05)
         ring.shutdown()
-        _, got, latencies, cpu = out.get(timeout=60)
+        _, got, latencies, _cpu = out.get(timeout=60)
         ring.drain()
         stats = ring.statistics()
     assert stats.published == stats.completed + stats.skipped

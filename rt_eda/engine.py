@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from rt_eda.config import Config
-from rt_eda.errors import ConfigError, ModelError, RtEdaError
+from rt_eda.errors import ConfigError, ModelError
 from rt_eda.interpreters import make_interpreter
 from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
 from rt_eda.process import RoleChannels

@@ -16,8 +16,9 @@ is the one user. The tests hammer them from several processes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -27,7 +28,9 @@ __all__ = ["atomic_add", "atomic_cas", "atomic_load", "atomic_store", "fence_acq
 
 def _element_pointer(context: Any, builder: Any, arrty: Any, arr: Any, idx: Any) -> Any:
     ary = context.make_array(arrty)(context, builder, arr)
-    return cgutils.get_item_pointer(context, builder, arrty, ary, [idx], wraparound=False)
+    return cgutils.get_item_pointer(  # type: ignore[no-untyped-call]
+        context, builder, arrty, ary, [idx], wraparound=False
+    )
 
 
 def _check_array(arr: Any) -> None:
@@ -36,7 +39,7 @@ def _check_array(arr: Any) -> None:
 
 
 @intrinsic
-def atomic_cas(typingctx: Any, arr: Any, idx: Any, expected: Any, desired: Any) -> Any:
+def _atomic_cas(typingctx: Any, arr: Any, idx: Any, expected: Any, desired: Any) -> Any:
     """``old = arr[idx]; if old == expected: arr[idx] = desired; return old`` atomically."""
     _check_array(arr)
     elem = arr.dtype
@@ -54,7 +57,7 @@ def atomic_cas(typingctx: Any, arr: Any, idx: Any, expected: Any, desired: Any) 
 
 
 @intrinsic
-def atomic_add(typingctx: Any, arr: Any, idx: Any, delta: Any) -> Any:
+def _atomic_add(typingctx: Any, arr: Any, idx: Any, delta: Any) -> Any:
     """``old = arr[idx]; arr[idx] = old + delta; return old`` atomically."""
     _check_array(arr)
     elem = arr.dtype
@@ -70,7 +73,7 @@ def atomic_add(typingctx: Any, arr: Any, idx: Any, delta: Any) -> Any:
 
 
 @intrinsic
-def atomic_load(typingctx: Any, arr: Any, idx: Any) -> Any:
+def _atomic_load(typingctx: Any, arr: Any, idx: Any) -> Any:
     """``arr[idx]`` with acquire ordering."""
     _check_array(arr)
     elem = arr.dtype
@@ -85,7 +88,7 @@ def atomic_load(typingctx: Any, arr: Any, idx: Any) -> Any:
 
 
 @intrinsic
-def atomic_store(typingctx: Any, arr: Any, idx: Any, value: Any) -> Any:
+def _atomic_store(typingctx: Any, arr: Any, idx: Any, value: Any) -> Any:
     """``arr[idx] = value`` with release ordering."""
     _check_array(arr)
     elem = arr.dtype
@@ -102,7 +105,7 @@ def atomic_store(typingctx: Any, arr: Any, idx: Any, value: Any) -> Any:
 
 
 @intrinsic
-def fence_acquire(typingctx: Any) -> Any:
+def _fence_acquire(typingctx: Any) -> Any:
     """An acquire fence: loads before it are not reordered after loads that follow it."""
     sig = types.void()
 
@@ -111,3 +114,20 @@ def fence_acquire(typingctx: Any) -> Any:
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+if TYPE_CHECKING:
+    # What compiled code sees (numba's intrinsics take the typing context first).
+
+    def atomic_cas(arr: np.ndarray, idx: int, expected: int, desired: int) -> int: ...
+    def atomic_add(arr: np.ndarray, idx: int, delta: int) -> int: ...
+    def atomic_load(arr: np.ndarray, idx: int) -> int: ...
+    def atomic_store(arr: np.ndarray, idx: int, value: int) -> None: ...
+    def fence_acquire() -> None: ...
+
+else:
+    atomic_cas = _atomic_cas
+    atomic_add = _atomic_add
+    atomic_load = _atomic_load
+    atomic_store = _atomic_store
+    fence_acquire = _fence_acquire

@@ -14,6 +14,7 @@ SharedMemory` with the semantics rt-eda needs:
 
 from __future__ import annotations
 
+import _posixshmem
 import contextlib
 import logging
 import mmap
@@ -22,8 +23,6 @@ import re
 import secrets
 from multiprocessing import resource_tracker
 from pathlib import Path
-
-import _posixshmem
 
 __all__ = ["NAME_PREFIX", "SharedBlock", "list_blocks", "sweep_stale_blocks"]
 

@@ -23,6 +23,7 @@ valid while the claim (or slot being written) is held.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -141,7 +142,8 @@ class SlotWriter:
 
     def frame(self, c: int, z: int) -> np.ndarray:
         """The (H, W) view of frame (c, z)."""
-        return self.pixels[c, z]
+        view: np.ndarray = self.pixels[c, z]
+        return view
 
     def publish(self, *, interval_s: float = 0.0) -> None:
         """Make the stack visible to readers (READY). The exposure timestamps are taken from
@@ -223,7 +225,8 @@ class Claim:
     @property
     def frame_times(self) -> np.ndarray:
         """Exposure times of the newest stack's frames (C*Z)."""
-        return self._ring._frame_times[self.slot]
+        times: np.ndarray = self._ring._frame_times[self.slot]
+        return times
 
     def count_torn(self) -> None:
         """Record that verification found this stack torn (counted in the ring)."""
@@ -254,10 +257,8 @@ class Claim:
         if exc_type is None:
             self.release()
         else:
-            try:
-                self.release()
-            except ClaimRecoveredError:
-                pass  # the original exception is the one that matters
+            with contextlib.suppress(ClaimRecoveredError):
+                self.release()  # the original exception is the one that matters
 
 
 @dataclass(frozen=True, slots=True)

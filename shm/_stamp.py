@@ -6,8 +6,8 @@ sequence numbers (or the wrong one) was torn: the producer overwrote it while it
 published it before it was complete. The ring's own design forbids both; the stamp proves it.
 
 Layout: the first :data:`STAMP_PIXELS` pixels of row 0 hold ``seq`` in 12-bit pieces (so the
-value survives any integer or float pixel type of at least 12 significant bits; 8-bit and float16 pixels
-get 4-bit pieces), followed by ``c`` and ``z``.
+value survives any integer or float pixel type of at least 12 significant bits; 8-bit and
+float16 pixels get 4-bit pieces), followed by ``c`` and ``z``.
 """
 
 from __future__ import annotations

@@ -301,7 +301,7 @@ def test_attach_sees_the_same_memory_and_geometry(make_ring: MakeRing) -> None:
 
 
 def test_bad_arguments_are_refused(make_ring: MakeRing) -> None:
-    with pytest.raises(ValueError, match="2..4096 slots, got 1"):
+    with pytest.raises(ValueError, match=r"2\.\.4096 slots, got 1"):
         StackRing.create(StackSpec(1, 1, 4, 4), 1)
     with pytest.raises(ValueError, match="dtype"):
         StackSpec(1, 1, 4, 4, "complex64")

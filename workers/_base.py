@@ -116,7 +116,7 @@ class Worker:
         """Run one analysis of the real input shape so the first real stack is not slow."""
         if self.spec is None:
             raise RuntimeError("warm_up() called before setup()")
-        shape = self.spec.shape
+        shape: tuple[int, ...] = self.spec.shape
         if self.settings.n_timepoints > 1:
             shape = (self.settings.n_timepoints, *shape)
         self.analyse(np.zeros(shape, dtype=self.spec.np_dtype))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import time
 from dataclasses import asdict
 from typing import Any
 
