@@ -1,0 +1,133 @@
+"""Find the workers users can select by name: the built-in ones and those of ``worker_modules``.
+
+As in the original plugin's ``settings.json`` (``"worker_modules": [...]``), any importable
+module can contribute workers: every public subclass of
+:class:`~rt_eda.workers._base.Worker` *defined* in it (``cls.__module__`` is the module: a
+module that imports a built-in worker to subclass it does not register the built-in a second
+time) is selectable by its :attr:`~rt_eda.workers._base.Worker.name`. Classes whose name
+starts with ``_`` are skipped (private helpers, abstract bases).
+
+Importing a module runs its top level; the built-in modules import neither TensorFlow nor
+Keras, so discovery in the engine process stays light as long as the user's modules do the
+same (import TensorFlow inside ``setup``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Sequence
+from types import ModuleType
+
+from rt_eda.errors import ConfigError
+
+from ._base import Worker
+
+__all__ = ["BUILTIN_WORKER_MODULES", "describe_workers", "discover_workers"]
+
+log = logging.getLogger(__name__)
+
+#: Searched on every call; a module among these that does not exist (yet) is skipped.
+BUILTIN_WORKER_MODULES: tuple[str, ...] = (
+    "rt_eda.workers._image",
+    "rt_eda.workers._keras",
+    "rt_eda.workers._keras_builtin",
+)
+
+
+def _import(name: str, *, builtin: bool) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if builtin and exc.name == name:
+            log.debug("built-in worker module %s is not present", name)
+            return None
+        raise ConfigError(
+            f"analysis.worker_modules: cannot import {name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    except ImportError as exc:
+        raise ConfigError(
+            f"analysis.worker_modules: cannot import {name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"analysis.worker_modules: {name!r} has a syntax error: {exc.filename}:{exc.lineno}: "
+            f"{exc.msg}"
+        ) from exc
+
+
+def _workers_of(module: ModuleType) -> list[type[Worker]]:
+    found: list[type[Worker]] = []
+    for attr, obj in vars(module).items():
+        if (
+            inspect.isclass(obj)
+            and issubclass(obj, Worker)
+            and obj is not Worker
+            and obj.__module__ == module.__name__
+            and not attr.startswith("_")
+            and not obj.__name__.startswith("_")
+        ):
+            found.append(obj)
+    return found
+
+
+def discover_workers(extra_modules: Sequence[str] = ()) -> dict[str, type[Worker]]:
+    """Every selectable worker: name -> class, built-ins first, then ``extra_modules``.
+
+    Parameters
+    ----------
+    extra_modules
+        ``analysis.worker_modules``: dotted module names, imported with
+        :func:`importlib.import_module` (so they must be on ``sys.path``).
+
+    Returns
+    -------
+    dict
+        Sorted by name.
+
+    Raises
+    ------
+    ConfigError
+        A module of ``extra_modules`` cannot be imported (the message names it and carries
+        the ImportError), or two different classes claim the same name (both named, with
+        their modules).
+    """
+    found: dict[str, type[Worker]] = {}
+    modules = [(m, True) for m in BUILTIN_WORKER_MODULES]
+    modules += [(m, False) for m in extra_modules if m not in BUILTIN_WORKER_MODULES]
+    for module_name, builtin in modules:
+        if not isinstance(module_name, str) or not module_name:
+            raise ConfigError(
+                f"analysis.worker_modules entries must be module names, got {module_name!r}"
+            )
+        module = _import(module_name, builtin=builtin)
+        if module is None:
+            continue
+        for cls in _workers_of(module):
+            other = found.get(cls.name)
+            if other is not None and other is not cls:
+                raise ConfigError(
+                    f"two workers are named {cls.name!r}: {other.__module__}.{other.__qualname__}"
+                    f" and {cls.__module__}.{cls.__qualname__}; give one a distinct `name` "
+                    "class attribute"
+                )
+            found[cls.name] = cls
+    return dict(sorted(found.items()))
+
+
+def first_line(cls: type) -> str:
+    """The first line of a class's own docstring (``""`` when it has none)."""
+    doc = cls.__dict__.get("__doc__") or ""
+    return inspect.cleandoc(doc).split("\n", 1)[0].strip() if doc else ""
+
+
+def describe_workers(extra_modules: Sequence[str] = ()) -> list[tuple[str, str, bool]]:
+    """``(name, first docstring line, needs_model)`` of every worker, sorted by name.
+
+    For ``rt-eda workers``. Raises as :func:`discover_workers`.
+    """
+    return [
+        (name, first_line(cls), bool(cls.needs_model))
+        for name, cls in discover_workers(extra_modules).items()
+    ]

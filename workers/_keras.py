@@ -1,0 +1,368 @@
+"""The Keras worker: a model file, its fit check, and fast inference on one batch.
+
+Importing this module imports neither TensorFlow nor Keras: they are imported by
+:func:`configure_threads` and :meth:`KerasWorker.setup`, in the worker process.
+
+Thread configuration
+--------------------
+TensorFlow fixes its thread pools when its runtime initialises (the first op), so
+:func:`configure_threads` must run in the worker process before anything touches TensorFlow;
+the worker process loop (:mod:`rt_eda.workers._process`) calls it first thing, with
+``analysis.threads_per_worker``, before it constructs the worker.
+
+Inference
+---------
+The model runs through ``model.predict_on_batch`` (option ``inference = "predict_on_batch"``)
+or a ``tf.function`` wrapping ``model(x, training=False)`` (``inference = "call"``); never
+``model.predict``, whose per-call overhead (a data adapter, callbacks, a progress bar) costs
+tens of milliseconds. On a 2-core CPU the two are within noise of each other for the demo
+U-Net (512x512, batch 1: 55.6 ms compiled call vs 56.1 ms ``predict_on_batch``, medians; at
+64x64: 3.3 vs 3.4 ms; ``models/demo.json``, key ``inference_ms``); the compiled call was the
+faster in every measurement, so it is the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from rt_eda.shm import StackSpec
+
+from rt_eda.errors import ConfigError, ModelError
+
+from ._base import Worker, WorkerSettings
+from ._models import ModelInfo, check_fit, inspect_loaded, inspect_model, load_model
+
+if TYPE_CHECKING:
+    import keras
+
+__all__ = [
+    "DEFAULT_INFERENCE",
+    "INFERENCE_MODES",
+    "KerasWorker",
+    "configure_threads",
+    "to_model_layout",
+]
+
+log = logging.getLogger(__name__)
+
+INFERENCE_MODES = ("predict_on_batch", "call")
+#: Measured faster here (see the module docstring); overridable per worker with the
+#: ``inference`` option.
+DEFAULT_INFERENCE = "call"
+
+
+def configure_threads(n: int, *, tensorflow: bool = True) -> None:
+    """Give this process ``n`` compute threads: TF intra-op ``n``, inter-op 1, OpenMP and numba.
+
+    Must be the first thing the worker process does (the worker process loop calls it before
+    it constructs the worker): TensorFlow's thread pools are fixed once its runtime has
+    initialised, and OpenMP reads ``OMP_NUM_THREADS`` when it starts.
+
+    Parameters
+    ----------
+    n
+        ``analysis.threads_per_worker`` (>= 1).
+    tensorflow
+        Also configure TensorFlow (imports it). ``False`` for a model-free worker, which then
+        never pays for the TensorFlow import.
+
+    Raises
+    ------
+    ConfigError
+        ``n`` < 1.
+    RuntimeError
+        TensorFlow had already initialised with other thread counts in this process (the call
+        came too late); the message names the counts in force.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"analysis.threads_per_worker must be an integer >= 1, got {n!r}")
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[key] = str(n)
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(n)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    if "numba" in sys.modules:
+        import numba
+
+        most = int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+        numba.set_num_threads(min(n, most))
+    else:
+        os.environ["NUMBA_NUM_THREADS"] = str(n)
+    if not tensorflow:
+        return
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(n)
+        threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        intra = threading.get_intra_op_parallelism_threads()
+        inter = threading.get_inter_op_parallelism_threads()
+        if (intra, inter) != (n, 1):
+            raise RuntimeError(
+                f"configure_threads({n}) came after TensorFlow initialised in this process "
+                f"(intra-op {intra}, inter-op {inter} threads; 0 = TensorFlow's default): call "
+                "it first thing in the worker process"
+            ) from None
+    log.debug("threads: TF intra-op %d, inter-op 1, OpenMP/numba %d", n, n)
+
+
+def to_model_layout(window: np.ndarray, ndim: int) -> np.ndarray:
+    """Lay a window ``(T, C, Z, H, W)`` out as one model input item, channels last.
+
+    Parameters
+    ----------
+    window
+        ``T`` timepoints (oldest first) of ``C`` channels x ``Z`` slices of ``H x W`` images.
+    ndim
+        The model input's rank with the batch axis: 4 or 5.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``ndim == 4``: ``(H, W, T*C)``, index ``t*C + c`` (``Z`` must be 1).
+        ``ndim == 5``: ``(H, W, C, T*Z)``, index ``t*Z + z``.
+        A new C-contiguous array (never a view on ``window``), without the batch axis.
+    """
+    t, c, z, h, w = window.shape
+    if ndim == 4:
+        if z != 1:
+            raise ModelError(f"a 4-D model takes one z-slice, the window has {z} (shape "
+                             f"{window.shape})")
+        return np.ascontiguousarray(window[:, :, 0].transpose(2, 3, 0, 1).reshape(h, w, t * c))
+    if ndim == 5:
+        return np.ascontiguousarray(window.transpose(3, 4, 1, 0, 2).reshape(h, w, c, t * z))
+    raise ModelError(f"model inputs of rank {ndim} are not supported (4 or 5)")
+
+
+def _as_window(stack: np.ndarray) -> np.ndarray:
+    """A stack ``(C, Z, H, W)`` or window ``(T, C, Z, H, W)`` as a window."""
+    if stack.ndim == 4:
+        return stack[np.newaxis]
+    if stack.ndim == 5:
+        return stack
+    raise ValueError(f"expected a stack (C, Z, H, W) or window (T, C, Z, H, W), got {stack.shape}")
+
+
+class KerasWorker(Worker):
+    """Keras model on the raw selected channels (float32); decision = maximum of the output.
+
+    The base of every Keras worker. It feeds the selected channels (``channels_to_use``) of a
+    stack or time window unchanged but for the cast to float32, laid out as the model expects
+    (:func:`to_model_layout`), one item per batch. Subclasses override :meth:`prepare_images`
+    (preprocessing, tiling) and :meth:`post_process_output`.
+
+    Options (``[analysis.options]``)
+    --------------------------------
+    inference
+        ``"call"`` (the default: a compiled ``tf.function`` of ``model(x, training=False)``)
+        or ``"predict_on_batch"``.
+
+    Lifecycle: :meth:`check` (engine process, no TensorFlow), :meth:`setup` (worker process:
+    loads the model once, checks it again with its real output shape), :meth:`warm_up` (one
+    forward pass of the real input shape, so TensorFlow traces and allocates before the first
+    real stack). Not thread-safe: one instance per worker process.
+    """
+
+    needs_model: ClassVar[bool] = True
+    #: The worker cuts tiles of the model's fixed size (the image need only be large enough).
+    tiled: ClassVar[bool] = False
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        super().__init__(settings)
+        self.model: keras.Model | None = None
+        self.info: ModelInfo | None = None
+        self._infer: Callable[[np.ndarray], np.ndarray] | None = None
+        self._network_shape: tuple[int, int] | None = None
+        mode = str(settings.option("inference", DEFAULT_INFERENCE))
+        if mode not in INFERENCE_MODES:
+            raise ConfigError(
+                f"analysis.options.inference = {mode!r} is not one of {list(INFERENCE_MODES)}"
+            )
+        self.inference = mode
+
+    # -- what the model is fed -----------------------------------------------------------------
+    def model_path(self) -> Path:
+        """The model file: ``analysis.model``.
+
+        Raises
+        ------
+        ModelError
+            No model is set.
+        """
+        if not self.settings.model:
+            raise ModelError(f"worker {self.name} needs a model file: set analysis.model")
+        return Path(self.settings.model)
+
+    def fed_image_shape(self, spec: StackSpec, info: ModelInfo) -> tuple[int, int]:
+        """``(height, width)`` of what this worker feeds the network for stacks of ``spec``.
+
+        The default feeds the image as acquired; preprocessing workers override it (cropping,
+        resampling). With :attr:`tiled`, the size of the image the tiles are cut from.
+        """
+        return (spec.height, spec.width)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def check(self, spec: StackSpec) -> None:
+        """Check the model file against ``spec`` without TensorFlow (engine process).
+
+        Raises
+        ------
+        ModelError
+            The file is missing/corrupt/not a model, or does not fit (both shapes named).
+        ConfigError
+            ``channels_to_use`` names a channel the acquisition lacks.
+        """
+        super().check(spec)
+        info = inspect_model(self.model_path())
+        self._check_info(info, spec)
+
+    def _check_info(self, info: ModelInfo, spec: StackSpec) -> None:
+        check_fit(
+            info,
+            spec,
+            self.settings.n_timepoints,
+            self.settings.channels_to_use,
+            image_shape=self.fed_image_shape(spec, info),
+            tiled=self.tiled,
+        )
+
+    def setup(self, spec: StackSpec) -> None:
+        """Load the model once (worker process), re-check it, build the inference call.
+
+        Raises
+        ------
+        ModelError
+            As :meth:`check`, or Keras cannot load the file, or the model's output cannot make
+            a network image of this worker (checked by :meth:`_check_output`).
+        """
+        Worker.check(self, spec)
+        path = self.model_path()
+        self.model = load_model(path)
+        self.info = inspect_loaded(self.model, path)
+        self._check_info(self.info, spec)
+        self.spec = spec
+        self._infer = self._make_inference(self.model)
+        self._network_shape = self._check_output(self.model, spec, self.info)
+        log.info("%s: %s, inference %s", self.name, self.info.describe(), self.inference)
+
+    def _make_inference(self, model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+        if self.inference == "predict_on_batch":
+
+            def predict(x: np.ndarray) -> np.ndarray:
+                return np.asarray(model.predict_on_batch(x))
+
+            return predict
+        import tensorflow as tf
+
+        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+        def call(x: np.ndarray) -> np.ndarray:
+            return np.asarray(forward(tf.convert_to_tensor(x)))
+
+        return call
+
+    def model_input_shape(self, spec: StackSpec) -> tuple[int, ...]:
+        """The shape of ``data['pixels']`` for stacks of ``spec`` (batch axis included)."""
+        if self.info is None:
+            raise RuntimeError("model_input_shape() called before setup()")
+        h, w = self.fed_image_shape(spec, self.info)
+        return (1, h, w, *self._item_tail(spec))
+
+    def _item_tail(self, spec: StackSpec) -> tuple[int, ...]:
+        assert self.info is not None
+        t = self.settings.n_timepoints
+        c = len(self.settings.channels_to_use) or spec.channels
+        if self.info.ndim == 4:
+            return (t * c,)
+        return (c, t * spec.z_slices)
+
+    def _check_output(
+        self, model: keras.Model, spec: StackSpec, info: ModelInfo
+    ) -> tuple[int, int] | None:
+        """The network image shape for ``spec``, from the model's output shape.
+
+        Uses ``model.compute_output_shape``; if the model cannot compute it symbolically, one
+        forward pass of zeros.
+        """
+        shape = self.model_input_shape(spec)
+        try:
+            out = tuple(model.compute_output_shape(shape))
+        except (NotImplementedError, ValueError, TypeError):
+            assert self._infer is not None
+            out = self._infer(np.zeros(shape, np.float32)).shape
+        if len(out) < 3:
+            return None  # a classifier: no image
+        return (int(out[1]), int(out[2]))
+
+    def teardown(self) -> None:
+        """Drop the model and its compiled call."""
+        self.model = None
+        self._infer = None
+
+    def warm_up(self) -> None:
+        """One analysis of the real input shape (zeros), timed and logged."""
+        t0 = time.perf_counter()
+        super().warm_up()
+        log.info("%s: warm-up took %.0f ms", self.name, 1e3 * (time.perf_counter() - t0))
+
+    def network_image_shape(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the network image (the model output's spatial axes).
+
+        Valid after :meth:`setup`; ``None`` for a model whose output has no spatial axes.
+        """
+        return self._network_shape
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def preprocess_window(self, window: np.ndarray) -> np.ndarray:
+        """Per-frame preprocessing of a float32 window ``(T, C, Z, H, W)`` (the default: none).
+
+        Returns a window of the same layout (the spatial size may change).
+        """
+        return window
+
+    def prepare_images(self, stack: np.ndarray) -> dict[str, Any]:
+        """Selected channels as float32, preprocessed, laid out channels last with a batch axis.
+
+        ``stack`` is ``(C, Z, H, W)`` or a window ``(T, C, Z, H, W)``; the result's
+        ``'pixels'`` is a new array (the stack may be a view on shared memory).
+        """
+        window = _as_window(self.select_channels(stack)).astype(np.float32)
+        window = self.preprocess_window(window)
+        ndim = self.info.ndim if self.info is not None else 4
+        return {"pixels": to_model_layout(window, ndim)[np.newaxis]}
+
+    def run_model(self, data: dict[str, Any]) -> np.ndarray:
+        """Run the model on ``data['pixels']`` (one batch) with the configured inference call."""
+        if self._infer is None:
+            raise RuntimeError(f"{self.name}.run_model() called before setup()")
+        return self._infer(data["pixels"])
+
+    def extract_decision_parameter(self, output: np.ndarray) -> float:
+        """The maximum of the model output."""
+        return float(np.max(output))
+
+    def post_process_output(self, output: np.ndarray, data: dict[str, Any]) -> np.ndarray | None:
+        """The first batch item without its channel axes: ``(H, W)`` float32.
+
+        Trailing axes of size 1 are dropped; remaining non-spatial axes are reduced by their
+        maximum. ``None`` when the output has no spatial axes.
+        """
+        return network_image(output[0])
+
+
+def network_image(item: np.ndarray) -> np.ndarray | None:
+    """One output item ``(H, W, ...)`` as an ``(H, W)`` float32 image (max over extra axes)."""
+    if item.ndim < 2:
+        return None
+    image = item.reshape(item.shape[0], item.shape[1], -1)
+    if image.shape[2] == 1:
+        return np.ascontiguousarray(image[:, :, 0], dtype=np.float32)
+    return np.ascontiguousarray(image.max(axis=2), dtype=np.float32)
