@@ -14,11 +14,14 @@ from ._ring import (
     attached,
 )
 from ._spec import StackSpec
+from ._trace import TRACE_FIELDS, DecisionTrace
 from ._stamp import STAMP_PIXELS, check_stack, read_stamp, stamp_frame
 
 __all__ = [
     "STAMP_PIXELS",
+    "TRACE_FIELDS",
     "Claim",
+    "DecisionTrace",
     "PinReader",
     "PinnedStack",
     "RingStatistics",

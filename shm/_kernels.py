@@ -59,12 +59,14 @@ __all__ = [
     "count_torn",
     "count_window_failed",
     "drain",
+    "find_pinned",
     "find_seq",
     "publish",
     "recover_actor",
     "recover_pin",
     "release",
     "snapshot",
+    "store",
     "try_acquire",
     "unpin",
 ]
@@ -106,15 +108,18 @@ def _count(ctl: np.ndarray, actor: int, index: int, delta: int) -> None:
 
 
 @njit(cache=True)
-def try_acquire(ctl: np.ndarray, actor: int) -> int:
+def try_acquire(ctl: np.ndarray, actor: int, seq: int) -> int:
     """Producer: take the reusable slot with the oldest stack into WRITING.
 
     Reusable: EMPTY, DONE or READY (a READY stack nobody claimed is taken back and counted
     as skipped), and no pins. Returns the slot, or -1 when every slot is claimed, pinned or
-    being written (an overrun, counted). The new word carries ``H_NEXT_SEQ``.
+    being written (an overrun, counted). The new word carries ``seq``, or ``H_NEXT_SEQ``
+    when ``seq`` < 0 (the single producer's numbering). Several producers may acquire at
+    once (each slot is taken by compare-and-swap) if each gives its own ``seq``.
     """
     n = ctl[H_NSLOTS]
-    seq = atomic_load(ctl, H_NEXT_SEQ)
+    if seq < 0:
+        seq = atomic_load(ctl, H_NEXT_SEQ)
     for _attempt in range(64):
         best = -1
         best_key = 0
@@ -158,7 +163,10 @@ def publish(ctl: np.ndarray, slot: int, actor: int) -> int:
     seq = _seq(w)
     pins = atomic_load(ctl, H_PIN_MASK) & 0xFF
     atomic_store(ctl, wi, (seq << SEQ_SHIFT) | (pins << PIN_SHIFT) | READY)
-    atomic_store(ctl, H_NEXT_SEQ, seq + 1)
+    while True:  # H_NEXT_SEQ = max(H_NEXT_SEQ, seq + 1): producers may publish out of order
+        cur = atomic_load(ctl, H_NEXT_SEQ)
+        if cur > seq or atomic_cas(ctl, H_NEXT_SEQ, cur, seq + 1) == cur:
+            break
     _count(ctl, actor, C_PUBLISHED, 1)
     atomic_add(ctl, H_DOORBELL, 1)  # the low 32 bits are the futex word
     return atomic_load(ctl, H_SLEEPERS)
@@ -246,6 +254,23 @@ def find_seq(ctl: np.ndarray, seq: int) -> int:
         if _seq(w) == seq and (st == READY or st == CLAIMED or st == DONE):
             return i
     return -1
+
+
+@njit(cache=True)
+def find_pinned(ctl: np.ndarray, bit: int) -> int:
+    """The readable slot with the lowest sequence number that carries pin ``bit``, or -1."""
+    n = ctl[H_NSLOTS]
+    mask = 1 << (PIN_SHIFT + bit)
+    best = -1
+    best_seq = 0
+    for i in range(n):
+        w = atomic_load(ctl, _word_index(i))
+        st = _state(w)
+        if (w & mask) != 0 and (st == READY or st == CLAIMED or st == DONE):
+            if best < 0 or _seq(w) < best_seq:
+                best = i
+                best_seq = _seq(w)
+    return best
 
 
 @njit(cache=True)
@@ -429,12 +454,13 @@ def warm_up() -> None:
     scratch[H_NSLOTS] = 2
     counters = np.zeros(COUNTER_COUNT, dtype=np.int64)
     census = np.zeros(8, dtype=np.int64)
-    slot = try_acquire(scratch, 1)
+    slot = try_acquire(scratch, 1, -1)
     publish(scratch, slot, 1)
     got = claim_newest(scratch, 1, 0)
     release(scratch, got, 1, 0, True)
-    slot = try_acquire(scratch, 1)
+    slot = try_acquire(scratch, 1, -1)
     abort(scratch, slot, 1)
+    find_pinned(scratch, 0)
     unpin(scratch, 0, 0, 0, 1)
     find_seq(scratch, 0)
     still_holds(scratch, 0, 0)
@@ -449,4 +475,11 @@ def warm_up() -> None:
     sleepers_add(scratch, 0)
     load(scratch, 0)
     set_closed(scratch)
+    store(scratch, 0, 0)
     _warm = True
+
+
+@njit(cache=True)
+def store(ctl: np.ndarray, index: int, value: int) -> None:
+    """A release store of one control word."""
+    atomic_store(ctl, index, value)

@@ -299,32 +299,56 @@ class PinReader:
             bell = ring._doorbell_value()
             slot = _kernels.find_seq(ring._ctl, self.next_seq)
             if slot >= 0:
-                base = ring._slot_word(slot)
-                f = ring._ctlf
-                return PinnedStack(
-                    seq=self.next_seq,
-                    slot=slot,
-                    pixels=ring._pixels[slot],
-                    frame_times=ring._frame_times[slot],
-                    t_exposure=float(f[base + S_T_EXPOSURE]),
-                    t_published=float(f[base + S_T_PUBLISHED]),
-                    interval_s=float(f[base + S_INTERVAL]),
-                )
+                return self._stack(slot, self.next_seq)
             if ring.closed and _kernels.load(ring._ctl, H_NEXT_SEQ) <= self.next_seq:
                 raise RingClosedError("ring closed: no further stacks")
             if not ring._sleep(bell, deadline):
                 return None
 
+    def next_any(self, timeout: float | None = None) -> PinnedStack | None:
+        """The pinned stack with the lowest sequence number, whatever the order stacks were
+        published in (a ring with several producers, where numbers have gaps). None on
+        timeout; RingClosedError once the ring is closed and nothing pinned is left."""
+        ring = self._ring
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            bell = ring._doorbell_value()
+            slot = _kernels.find_pinned(ring._ctl, self.bit)
+            if slot >= 0:
+                seq = int(ring._ctl[ring._slot_word(slot) + S_SEQ])
+                if _kernels.find_seq(ring._ctl, seq) == slot:
+                    return self._stack(slot, seq)
+                continue  # recycled between the two looks: look again
+            if ring.closed:
+                raise RingClosedError("ring closed: no further stacks")
+            if not ring._sleep(bell, deadline):
+                return None
+
+    def _stack(self, slot: int, seq: int) -> PinnedStack:
+        ring = self._ring
+        base = ring._slot_word(slot)
+        f = ring._ctlf
+        return PinnedStack(
+            seq=seq,
+            slot=slot,
+            pixels=ring._pixels[slot],
+            frame_times=ring._frame_times[slot],
+            t_exposure=float(f[base + S_T_EXPOSURE]),
+            t_published=float(f[base + S_T_PUBLISHED]),
+            interval_s=float(f[base + S_INTERVAL]),
+        )
+
     def release(self, stack: PinnedStack) -> None:
-        """The stack is persisted: drop the pin so the producer may reuse the slot."""
-        if stack.seq != self.next_seq:
-            raise RingError(
-                f"pinned stacks are released in order: expected {self.next_seq}, got {stack.seq}"
-            )
+        """The stack is persisted: drop the pin so the producer may reuse the slot.
+
+        Stacks from :meth:`next` must be released in order; stacks from :meth:`next_any` in
+        any order."""
+        in_order = stack.seq == self.next_seq
         if not _kernels.unpin(self._ring._ctl, stack.slot, self.bit, stack.seq, self.actor):
             raise RingError(f"stack {stack.seq} in slot {stack.slot} no longer carries pin "
                             f"{self.bit} (was the pin recovered?)")
-        self.next_seq += 1
+        if in_order:
+            self.next_seq += 1
 
     def unregister(self) -> None:
         """Stop pinning: new stacks no longer carry this pin; pins still held are dropped."""
@@ -502,20 +526,28 @@ class StackRing:
         return True
 
     # -- producer ----------------------------------------------------------------------------
-    def write_slot(self) -> SlotWriter:
-        """Take a slot to fill (producer only). Raises RingOverrunError (counted) when every
-        slot is claimed, pinned or being written; RingClosedError after shutdown."""
+    def write_slot(self, seq: int | None = None) -> SlotWriter:
+        """Take a slot to fill. Raises RingOverrunError (counted) when every slot is claimed,
+        pinned or being written; RingClosedError after shutdown.
+
+        Without ``seq`` the stack gets the next number of the ring's single producer (the
+        camera). Several producers (workers publishing network images) each pass their own
+        ``seq`` (the number of the stack the image belongs to) and may publish out of order.
+        """
         if self.closed:
             raise RingClosedError("ring closed")
-        slot = _kernels.try_acquire(self._ctl, PRODUCER_ACTOR)
+        if seq is not None and not 0 <= seq <= MAX_SEQ:
+            raise ValueError(f"sequence number must be 0..{MAX_SEQ}, got {seq}")
+        slot = _kernels.try_acquire(self._ctl, PRODUCER_ACTOR, -1 if seq is None else seq)
         if slot < 0:
             raise RingOverrunError(
                 f"no free slot in a ring of {self.n_slots}: every slot is claimed, pinned "
                 "by the writer, or being written (the stack is lost)"
             )
-        seq = int(_kernels.load(self._ctl, H_NEXT_SEQ))
-        if seq > MAX_SEQ:
-            raise RingError(f"sequence numbers exhausted ({seq} > {MAX_SEQ})")
+        if seq is None:
+            seq = int(_kernels.load(self._ctl, H_NEXT_SEQ))
+            if seq > MAX_SEQ:
+                raise RingError(f"sequence numbers exhausted ({seq} > {MAX_SEQ})")
         return SlotWriter(self, slot, seq)
 
     # -- readers -----------------------------------------------------------------------------

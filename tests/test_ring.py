@@ -147,16 +147,42 @@ def test_pinned_stacks_survive_until_released_and_come_in_order(make_ring: MakeR
     assert stats.overruns == 1 and stats.unpinned == 3
 
 
-def test_pins_must_be_released_in_order(make_ring: MakeRing) -> None:
+def test_releasing_a_pin_the_slot_does_not_carry_is_an_error(make_ring: MakeRing) -> None:
     ring = make_ring(n_slots=3)
     pin = ring.register_pin()
     publish(ring)
     publish(ring)
     first = pin.next(timeout=0.1)
     assert first is not None
-    fake = type(first)(1, first.slot, first.pixels, first.frame_times, 0.0, 0.0, 0.0)
-    with pytest.raises(RingError, match="in order"):
-        pin.release(fake)
+    wrong = type(first)(1, first.slot, first.pixels, first.frame_times, 0.0, 0.0, 0.0)
+    with pytest.raises(RingError, match="no longer carries pin"):
+        pin.release(wrong)
+    pin.release(first)
+    with pytest.raises(RingError, match="no longer carries pin"):
+        pin.release(first)  # twice
+
+
+def test_several_producers_with_their_own_numbers(make_ring: MakeRing) -> None:
+    # Workers publishing network images: sparse numbers, out of order.
+    ring = make_ring(n_slots=4)
+    pin = ring.register_pin()
+    for seq in (12, 10, 15):
+        with ring.write_slot(seq) as slot:
+            assert slot.seq == seq
+            slot.pixels[:] = seq
+    assert ring.newest_seq() == 15
+    got = []
+    for _ in range(3):
+        stack = pin.next_any(timeout=0.1)
+        assert stack is not None
+        got.append((stack.seq, int(stack.pixels[0, 0, 0, 0])))
+        pin.release(stack)
+    assert got == [(10, 10), (12, 12), (15, 15)]
+    assert pin.next_any(timeout=0.01) is None
+    out = np.empty(ring.spec.shape, dtype=ring.spec.np_dtype)
+    assert ring.copy_stack(15, out) and (out == 15).all()
+    with pytest.raises(ValueError, match="sequence number"):
+        ring.write_slot(-3)
 
 
 def test_recover_pin_frees_the_slots_of_a_dead_consumer(make_ring: MakeRing) -> None:
@@ -321,3 +347,28 @@ def test_context_manager_unlinks(make_ring: MakeRing) -> None:
         name = ring.name
         assert name in {n for n, _ in list_blocks()}
     assert name not in {n for n, _ in list_blocks()}
+
+
+def test_decision_trace_keeps_the_newest_records() -> None:
+    from rt_eda.shm import TRACE_FIELDS, DecisionTrace
+
+    with DecisionTrace.create(capacity=4) as trace:
+        reader = DecisionTrace.attach(trace.name)
+        try:
+            first, rows = reader.read(0)
+            assert first == 0 and rows.shape[0] == 0
+            for i in range(3):
+                trace.append(i, 0, 0, i / 10, 1.0, 0, 1, 0)
+            first, rows = reader.read(0)
+            assert first == 0 and rows[:, 0].tolist() == [0, 1, 2]
+            assert rows.shape == (3, len(TRACE_FIELDS))
+            for i in range(3, 10):
+                trace.append(i, 0, 0, i / 10, 1.0, 0, 1, 0)
+            first, rows = reader.read(0)  # only the newest 4 are still held
+            assert first == 6 and rows[:, 0].tolist() == [6, 7, 8, 9]
+            first, rows = reader.read(8)
+            assert first == 8 and rows[:, 0].tolist() == [8, 9]
+            first, rows = reader.read(0, limit=2)
+            assert first == 8
+        finally:
+            reader.close()
