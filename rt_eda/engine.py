@@ -42,7 +42,7 @@ from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
 from rt_eda.process import RoleChannels
 from rt_eda.queues import MessageQueue
 from rt_eda.roles.interpreter import percentiles
-from rt_eda.shm import StackRing, StackSpec, sweep_stale_blocks
+from rt_eda.shm import DecisionTrace, StackRing, StackSpec, sweep_stale_blocks
 
 __all__ = ["Engine", "EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_OK", "Status", "ring_slots"]
 
@@ -154,6 +154,11 @@ class Engine:
         self._fault = False
         self._t_start = 0.0
         self._spec: StackSpec | None = None
+        self._controls: dict[int, MessageQueue] = {}
+        self._out_ring: StackRing | None = None
+        self._out_ring_known = False
+        self._trace: DecisionTrace | None = None
+        self._viewer_wanted = False
 
     # -- public --------------------------------------------------------------------------
     def run(self) -> int:
@@ -219,17 +224,18 @@ class Engine:
             self._ring = StackRing.create(spec, slots)
             log.info("ring %s: %d slots of %s %s (%.1f MiB)", self._ring.name, slots,
                      spec.shape, spec.dtype, slots * spec.nbytes / 2**20)
-            channels = channels.with_rings(self._ring.name)
+            self._trace = DecisionTrace.create()
+            channels = channels.replace(ring=self._ring.name, trace=self._trace.name)
             self._channels = channels
             channels.camera.put(CameraControl("attach", self._ring.name))
-            from rt_eda.workers import _process as worker_role
-
-            workers = [
-                self._start("worker", i, worker_role.run, (cfg, channels, i))
-                for i in range(1, cfg.analysis.workers + 1)
-            ]
-            interp = self._start("interpreter", 0, interpreter_role.run, (cfg, channels))
-            self._wait_ready([*workers, interp])
+            workers = [self._start_worker(i) for i in range(1, cfg.analysis.workers + 1)]
+            details = self._wait_ready(workers)
+            self._make_output_ring(json.loads(details.get("worker", "{}") or "{}"), spec)
+            channels = self._channels
+            for control in self._controls.values():
+                control.put(channels.output_ring)
+            others = [self._start("interpreter", 0, interpreter_role.run, (cfg, channels))]
+            self._wait_ready(others)
         except _Stop:
             self._finish(started=False)
             return self._exit_code()
@@ -241,6 +247,34 @@ class Engine:
         self._watch()
         self._finish(started=True)
         return self._exit_code()
+
+    def _start_worker(self, index: int) -> _Child:
+        """Start worker ``index`` with a fresh control queue (the output ring's name goes
+        there once known; at once for a restarted worker)."""
+        from rt_eda.workers import _process as worker_role
+
+        control = MessageQueue(self._ctx)
+        self._controls[index] = control
+        if self._out_ring_known:
+            control.put(self._channels.output_ring)
+        return self._start("worker", index, worker_role.run,
+                           (self.config, self._channels, index, control))
+
+    def _make_output_ring(self, ready: dict[str, Any], spec: StackSpec) -> None:
+        """Create the network-image ring when the worker makes images and someone (the
+        writer or the viewer) will read them."""
+        shape = ready.get("network_image_shape")
+        wanted = bool(self.config.run.save and self.config.writer.save_network_images)
+        wanted = wanted or self._viewer_wanted
+        if shape and wanted:
+            out_spec = StackSpec(1, 1, int(shape[0]), int(shape[1]), "float32")
+            slots = max(8, ring_slots(self.config, spec))
+            slots = min(slots, max(8, self.config.ring.max_bytes // out_spec.nbytes), 4096)
+            self._out_ring = StackRing.create(out_spec, slots)
+            log.info("output ring %s: %d slots of %dx%d float32 network images",
+                     self._out_ring.name, slots, out_spec.height, out_spec.width)
+            self._channels = self._channels.replace(output_ring=self._out_ring.name)
+        self._out_ring_known = True
 
     def _start(self, role: str, index: int, target: Callable[..., None],
                args: tuple[Any, ...]) -> _Child:
@@ -340,18 +374,16 @@ class Engine:
         log.warning("worker %d died (%s); %d claim(s) recovered; restarting (%d/%d)",
                     child.index, reason, recovered, child.restarts, MAX_RESTARTS_PER_WORKER)
         child.failed = ""
-        from rt_eda.workers import _process as worker_role
-
-        self._start("worker", child.index, worker_role.run,
-                    (self.config, self._channels, child.index))
+        self._start_worker(child.index)
 
     def _finish(self, *, started: bool) -> None:
         """Stop every role in order and build the summary."""
         ch = self._channels
         ch.stop.set()
         self._join([c for c in self._children if c.role == "camera"])
-        if self._ring is not None:
-            self._ring.shutdown()
+        for ring in (self._ring, self._out_ring):
+            if ring is not None:
+                ring.shutdown()
         self._join([c for c in self._children if c.role == "worker"])
         ch.results.put(None)
         self._join([c for c in self._children if c.role == "interpreter"])
@@ -382,10 +414,12 @@ class Engine:
             if c.process.is_alive():
                 c.process.kill()
             c.process.join(5)
-        if self._ring is not None:
-            self._ring.close()
-            self._ring.unlink()
-            self._ring = None
+        for shared in (self._ring, self._out_ring, self._trace):
+            if shared is not None:
+                shared.close()
+                shared.unlink()
+        self._ring = self._out_ring = None
+        self._trace = None
 
     # -- events ----------------------------------------------------------------------------
     def _next_event(self, timeout: float) -> RoleEvent | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import logging.handlers
 import os
@@ -58,6 +59,10 @@ class RoleChannels:
         Name of the stack ring (set once the camera has told the engine the stack shape).
     output_ring
         Name of the network-image ring, or "" when the worker makes no network images.
+    trace
+        Name of the shared-memory decision trace (written by the interpreter).
+    viewer
+        Viewer -> engine (None without a viewer): the viewer's own requests.
     """
 
     events: Any
@@ -68,12 +73,12 @@ class RoleChannels:
     writer: Any = None
     ring: str = ""
     output_ring: str = ""
+    trace: str = ""
     parent_pid: int = 0
 
-    def with_rings(self, ring: str, output_ring: str = "") -> RoleChannels:
-        """A copy that names the rings."""
-        return RoleChannels(self.events, self.camera, self.results, self.stop, self.log,
-                            self.writer, ring, output_ring, self.parent_pid)
+    def replace(self, **changes: Any) -> RoleChannels:
+        """A copy with some fields changed (e.g. the rings' names once they exist)."""
+        return dataclasses.replace(self, **changes)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -14,8 +14,8 @@ from ._ring import (
     attached,
 )
 from ._spec import StackSpec
-from ._trace import TRACE_FIELDS, DecisionTrace
 from ._stamp import STAMP_PIXELS, check_stack, read_stamp, stamp_frame
+from ._trace import TRACE_FIELDS, DecisionTrace
 
 __all__ = [
     "STAMP_PIXELS",

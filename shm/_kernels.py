@@ -266,10 +266,10 @@ def find_pinned(ctl: np.ndarray, bit: int) -> int:
     for i in range(n):
         w = atomic_load(ctl, _word_index(i))
         st = _state(w)
-        if (w & mask) != 0 and (st == READY or st == CLAIMED or st == DONE):
-            if best < 0 or _seq(w) < best_seq:
-                best = i
-                best_seq = _seq(w)
+        readable = st == READY or st == CLAIMED or st == DONE
+        if (w & mask) != 0 and readable and (best < 0 or _seq(w) < best_seq):
+            best = i
+            best_seq = _seq(w)
     return best
 
 

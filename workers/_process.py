@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import time
+from typing import Any
 
 import numpy as np
 
 from rt_eda.config import Config
-from rt_eda.errors import ClaimRecoveredError, RingClosedError
+from rt_eda.errors import ClaimRecoveredError, RingClosedError, RingOverrunError
 from rt_eda.messages import Result, Role, RoleEventKind
 from rt_eda.process import RoleChannels, enter_role, report
 from rt_eda.shm import StackRing, check_stack
@@ -59,8 +61,12 @@ WORKER_NICENESS = 5
 acquisition keeps its rate and analysis (which skips stale stacks anyway) gives way."""
 
 
-def run(config: Config, channels: RoleChannels, index: int) -> None:
-    """Entry point of worker process ``index`` (its ring reader id is ``index`` too)."""
+def run(config: Config, channels: RoleChannels, index: int, control: Any) -> None:
+    """Entry point of worker process ``index`` (its ring reader id is ``index`` too).
+
+    After warm-up the worker reports READY with the shape of its network images and waits on
+    ``control`` for the name of the output ring ("" for none) before it claims anything.
+    """
     enter_role(f"{Role.WORKER.value}-{index}", channels)
     os.nice(WORKER_NICENESS)
     from ._discovery import discover_workers
@@ -68,7 +74,9 @@ def run(config: Config, channels: RoleChannels, index: int) -> None:
 
     worker: Worker | None = None
     ring: StackRing | None = None
-    counts = {"analysed": 0, "torn": 0, "recovered": 0}
+    out_ring: StackRing | None = None
+    counts = {"analysed": 0, "torn": 0, "recovered": 0, "network_images": 0,
+              "network_images_lost": 0}
     times = {"wait_s": 0.0, "prepare_s": 0.0, "infer_s": 0.0, "post_s": 0.0, "queue_s": 0.0}
     try:
         cls = discover_workers(config.analysis.worker_modules)[config.analysis.worker]
@@ -78,8 +86,15 @@ def run(config: Config, channels: RoleChannels, index: int) -> None:
         worker = cls(worker_settings(config))
         worker.setup(ring.spec)
         worker.warm_up()
-        report(channels, "worker", index, RoleEventKind.READY)
-        _loop(worker, ring, channels, config, index, counts, times)
+        shape = worker.network_image_shape()
+        report(channels, "worker", index, RoleEventKind.READY,
+               json.dumps({"network_image_shape": list(shape) if shape else None}))
+        name = _wait_output_ring(channels, control)
+        if name is None:
+            return
+        if name:
+            out_ring = StackRing.attach(name)
+        _loop(worker, ring, out_ring, channels, config, index, counts, times)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.exception("worker %d failed", index)
         report(channels, "worker", index, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
@@ -89,12 +104,43 @@ def run(config: Config, channels: RoleChannels, index: int) -> None:
             worker.teardown()
         if ring is not None:
             ring.close()
+        if out_ring is not None:
+            out_ring.close()
         report(channels, "worker", index, RoleEventKind.STATS, json.dumps({**counts, **times}))
     report(channels, "worker", index, RoleEventKind.STOPPED)
 
 
-def _loop(worker: Worker, ring: StackRing, channels: RoleChannels, config: Config,
-          index: int, counts: dict[str, int], times: dict[str, float]) -> None:
+def _wait_output_ring(channels: RoleChannels, control: Any) -> str | None:
+    """The output ring's name from the engine ("" for none); None if the run stopped."""
+    while not channels.stop.is_set():
+        try:
+            msg = control.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        return str(msg)
+    return None
+
+
+def _publish_image(out_ring: StackRing, seq: int, image: np.ndarray, t_exposure: float,
+                   interval_s: float, counts: dict[str, int]) -> None:
+    """Network image of stack ``seq`` into the output ring (never through a queue)."""
+    try:
+        with out_ring.write_slot(seq) as slot:
+            np.copyto(slot.pixels[0, 0], image, casting="unsafe")
+            slot.frame_times[:] = t_exposure
+            slot.publish(interval_s=interval_s)
+    except RingOverrunError:
+        counts["network_images_lost"] += 1
+        log.warning("network image of stack %d lost: output ring full", seq)
+        return
+    except RingClosedError:
+        return
+    counts["network_images"] += 1
+
+
+def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
+          channels: RoleChannels, config: Config, index: int, counts: dict[str, int],
+          times: dict[str, float]) -> None:
     verify = config.run.verify or config.camera.synthetic.verify
     n_t = config.analysis.n_timepoints
     results = channels.results
@@ -134,3 +180,10 @@ def _loop(worker: Worker, ring: StackRing, channels: RoleChannels, config: Confi
             t_post_s=analysis.t_post_s,
         ))
         times["queue_s"] += time.perf_counter() - tq
+        image = analysis.network_image
+        if out_ring is not None and image is not None:
+            tp = time.perf_counter()
+            _publish_image(out_ring, claim.seq, image, claim.t_exposure, claim.interval_s,
+                           counts)
+            times["publish_image_s"] = times.get("publish_image_s", 0.0) + \
+                time.perf_counter() - tp

@@ -22,6 +22,7 @@ from rt_eda.errors import ConfigError, RtEdaError
 from rt_eda.interpreters import Interpreter, make_interpreter
 from rt_eda.messages import Command, ControlMessage, Result, Role, RoleEventKind
 from rt_eda.process import RoleChannels, enter_role, report
+from rt_eda.shm import DecisionTrace
 
 __all__ = ["percentiles", "run"]
 
@@ -48,9 +49,21 @@ class _Log:
         self.interval_changes: list[dict[str, object]] = []
         self.controls: list[dict[str, object]] = []
         self.results = 0
+        self.trace: DecisionTrace | None = None
+        self.interval = float("nan")
+        self.fast = 0.0
 
     def command(self, cmd: Command) -> None:
         self.interval_changes.append(dataclasses.asdict(cmd))
+        self.interval = cmd.interval_s
+        if self.trace is not None:
+            self.trace.append(cmd.after_seq, 0.0, cmd.t_decided, float("nan"), cmd.interval_s,
+                              self.fast, 0, 1)
+
+    def result(self, r: Result, t_decided: float) -> None:
+        if self.trace is not None:
+            self.trace.append(r.seq, r.t_exposure, t_decided, r.decision, self.interval,
+                              self.fast, r.worker, 0)
 
 
 def run(config: Config, channels: RoleChannels) -> None:
@@ -58,8 +71,12 @@ def run(config: Config, channels: RoleChannels) -> None:
     enter_role(Role.INTERPRETER.value, channels)
     interp: Interpreter | None = None
     record = _Log()
+    trace: DecisionTrace | None = None
     try:
         interp = make_interpreter(config)
+        if channels.trace:
+            trace = DecisionTrace.attach(channels.trace)
+            record.trace = trace
         first = interp.start()
         channels.camera.put(first)
         record.command(first)
@@ -82,6 +99,8 @@ def run(config: Config, channels: RoleChannels) -> None:
             "interval_changes": record.interval_changes,
             "controls": record.controls,
         }))
+        if trace is not None:
+            trace.close()
     report(channels, "interpreter", 0, RoleEventKind.STOPPED)
 
 
@@ -104,6 +123,8 @@ def _loop(interp: Interpreter, channels: RoleChannels, record: _Log) -> None:
         cmd: Command | None = None
         if isinstance(msg, Result):
             cmd = interp.on_result(msg)
+            record.fast = 1.0 if str(interp.statistics().state) == "fast" else 0.0
+            record.result(msg, now)
             record.results += 1
             p2c = (msg.t_claimed - msg.t_published) * 1e3
             p2d = (now - msg.t_published) * 1e3
