@@ -123,17 +123,18 @@ def _loop(interp: Interpreter, channels: RoleChannels, record: _Log) -> None:
         cmd: Command | None = None
         if isinstance(msg, Result):
             cmd = interp.on_result(msg)
-            record.fast = 1.0 if str(interp.statistics().state) == "fast" else 0.0
+            if cmd is not None:  # the state changes only with the interval
+                record.fast = 1.0 if interp.statistics().state == "fast" else 0.0
             record.result(msg, now)
             record.results += 1
-            p2c = (msg.t_claimed - msg.t_published) * 1e3
             p2d = (now - msg.t_published) * 1e3
-            record.publish_to_claim.append(p2c)
+            record.publish_to_claim.append((msg.t_claimed - msg.t_published) * 1e3)
             record.publish_to_decision.append(p2d)
             recent.append(p2d)
-            row = dataclasses.asdict(msg)
-            row.update(t_decided=now, command_interval=cmd.interval_s if cmd else None)
-            _to_writer(channels, "decision", row)
+            if channels.writer is not None:
+                row = dataclasses.asdict(msg)
+                row.update(t_decided=now, command_interval=cmd.interval_s if cmd else None)
+                channels.writer.put(("decision", row))
         elif isinstance(msg, ControlMessage):
             try:
                 cmd = interp.on_control(msg)
