@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from rt_eda.errors import ConfigError
 from rt_eda.shm import StackSpec
 from rt_eda.workers._base import Worker, WorkerSettings
 from rt_eda.workers._discovery import describe_workers, discover_workers
-
-from rt_eda.errors import ConfigError
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from rt_eda.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 from rt_eda.workers._base import WorkerSettings
 from rt_eda.workers._keras import KerasWorker, to_model_layout
@@ -26,8 +28,6 @@ from rt_eda.workers._keras_builtin import (
     tile_positions,
 )
 from rt_eda.workers._models import demo_model_path, inspect_model
-
-from rt_eda.errors import ConfigError, ModelError
 
 pytestmark = pytest.mark.tf
 
@@ -364,3 +364,39 @@ assert record["evaluation"]["frames"] == 3 and record["training"]["epochs"] == 1
 assert record["training"]["parameters"] == sum(w.size for w in wa)
 """
     subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(1, {1}), ([0, 2], {0, 2}), ("0, 1", {0, 1}), ((), set())]
+)
+def test_marker_channels_option(value: object, expected: set[int]) -> None:
+    worker = KerasRescaleWorker(WorkerSettings(options=(("marker_channels", value),)))
+    assert worker.markers == expected
+
+
+def test_marker_channels_option_rejects_junk() -> None:
+    with pytest.raises(ConfigError, match="marker_channels"):
+        KerasRescaleWorker(WorkerSettings(options=(("marker_channels", "a,b"),)))
+
+
+def test_five_d_model_gets_channels_and_slices(tmp_path: Path) -> None:
+    """(batch, y, x, channels, slices): slice axis = z; the model picks channel 1, slice 2."""
+    inp = keras.Input((None, None, 2, 3))
+    conv = keras.layers.Conv3D(1, (1, 1, 2), padding="valid", use_bias=False)
+    path = tmp_path / "five.h5"
+    model = keras.Model(inp, conv(inp))
+    w = np.zeros((1, 1, 2, 3, 1), np.float32)
+    w[0, 0, 1, 2, 0] = 1.0  # over the channel axis (size 2) the kernel sees c=0 then c=1
+    conv.set_weights([w])
+    model.save(path)
+    spec = StackSpec(2, 3, 12, 20, "float32")
+    worker = KerasWorker(WorkerSettings(model=str(path)))
+    worker.check(spec)
+    worker.setup(spec)
+    assert worker.network_image_shape() == (12, 20)
+    stack = np.random.default_rng(6).random(spec.shape).astype(np.float32)
+    image = worker.analyse(stack).network_image
+    assert image is not None
+    np.testing.assert_allclose(image, stack[1, 2], rtol=1e-6)
+    with pytest.raises(ModelError, match=r"expects 3 slice"):
+        KerasWorker(WorkerSettings(model=str(path))).check(StackSpec(2, 1, 12, 20))

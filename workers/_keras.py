@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from rt_eda.shm import StackSpec
 
 from rt_eda.errors import ConfigError, ModelError
+from rt_eda.shm import StackSpec
 
 from ._base import Worker, WorkerSettings
 from ._models import ModelInfo, check_fit, inspect_loaded, inspect_model, load_model

@@ -32,9 +32,9 @@ from typing import Any, ClassVar, TypeVar, cast
 
 import numba
 import numpy as np
-from rt_eda.shm import StackSpec
 
 from rt_eda.errors import ConfigError, ModelError
+from rt_eda.shm import StackSpec
 
 from ._base import WorkerSettings
 from ._keras import KerasWorker, network_image, to_model_layout
@@ -280,15 +280,22 @@ def _float_option(settings: WorkerSettings, key: str, default: float, low: float
 
 
 def _markers(settings: WorkerSettings) -> frozenset[int]:
+    """``marker_channels``: an index, a list of indices, or a string like ``"1,2"``."""
     value = settings.option("marker_channels", (1,))
-    if not isinstance(value, list | tuple) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value
-    ):
+    items: list[object]
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        items = [int(v) if isinstance(v, str) and v.isdigit() else v for v in items]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        items = [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in items):
         raise ConfigError(
-            f"analysis.options.marker_channels must be a list of model channel indices, "
-            f"got {value!r}"
+            "analysis.options.marker_channels must be model channel indices >= 0 (a number, a "
+            f"list or a string like \"1,2\"), got {value!r}"
         )
-    return frozenset(value)
+    return frozenset(cast(list[int], items))
 
 
 class KerasRescaleWorker(KerasWorker):

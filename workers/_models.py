@@ -39,9 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rt_eda.shm import StackSpec
-
 from rt_eda.errors import ModelError
+from rt_eda.shm import StackSpec
 
 if TYPE_CHECKING:
     import keras
@@ -409,11 +408,12 @@ def inspect_loaded(model: keras.Model, path: str | Path) -> ModelInfo:
             f"model {str(p)!r} has {len(outputs)} outputs; rt-eda workers read exactly one"
         )
     output_shape: Shape = tuple(outputs[0].shape)
-    with p.open("rb") as fh:
-        fmt: Literal["keras", "h5"] = "keras" if fh.read(4) == _ZIP_MAGIC else "h5"
-    import keras
-
-    return _make_info(p, fmt, shapes, output_shape, keras.__version__ if fmt == "keras" else "")
+    fmt: Literal["keras", "h5"]
+    if _magic(p).startswith(_ZIP_MAGIC):
+        fmt, (_, version) = "keras", _read_keras_archive(p)
+    else:
+        fmt, (_, version) = "h5", _read_hdf5(p)
+    return _make_info(p, fmt, shapes, output_shape, version)
 
 
 # -- checking the fit --------------------------------------------------------------------------
