@@ -1,0 +1,373 @@
+"""ReplaySource: recordings written here (OME-Zarr run folders, OME-TIFF, ImageJ, plain TIFF)
+are replayed and checked frame by frame: pixels, recorded timing, skip-forward at slow
+intervals, every timepoint at fast ones, the end of the recording, and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import pickle
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from rt_eda.config import Config
+from rt_eda.errors import ConfigError, SourceError
+from rt_eda.sources.replay import ReplaySettings, ReplaySource, ReplayTiming, make_replay_source
+
+H, W = 16, 12
+NEVER = threading.Event()
+
+
+def _recording(n_t: int, n_c: int, n_z: int, dtype: str = "uint16") -> np.ndarray:
+    """(T, C, Z, H, W) where every pixel of plane (t, c, z) is t*100 + c*10 + z."""
+    t, c, z = np.meshgrid(np.arange(n_t), np.arange(n_c), np.arange(n_z), indexing="ij")
+    values = (t * 100 + c * 10 + z).astype(dtype)
+    return np.broadcast_to(values[..., None, None], (n_t, n_c, n_z, H, W)).copy()
+
+
+def _write_zarr(path: Path, data: np.ndarray, axes: list[Any] | None = None,
+                t_scale: float | None = None, version: str = "0.5") -> None:
+    root = zarr.open_group(str(path), mode="w", zarr_format=3 if version == "0.5" else 2)
+    axes = axes if axes is not None else [
+        {"name": "t", "type": "time", "unit": "second"},
+        {"name": "c", "type": "channel"},
+        {"name": "z", "type": "space"},
+        {"name": "y", "type": "space"},
+        {"name": "x", "type": "space"},
+    ]
+    dataset: dict[str, Any] = {"path": "0"}
+    if t_scale is not None:
+        dataset["coordinateTransformations"] = [
+            {"type": "scale", "scale": [t_scale] + [1.0] * (data.ndim - 1)}
+        ]
+    multiscales = [{"version": version, "axes": axes, "datasets": [dataset]}]
+    if version == "0.5":
+        root.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
+    else:
+        root.attrs["multiscales"] = multiscales
+    array = root.create_array("0", shape=data.shape, dtype=data.dtype,
+                              chunks=(1,) * (data.ndim - 2) + data.shape[-2:])
+    array[...] = data
+
+
+def _write_frames_csv(path: Path, times: list[float], n_c: int, n_z: int,
+                      frame_dt: float) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seq", "t_index", "c", "z", "t_exposure", "interval_s"])
+        seq = 0
+        for t, t0 in enumerate(times):
+            for i, (c, z) in enumerate((c, z) for c in range(n_c) for z in range(n_z)):
+                writer.writerow([seq, t, c, z, 1000.0 + t0 + i * frame_dt, 0.05])
+                seq += 1
+
+
+def _run_folder(tmp_path: Path, n_t: int, spacing: float, n_c: int = 2, n_z: int = 1,
+                frame_dt: float = 0.001) -> Path:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    _write_zarr(folder / "images.ome.zarr", _recording(n_t, n_c, n_z))
+    _write_frames_csv(folder / "frames.csv", [k * spacing for k in range(n_t)], n_c, n_z,
+                      frame_dt)
+    return folder
+
+
+Played = list[tuple[int, float, list[float], list[int]]]
+
+
+def _play(source: ReplaySource, limit: int = 1000,
+          switch: dict[int, float] | None = None) -> Played:
+    """Play until exhausted: (recorded index, due, frame times, frame values) per timepoint."""
+    spec = source.spec
+    out = np.empty((spec.height, spec.width), spec.dtype)
+    played = []
+    for k in range(limit):
+        if switch and k in switch:
+            source.set_interval(switch[k])
+        due = source.next_timepoint(NEVER)
+        if due is None:
+            break
+        times, values = [], []
+        for c, z in source.frame_order():
+            times.append(source.read_frame(c, z, out))
+            assert (out == out[0, 0]).all()
+            values.append(int(out[0, 0]))
+        played.append((source.current_index, due, times, values))
+    return played
+
+
+def _expected_values(t: int, n_c: int, n_z: int) -> list[int]:
+    return [t * 100 + c * 10 + z for c in range(n_c) for z in range(n_z)]
+
+
+def test_run_folder_plays_every_timepoint_at_recorded_timing(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, n_t=8, spacing=0.04)
+    source = ReplaySource(ReplaySettings(str(folder)))
+    try:
+        spec = source.open()
+        assert (spec.channels, spec.z_slices, spec.height, spec.width) == (2, 1, H, W)
+        assert spec.dtype == "uint16" and source.timing is ReplayTiming.RECORDED
+        np.testing.assert_allclose(source.recorded_times, np.arange(8) * 0.04, atol=1e-9)
+        source.start(0.0)
+        played = _play(source)
+        assert [p[0] for p in played] == list(range(8))
+        for index, _, _, values in played:
+            assert values == _expected_values(index, 2, 1)
+        dues = np.array([p[1] for p in played])
+        np.testing.assert_allclose(np.diff(dues), 0.04, atol=0.015)
+        assert abs(np.diff(dues).mean() - 0.04) < 0.003
+        for _, due, times, _ in played:  # per-frame offsets from frames.csv
+            np.testing.assert_allclose(np.array(times) - due, [0.0, 0.001], atol=1e-9)
+        assert source.next_timepoint(NEVER) is None
+        assert source.exhausted
+        stats = source.statistics()
+        assert stats["timepoints"] == 8 and stats["frames"] == 16
+        assert stats["timepoints_skipped"] == 0 and stats["exhausted"] == 1.0
+    finally:
+        source.close()
+
+
+def test_fast_interval_still_plays_every_timepoint(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, n_t=6, spacing=0.05, n_c=1)
+    source = ReplaySource(ReplaySettings(str(folder)))
+    try:
+        source.open()
+        t0 = time.monotonic()
+        source.start(0.01)
+        played = _play(source)
+        assert [p[0] for p in played] == list(range(6))
+        dues = np.array([p[1] for p in played])
+        np.testing.assert_allclose(dues - t0, np.arange(6) * 0.05, atol=0.02)
+        assert source.exhausted
+    finally:
+        source.close()
+
+
+def test_slow_interval_skips_forward_in_recorded_time(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, n_t=10, spacing=0.1, n_c=1)
+    source = ReplaySource(ReplaySettings(str(folder)))
+    try:
+        source.open()
+        source.start(0.3)
+        played = _play(source)
+        # replay clock 0, 0.3, 0.6, 0.9 s -> recorded timepoints 0, 3, 6, 9; 1.2 s is past the end
+        assert [p[0] for p in played] == [0, 3, 6, 9]
+        for index, _, _, values in played:
+            assert values == _expected_values(index, 1, 1)
+        np.testing.assert_allclose(np.diff([p[1] for p in played]), 0.3, atol=0.02)
+        assert source.exhausted
+        assert source.statistics()["timepoints_skipped"] == 6
+    finally:
+        source.close()
+
+
+def test_interval_command_from_slow_to_fast(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, n_t=10, spacing=0.1, n_c=1)
+    source = ReplaySource(ReplaySettings(str(folder)))
+    try:
+        source.open()
+        source.start(0.3)
+        played = _play(source, switch={2: 0.0})
+        assert [p[0] for p in played] == [0, 3, 4, 5, 6, 7, 8, 9]
+        assert source.exhausted
+    finally:
+        source.close()
+
+
+def test_ome_tiff_with_delta_t(tmp_path: Path) -> None:
+    data = _recording(4, 2, 3)
+    path = tmp_path / "rec.ome.tif"
+    planes = [(t, c, z) for t in range(4) for c in range(2) for z in range(3)]
+    tifffile.imwrite(path, data, metadata={
+        "axes": "TCZYX",
+        "Plane": {"DeltaT": [t * 0.05 + (c * 3 + z) * 0.002 for t, c, z in planes]},
+    })
+    source = ReplaySource(ReplaySettings(str(path)))
+    try:
+        spec = source.open()
+        assert spec.shape == (2, 3, H, W)
+        assert source.timing is ReplayTiming.RECORDED
+        np.testing.assert_allclose(source.recorded_times, [0, 0.05, 0.1, 0.15], atol=1e-9)
+        source.start(0.0)
+        played = _play(source)
+        assert [p[0] for p in played] == [0, 1, 2, 3]
+        for index, due, times, values in played:
+            assert values == _expected_values(index, 2, 3)
+            np.testing.assert_allclose(np.array(times) - due, np.arange(6) * 0.002, atol=1e-9)
+        assert source.exhausted
+    finally:
+        source.close()
+
+
+def test_imagej_hyperstack_axes_reordered(tmp_path: Path) -> None:
+    data = _recording(3, 2, 2)  # t, c, z
+    path = tmp_path / "rec.tif"
+    tifffile.imwrite(path, data.transpose(0, 2, 1, 3, 4), imagej=True,
+                     metadata={"axes": "TZCYX", "finterval": 0.03})
+    source = ReplaySource(ReplaySettings(str(path), exposure_s=0.004))
+    try:
+        assert source.open().shape == (2, 2, H, W)
+        np.testing.assert_allclose(source.recorded_times, [0, 0.03, 0.06], atol=1e-9)
+        source.start(0.0)
+        played = _play(source)
+        assert [p[0] for p in played] == [0, 1, 2]
+        for index, due, times, values in played:
+            assert values == _expected_values(index, 2, 2)  # channel-major despite TZCYX
+            np.testing.assert_allclose(np.array(times) - due, np.arange(4) * 0.004, atol=1e-9)
+    finally:
+        source.close()
+
+
+def test_plain_tiff_without_timing_plays_at_the_commanded_interval(tmp_path: Path) -> None:
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, _recording(5, 1, 2, "float32"))
+    source = ReplaySource(ReplaySettings(str(path)))
+    try:
+        spec = source.open()
+        assert spec.shape == (1, 2, H, W) and spec.dtype == "float32"
+        assert source.timing is ReplayTiming.COMMANDED and source.recorded_times is None
+        source.start(0.03)
+        played = _play(source)
+        assert [p[0] for p in played] == list(range(5))
+        np.testing.assert_allclose(np.diff([p[1] for p in played]), 0.03, atol=0.015)
+        assert source.exhausted and source.next_timepoint(NEVER) is None
+    finally:
+        source.close()
+
+
+def test_ngff_v04_t_scale_in_milliseconds(tmp_path: Path) -> None:
+    path = tmp_path / "rec.ome.zarr"
+    axes = [{"name": "t", "type": "time", "unit": "millisecond"},
+            {"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+    _write_zarr(path, _recording(3, 1, 1)[:, 0, 0], axes=axes, t_scale=20.0, version="0.4")
+    source = ReplaySource(ReplaySettings(str(path)))
+    try:
+        assert source.open().shape == (1, 1, H, W)
+        np.testing.assert_allclose(source.recorded_times, [0, 0.02, 0.04], atol=1e-9)
+        source.start(0.0)
+        assert [p[0] for p in _play(source)] == [0, 1, 2]
+    finally:
+        source.close()
+
+
+def test_stop_flag_and_stop(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, n_t=3, spacing=10.0, n_c=1)
+    source = ReplaySource(ReplaySettings(str(folder)))
+    try:
+        source.open()
+        source.start(0.0)
+        assert source.next_timepoint(NEVER) is not None
+        stop = threading.Event()
+        threading.Timer(0.05, stop.set).start()
+        t = time.monotonic()
+        assert source.next_timepoint(stop) is None  # the next one is due in 10 s
+        assert time.monotonic() - t < 1.0
+        assert not source.exhausted
+        source.stop()
+        assert source.next_timepoint(NEVER) is None
+    finally:
+        source.close()
+        source.close()
+
+
+@pytest.mark.parametrize(
+    ("write", "match"),
+    [
+        (lambda p: tifffile.imwrite(p / "a.tif", np.zeros((8, 8, 3), np.uint8),
+                                    photometric="rgb"),
+         r"axes 'yxs'.*unknown: \['s'\]"),
+        (lambda p: tifffile.imwrite(p / "a.tif", np.zeros((4, 8, 8), np.uint16),
+                                    photometric="minisblack"),
+         r"3 dimensions \(4, 8, 8\) with unnamed axes 'QYX'"),
+        (lambda p: tifffile.imwrite(p / "a.tif", np.zeros((8, 8), np.uint16)),
+         r"2 dimensions \(8, 8\)"),
+        (lambda p: tifffile.imwrite(p / "a.tif", np.zeros((2, 1, 1, 8, 8), np.complex64)),
+         r"pixel type complex64"),
+        (lambda p: _write_zarr(p / "a.zarr", np.zeros((2, 1, 1, 8, 8), np.uint16),
+                               axes=["t", "c", "q", "y", "x"]),
+         r"axes 'tcqyx'.*unknown: \['q'\]"),
+        (lambda p: _write_zarr(p / "a.zarr", np.zeros((2, 1, 1, 8, 8), np.uint16),
+                               axes=["time", "c", "z", "y", "x"]),
+         r"axes \['time', 'c', 'z', 'y', 'x'\]"),
+        (lambda p: _write_zarr(p / "a.zarr", np.zeros((2, 1, 8, 8), np.uint16),
+                               axes=["t", "c", "x", "y"]),
+         r"axes 'tcxy'.*y, x last"),
+        (lambda p: zarr.create_array(str(p / "a.zarr"), shape=(2, 8, 8), dtype="uint8"),
+         r"3 dimensions \(2, 8, 8\) and no axis names"),
+        (lambda p: _write_zarr(p / "a.zarr", np.zeros((2, 1, 1, 8, 8), bool)),
+         r"pixel type bool"),
+    ],
+    ids=["tiff-rgb", "tiff-3d", "tiff-2d", "tiff-complex", "zarr-bad-axis",
+         "zarr-long-names", "zarr-xy-order", "zarr-bare-3d", "zarr-bool"],
+)
+def test_bad_recordings_are_named(tmp_path: Path, write: Any, match: str) -> None:
+    write(tmp_path)
+    (path,) = [p for p in tmp_path.iterdir()]
+    source = ReplaySource(ReplaySettings(str(path)))
+    with pytest.raises(ConfigError, match=match) as info:
+        source.open()
+    assert str(path) in str(info.value)
+    source.close()
+
+
+def test_bad_paths_and_csv(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        ReplaySource(ReplaySettings(str(tmp_path / "nope.tif"))).open()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="neither a zarr store nor a run folder"):
+        ReplaySource(ReplaySettings(str(empty))).open()
+    folder = _run_folder(tmp_path, n_t=3, spacing=0.1)
+    (folder / "frames.csv").write_text("seq,t_index,c,t_exposure\n0,0,0,1.0\n")
+    with pytest.raises(ConfigError, match=r"lacks columns \['z'\]"):
+        ReplaySource(ReplaySettings(str(folder))).open()
+    (folder / "frames.csv").write_text("seq,t_index,c,z,t_exposure\n0,7,0,0,1.0\n")
+    with pytest.raises(ConfigError, match=r"t_index=7.*outside the recording's 3 timepoints"):
+        ReplaySource(ReplaySettings(str(folder))).open()
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.zeros((2, 1, 1, 8, 8), np.uint8))
+    with pytest.raises(ConfigError, match="has no recorded timing"):
+        ReplaySource(ReplaySettings(str(plain), timing="recorded")).open()
+    with pytest.raises(ConfigError, match=r"replay\.timing"):
+        ReplaySettings(str(plain), timing="fast")
+
+
+def test_misuse_raises_source_error(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, n_t=2, spacing=0.01, n_c=1)
+    source = ReplaySource(ReplaySettings(str(folder)))
+    with pytest.raises(SourceError, match="before open"):
+        source.start(0.0)
+    source.open()
+    source.start(0.0)
+    with pytest.raises(SourceError, match="before next_timepoint"):
+        source.read_frame(0, 0, np.empty((H, W), np.uint16))
+    source.next_timepoint(NEVER)
+    with pytest.raises(SourceError, match=r"frame buffer \(16, 12\) uint8, expected"):
+        source.read_frame(0, 0, np.empty((H, W), np.uint8))
+    with pytest.raises(SourceError, match=r"\(c=1, z=0\) out of range"):
+        source.read_frame(1, 0, np.empty((H, W), np.uint16))
+    with pytest.raises(ConfigError, match="interval_s"):
+        source.set_interval(-1.0)
+    source.close()
+
+
+def test_factory_and_pickle(tmp_path: Path) -> None:
+    folder = _run_folder(tmp_path, n_t=2, spacing=0.01, n_c=1)
+    config = Config().with_overrides({"camera.source": f"replay:{folder}",
+                                      "camera.exposure_ms": 4.0})
+    source = make_replay_source(config)
+    assert source.settings == ReplaySettings(str(folder), exposure_s=0.004)
+    clone = pickle.loads(pickle.dumps(source))
+    assert isinstance(clone, ReplaySource) and clone.settings == source.settings
+    try:
+        assert clone.open().shape == (1, 1, H, W)
+    finally:
+        clone.close()
+    with pytest.raises(ConfigError, match="not a replay"):
+        make_replay_source(Config())
