@@ -340,7 +340,7 @@ class AnalysisConfig(_Section):
     section: ClassVar[str] = "analysis"
 
     worker: str = _field(
-        "ImageWorker", "a worker class name (built-in or from analysis.worker_modules)"
+        "DemoModelWorker", "a worker class name (built-in or from analysis.worker_modules)"
     )
     model: str = _field(
         "",

@@ -533,6 +533,7 @@ class Engine:
             "overruns": int(cam.get("overruns", 0)),
             "lost_timepoints": cam.get("lost", []),
             "interval_error_ms": cam.get("interval_error_ms", percentiles([])),
+            "publish_interval_ms": cam.get("publish_interval_ms", percentiles([])),
             "interval_changes": it.get("interval_changes", []),
             "ring_slots": self._ring.n_slots if self._ring else 0,
             "worker_time_s": worker_times,

@@ -46,7 +46,7 @@ def test_default_configuration_values() -> None:
     assert config.camera.synthetic.dtype == "uint16"
     assert config.ring.slots == 0
     assert config.ring.max_bytes == 2 * 1024**3
-    assert config.analysis.worker == "ImageWorker"
+    assert config.analysis.worker == "DemoModelWorker"
     assert config.analysis.workers == 1
     assert config.interpreter.kind == "binary"
     assert (config.interpreter.lower_threshold, config.interpreter.upper_threshold) == (

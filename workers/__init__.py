@@ -1,9 +1,39 @@
 """Analysis workers: the worker API, built-in workers, model loading, the worker process loop.
 
 The only package of rt-eda that imports TensorFlow/Keras, and only when a Keras worker is
-used: importing :mod:`rt_eda.workers` itself stays light.
+set up: importing :mod:`rt_eda.workers` itself stays light.
 """
 
 from ._base import Analysis, Worker, WorkerSettings
+from ._discovery import describe_workers, discover_workers
+from ._image import ImageWorker
+from ._keras import KerasWorker, configure_threads
+from ._keras_builtin import DemoModelWorker, KerasRescaleWorker, KerasTilingWorker
+from ._models import (
+    ModelInfo,
+    check_fit,
+    demo_model_path,
+    inspect_loaded,
+    inspect_model,
+    load_model,
+)
 
-__all__ = ["Analysis", "Worker", "WorkerSettings"]
+__all__ = [
+    "Analysis",
+    "DemoModelWorker",
+    "ImageWorker",
+    "KerasRescaleWorker",
+    "KerasTilingWorker",
+    "KerasWorker",
+    "ModelInfo",
+    "Worker",
+    "WorkerSettings",
+    "check_fit",
+    "configure_threads",
+    "demo_model_path",
+    "describe_workers",
+    "discover_workers",
+    "inspect_loaded",
+    "inspect_model",
+    "load_model",
+]

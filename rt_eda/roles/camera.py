@@ -61,6 +61,7 @@ class CameraStatistics:
         self.lost: list[tuple[int, float]] = []  # (timepoint index, exposure time)
         self.actuation_ms: list[float] = []
         self.interval_error_ms: list[float] = []  # |achieved - requested| per timepoint
+        self.publish_gap_ms: list[float] = []  # between consecutive publications, same interval
         self.first_exposure = float("nan")
         self.last_exposure = float("nan")
         self.commands_applied = 0
@@ -76,6 +77,7 @@ class CameraStatistics:
             "lost": self.lost[:_MAX_LOST_LISTED],
             "actuation_ms": self.actuation_ms,
             "interval_error_ms": _percentiles(self.interval_error_ms),
+            "publish_interval_ms": _percentiles(self.publish_gap_ms),
             "acquisition_s": span if np.isfinite(span) else 0.0,
             "commands_applied": self.commands_applied,
             "source": source,
@@ -154,6 +156,7 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
     pending: list[Command] = []  # applied, waiting for their first timepoint
     last_exposure: float | None = None
     last_interval = interval
+    last_publish = 0.0
     source.start(interval)
     log.info("camera: acquiring %s %s at interval %.4g s", spec.shape, spec.dtype, interval)
     while not channels.stop.is_set():
@@ -184,13 +187,16 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
                 set_sequence(slot.seq)
             t_exp = _read_frames(source, order, slot.pixels, slot.frame_times)
             slot.publish(interval_s=interval)
+        t_pub = time.monotonic()
         stats.stacks_published += 1
         stats.frames_acquired += len(order)
         if last_exposure is None:
             stats.first_exposure = t_exp
-        elif interval > 0 and last_interval == interval:
-            stats.interval_error_ms.append(abs((t_exp - last_exposure) - interval) * 1e3)
-        last_exposure, last_interval = t_exp, interval
+        elif last_interval == interval:
+            if interval > 0:
+                stats.interval_error_ms.append(abs((t_exp - last_exposure) - interval) * 1e3)
+            stats.publish_gap_ms.append((t_pub - last_publish) * 1e3)
+        last_exposure, last_interval, last_publish = t_exp, interval, t_pub
         stats.last_exposure = t_exp
         for cmd in pending:
             if cmd.after_seq >= 0:  # the start announcement is not a decision on a stack

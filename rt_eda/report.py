@@ -1,0 +1,178 @@
+"""A one-page report of a saved run: decisions against thresholds, intervals, latency.
+
+:func:`write_report` reads a run folder (:mod:`rt_eda.recording`) and writes
+
+- ``report.png``: top, the decision parameter of every analysed stack over time (seconds
+  since the first exposure) with the lower/upper thresholds of ``config.toml``, the interval
+  in force (fast periods shaded) and the ground-truth events when given; bottom, the
+  histogram of the publish -> decision latency;
+- ``report.json``: the data behind the figure (the same series, thresholds, percentiles).
+
+Matplotlib runs with the Agg backend (no display needed; safe in any process).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rt_eda.recording import open_run
+
+__all__ = ["REPORT_JSON", "REPORT_PNG", "write_report"]
+
+log = logging.getLogger(__name__)
+
+REPORT_PNG = "report.png"
+REPORT_JSON = "report.json"
+
+
+def _intervals_in_force(t: np.ndarray, interval: np.ndarray) -> list[tuple[float, float, float]]:
+    """(start, end, interval) runs of a constant interval over the stacks' times."""
+    runs: list[tuple[float, float, float]] = []
+    if t.size == 0:
+        return runs
+    start = 0
+    for i in range(1, t.size + 1):
+        if i == t.size or interval[i] != interval[start]:
+            end = float(t[i]) if i < t.size else float(t[-1])
+            runs.append((float(t[start]), end, float(interval[start])))
+            start = i
+    return runs
+
+
+def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | None = None,
+                 events: Sequence[tuple[float, float]] | None = None) -> Path:
+    """Write ``report.png`` and ``report.json`` into ``run_dir``; returns the PNG's path.
+
+    Parameters
+    ----------
+    run_dir
+        A saved run folder.
+    summary
+        The run summary (its numbers go into the title); None reads ``summary.json`` if the
+        folder has one.
+    events
+        Ground-truth events as ``(start_s, duration_s)`` in seconds since the first exposure
+        (the synthetic source's schedule), drawn as spans; None for none.
+
+    Raises
+    ------
+    WriterError
+        ``run_dir`` is not a run folder.
+    OSError
+        The files cannot be written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    run = open_run(run_dir)
+    summary = dict(summary) if summary is not None else run.summary
+    frames, decisions = run.frames, run.decisions
+    interp = run.config.get("interpreter", {})
+    lower = interp.get("lower_threshold")
+    upper = interp.get("upper_threshold")
+    fast_interval = interp.get("fast_interval")
+
+    t_exp_frames = frames.get("t_exposure", np.zeros(0))
+    t0 = float(t_exp_frames.min()) if t_exp_frames.size else (
+        float(decisions["t_exposure"].min()) if decisions.get("t_exposure", np.zeros(0)).size
+        else 0.0)
+    # One time per stack: its first frame.
+    if t_exp_frames.size:
+        t_index = frames["t_index"]
+        first = np.unique(t_index, return_index=True)[1]
+        stack_t = t_exp_frames[first] - t0
+        stack_interval = frames["interval_s"][first]
+    else:
+        stack_t = stack_interval = np.zeros(0)
+    runs = _intervals_in_force(stack_t, stack_interval)
+
+    d_t = decisions.get("t_exposure", np.zeros(0)) - t0
+    d_value = decisions.get("decision", np.zeros(0))
+    latency_ms = (decisions.get("t_decided", np.zeros(0))
+                  - decisions.get("t_published", np.zeros(0))) * 1e3
+    pct = {f"p{q}": float(np.percentile(latency_ms, q)) if latency_ms.size else 0.0
+           for q in (50, 90, 99)}
+    pct["max"] = float(latency_ms.max()) if latency_ms.size else 0.0
+
+    fig: Figure = plt.figure(figsize=(11, 7), dpi=110)
+    grid = fig.add_gridspec(2, 1, height_ratios=(2.2, 1), hspace=0.35)
+    ax = fig.add_subplot(grid[0])
+    slow_values = sorted({r[2] for r in runs})
+    fastest = fast_interval if fast_interval is not None else (
+        slow_values[0] if len(slow_values) > 1 else None)
+    labelled = False
+    for start, end, value in runs:
+        if fastest is not None and value <= fastest and end > start:
+            ax.axvspan(start, end, color="tab:orange", alpha=0.18, lw=0,
+                       label=None if labelled else f"fast interval ({value:.3g} s)")
+            labelled = True
+    for i, (start, duration) in enumerate(events or ()):
+        ax.axvspan(start, start + duration, ymin=0.0, ymax=0.06, color="tab:red", alpha=0.8,
+                   lw=0, label="ground-truth event" if i == 0 else None)
+    ax.plot(d_t, d_value, ".", ms=3, color="tab:blue", label="decision parameter")
+    if lower is not None:
+        ax.axhline(float(lower), color="tab:green", ls="--", lw=1,
+                   label=f"lower threshold {float(lower):.3g}")
+    if upper is not None:
+        ax.axhline(float(upper), color="tab:red", ls="--", lw=1,
+                   label=f"upper threshold {float(upper):.3g}")
+    ax.set_xlabel("time since first exposure (s)")
+    ax.set_ylabel("decision parameter")
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    if runs:
+        xs = [p for r in runs for p in (r[0], r[1])]
+        ys = [r[2] for r in runs for _ in (0, 1)]
+        ax2.plot(xs, ys, color="tab:gray", lw=1.2, drawstyle="steps-post",
+                 label="interval in force")
+    ax2.set_ylabel("interval (s)", color="tab:gray")
+    handles, labels = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(handles + h2, labels + l2, loc="upper left", fontsize=8, framealpha=0.85)
+    title = f"{run.path.name}: {d_value.size} decisions, {run.timepoints} stacks saved"
+    if summary:
+        title += (f", {summary.get('frames_lost', 0)} frames lost, "
+                  f"{float(summary.get('acquired_fps', 0.0)):.1f} stacks/s acquired")
+    ax.set_title(title, fontsize=10)
+
+    hx = fig.add_subplot(grid[1])
+    if latency_ms.size:
+        hx.hist(latency_ms, bins=min(60, max(10, latency_ms.size // 5)), color="tab:blue",
+                alpha=0.8)
+        for name, color in (("p50", "tab:green"), ("p99", "tab:red")):
+            hx.axvline(pct[name], color=color, ls="--", lw=1,
+                       label=f"{name} {pct[name]:.2f} ms")
+        hx.legend(fontsize=8)
+    else:
+        hx.text(0.5, 0.5, "no decisions", ha="center", va="center", transform=hx.transAxes)
+    hx.set_xlabel("publish -> decision latency (ms)")
+    hx.set_ylabel("decisions")
+    hx.grid(alpha=0.3)
+
+    out_dir = run.path
+    png = out_dir / REPORT_PNG
+    fig.savefig(png)
+    plt.close(fig)
+    data = {
+        "t0_monotonic_s": t0,
+        "thresholds": {"lower": lower, "upper": upper},
+        "fast_interval": fast_interval,
+        "decisions": {"t_s": d_t.tolist(), "decision": d_value.tolist(),
+                      "seq": decisions.get("seq", np.zeros(0, np.int64)).tolist()},
+        "intervals_in_force": [{"start_s": s, "end_s": e, "interval_s": v} for s, e, v in runs],
+        "events": [{"start_s": float(s), "duration_s": float(d)} for s, d in (events or ())],
+        "publish_to_decision_ms": {"values": latency_ms.tolist(), **pct},
+    }
+    (out_dir / REPORT_JSON).write_text(json.dumps(data, indent=1) + "\n")
+    log.info("report written: %s", png)
+    return png

@@ -1,0 +1,301 @@
+"""The writer role: every stack of the ring, every network image and every decision, on disk.
+
+Lifecycle (the engine's side in brackets)::
+
+    attach the stack ring, register its pin   (every stack published from now on waits for
+    [output ring] attach, register a pin       the writer before its slot can be reused)
+    create the run folder's files -> READY
+    loop: stacks in sequence order -> image store + frames.csv -> release the pin
+          network images (lowest pinned first) -> network_images.zarr + network_index.csv
+          rows from the interpreter (a reader thread drains channels.writer) -> CSV files
+          flush the CSV files after every batch
+    until the ring is closed and drained AND ``None`` arrived on channels.writer
+    close the recording (exact shapes, OME metadata) -> STATS -> STOPPED
+
+The writer is the one consumer that may not skip: it holds a pin on every stack until the
+stack is persisted, so the camera overruns (a loud, counted loss) rather than overwriting an
+unsaved stack. A write that fails (a full disk: ENOSPC, or any OSError) ends the role:
+FAILED with ``WriterError: ...`` naming the file and how many frames were saved, exit 1; the
+recording is closed as far as the disk allows, so everything already written stays readable.
+The pins are dropped on every exit path, so a dead writer never blocks the camera.
+
+The interpreter's rows are read by a thread of their own, so a slow disk never blocks the
+interpreter on a full pipe; the main thread does all the writing.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rt_eda.config import Config
+from rt_eda.errors import ConfigError, RingClosedError, RtEdaError, WriterError
+from rt_eda.messages import Role, RoleEventKind
+from rt_eda.process import RoleChannels, enter_role, report
+from rt_eda.recording import Recording
+from rt_eda.shm import PinReader, StackRing
+
+__all__ = ["WriterStatistics", "run", "serve"]
+
+log = logging.getLogger(__name__)
+
+_BATCH = 16  # stacks written before the rows and network images get a turn
+_IDLE_WAIT_S = 0.02  # how long an idle writer sleeps on the ring's doorbell
+_KEEP_TIMES = 1 << 16
+_LINGER_QUIET_S = 1.0  # after a failure: rows are drained until stop and this much quiet
+_ROW_KINDS = frozenset({"decision", "interval", "control"})
+
+
+class WriterStatistics:
+    """What the writer measured, reported to the engine at the end (STATS, JSON).
+
+    Write times: percentiles over the most recent ``_KEEP_TIMES`` stacks, max over all.
+    """
+
+    def __init__(self) -> None:
+        self._times = np.zeros(_KEEP_TIMES, dtype=np.float64)
+        self._n = 0
+        self._max_ms = 0.0
+        self.max_backlog = 0
+        self.rows_received = 0
+        self.rows_rejected = 0
+
+    def add_write(self, ms: float) -> None:
+        """Record the time one stack took to write."""
+        self._times[self._n % _KEEP_TIMES] = ms
+        self._n += 1
+        self._max_ms = max(self._max_ms, ms)
+
+    def to_json(self, recording: Recording | None, error: str) -> str:
+        counts = recording.stats.as_dict() if recording is not None else {
+            "frames_written": 0, "stacks_written": 0, "network_images_written": 0,
+            "bytes_written": 0, "decisions": 0, "intervals": 0, "controls": 0}
+        arr = self._times[:min(self._n, _KEEP_TIMES)]
+        return json.dumps({
+            **counts,
+            "path": str(recording.run_dir) if recording is not None else "",
+            "format": recording.format if recording is not None else "",
+            "write_ms": {"p50": float(np.percentile(arr, 50)) if arr.size else 0.0,
+                         "p99": float(np.percentile(arr, 99)) if arr.size else 0.0,
+                         "max": self._max_ms},
+            "max_backlog_stacks": self.max_backlog,
+            "rows_received": self.rows_received,
+            "rows_rejected": self.rows_rejected,
+            "error": error,
+        })
+
+
+class _Rows:
+    """Drains ``channels.writer`` in a thread into a deque; ``done`` once ``None`` arrived."""
+
+    def __init__(self, source: Any) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.done = threading.Event()
+        self._source = source
+        self._stop = threading.Event()
+        self.error = ""
+        if source is None:
+            self.done.set()
+            self._thread: threading.Thread | None = None
+        else:
+            self._thread = threading.Thread(target=self._drain, name="writer-rows",
+                                            daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                msg = self._source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            except (EOFError, OSError) as exc:  # the engine closed the queue: nothing more
+                self.error = f"{type(exc).__name__}: {exc}"
+                break
+            if msg is None:
+                break
+            self.items.append(msg)
+        self.done.set()
+
+    def discard_until_done(self, stop: Any) -> int:
+        """After a failure: keep the interpreter's pipe from filling (its ``put`` would
+        block) by discarding rows until the sentinel, or until ``stop`` is set and no row
+        came for a second. Returns how many were discarded."""
+        discarded = 0
+        quiet_since = time.monotonic()
+        while not self.done.wait(0.05):
+            if self.items:
+                discarded += len(self.items)
+                self.items.clear()
+                quiet_since = time.monotonic()
+            elif stop.is_set() and time.monotonic() - quiet_since > _LINGER_QUIET_S:
+                break
+        return discarded + len(self.items)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
+
+def run(config: Config, channels: RoleChannels) -> None:
+    """Entry point of the writer process (exits 1 after a failure)."""
+    enter_role(Role.WRITER.value, channels)
+    if serve(config, channels) != 0:
+        raise SystemExit(1)
+
+
+def serve(config: Config, channels: RoleChannels) -> int:
+    """The writer role without the process set-up of :func:`run` (tests run it in a thread).
+
+    Reports READY once both pins are registered and the files are created, STATS and
+    STOPPED at the end, FAILED (with ``WriterError: ...``) on a failure. Returns 0 after a
+    clean end, 1 after a failure.
+    """
+    stats = WriterStatistics()
+    ring: StackRing | None = None
+    out_ring: StackRing | None = None
+    pins: list[tuple[StackRing, PinReader]] = []
+    recording: Recording | None = None
+    rows: _Rows | None = None
+    error = ""
+    try:
+        if not config.run.save:
+            raise ConfigError("writer: run.save is not set (the writer needs a folder)")
+        if not channels.ring:
+            raise WriterError("writer: no stack ring was named in the channels")
+        ring = StackRing.attach(channels.ring)
+        pin = ring.register_pin()
+        pins.append((ring, pin))
+        out_pin: PinReader | None = None
+        network_shape: tuple[int, int] | None = None
+        if channels.output_ring and config.writer.save_network_images:
+            out_ring = StackRing.attach(channels.output_ring)
+            out_pin = out_ring.register_pin()
+            pins.append((out_ring, out_pin))
+            network_shape = (out_ring.spec.height, out_ring.spec.width)
+        spec = ring.spec
+        recording = Recording(Path(config.run.save), spec.shape, spec.np_dtype,
+                              fmt=config.writer.format, config_toml=config.to_toml(),
+                              network_shape=network_shape)
+        rows = _Rows(channels.writer)
+        report(channels, "writer", 0, RoleEventKind.READY, json.dumps({
+            "path": str(recording.run_dir), "format": recording.format}))
+        log.info("writer: recording %s %s stacks to %s (%s)", spec.shape, spec.dtype,
+                 recording.run_dir, recording.format)
+        _loop(ring, pin, out_pin, recording, rows, stats)
+        recording.close()
+        if rows.error:
+            log.warning("writer: the row queue ended without its sentinel (%s)", rows.error)
+    except RtEdaError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    except OSError as exc:
+        saved = recording.stats.frames_written if recording is not None else 0
+        error = f"WriterError: {exc}; {saved} frame(s) saved"
+    except Exception as exc:  # the role's top loop: report, then exit non-zero
+        log.exception("writer failed")
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        for _, p in pins:
+            p.unregister()  # a dead or failed writer never blocks the camera
+        if recording is not None and not recording.closed:
+            recording.abandon()
+        for r in (out_ring, ring):
+            if r is not None:
+                r.close()
+        if error:
+            log.error("writer: %s", error)
+            report(channels, "writer", 0, RoleEventKind.FAILED, error)
+        report(channels, "writer", 0, RoleEventKind.STATS, stats.to_json(recording, error))
+        if rows is not None:
+            if error:
+                lost = rows.discard_until_done(channels.stop)
+                if lost:
+                    log.warning("writer: %d row(s) from the interpreter not recorded", lost)
+            rows.stop()
+    if error:
+        return 1
+    report(channels, "writer", 0, RoleEventKind.STOPPED)
+    return 0
+
+
+def _loop(ring: StackRing, pin: PinReader, out_pin: PinReader | None, recording: Recording,
+          rows: _Rows, stats: WriterStatistics) -> None:
+    stacks_done = False
+    network_done = out_pin is None
+    idle = False
+    while True:
+        busy = False
+        if not stacks_done:
+            try:
+                busy |= _write_stacks(ring, pin, recording, stats,
+                                      _IDLE_WAIT_S if idle else 0.0)
+            except RingClosedError:
+                stacks_done = True
+                log.info("writer: stack ring closed and drained (%d stacks written)",
+                         recording.stats.stacks_written)
+        if out_pin is not None and not network_done:
+            try:
+                busy |= _write_network(out_pin, recording,
+                                       _IDLE_WAIT_S if idle and stacks_done else 0.0)
+            except RingClosedError:
+                network_done = True
+        finished_rows = rows.done.is_set()  # read before draining: nothing comes after
+        while rows.items:
+            busy = True
+            item = rows.items.popleft()
+            stats.rows_received += 1
+            if (not isinstance(item, tuple) or len(item) != 2 or item[0] not in _ROW_KINDS
+                    or not isinstance(item[1], dict)):
+                stats.rows_rejected += 1
+                log.warning("writer: ignoring unexpected message %r", item)
+                continue
+            recording.log(item[0], item[1])
+        if busy:
+            recording.flush()
+        if stacks_done and network_done and finished_rows and not rows.items:
+            return
+        if stacks_done and network_done and not busy:
+            rows.done.wait(_IDLE_WAIT_S)
+        idle = not busy
+
+
+def _write_stacks(ring: StackRing, pin: PinReader, recording: Recording,
+                  stats: WriterStatistics, wait_s: float) -> bool:
+    """Write up to a batch of stacks in sequence order; True if any. RingClosedError once
+    the ring is closed and every stack is written."""
+    wrote = False
+    for _ in range(_BATCH):
+        stack = pin.next(timeout=wait_s)
+        if stack is None:
+            break
+        wait_s = 0.0
+        backlog = ring.newest_seq() - stack.seq
+        stats.max_backlog = max(stats.max_backlog, backlog)
+        t0 = time.perf_counter()
+        recording.write_stack(stack.seq, stack.pixels, stack.frame_times, stack.interval_s)
+        stats.add_write((time.perf_counter() - t0) * 1e3)
+        pin.release(stack)
+        wrote = True
+    return wrote
+
+
+def _write_network(pin: PinReader, recording: Recording, wait_s: float) -> bool:
+    """Write up to a batch of network images (lowest sequence number first); True if any."""
+    wrote = False
+    for _ in range(_BATCH):
+        image = pin.next_any(timeout=wait_s)
+        if image is None:
+            break
+        wait_s = 0.0
+        recording.write_network_image(image.seq, image.pixels[0, 0], image.t_published)
+        pin.release(image)
+        wrote = True
+    return wrote
