@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any
 
 from rt_eda.config import Config
-from rt_eda.errors import ConfigError, ModelError
+from rt_eda.errors import ConfigError, ModelError, SourceError
 from rt_eda.interpreters import make_interpreter
 from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
 from rt_eda.process import RoleChannels
@@ -192,7 +192,10 @@ class Engine:
             )
         cls = workers[name]
         source = make_source(self.config)
-        spec = getattr(source, "spec", None)
+        try:  # known before open() for the synthetic source; after it for a camera
+            spec = getattr(source, "spec", None)
+        except SourceError:
+            spec = None
         self._worker = cls(worker_settings(self.config))
         if isinstance(spec, StackSpec):
             self._worker.check(spec)  # ModelError / ConfigError: exit 2, nothing started

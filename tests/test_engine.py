@@ -224,3 +224,21 @@ def test_the_default_run_with_the_demo_model_switches_on_events(tmp_path: Path) 
     changes = [c["interval_s"] for c in s["interval_changes"]]
     assert 0.1 in changes and changes.count(0.3) >= 2, changes
     assert_clean(before)
+
+
+def test_mm_demo_camera_through_the_engine(tmp_path: Path) -> None:
+    """Micro-Manager's DemoCamera (a real MM device adapter) drives the whole loop."""
+    before = {n for n, _ in list_blocks()}
+    out = tmp_path / "summary.json"
+    proc = rt_eda(
+        "--source", "mm-demo", "--worker", "ImageWorker", "--interpreter", "manual",
+        "--interval", "0.05", "--duration", "3", "--summary", str(out), "--no-viewer",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    s = summary(out)
+    assert_counts_add_up(s)
+    assert s["stack_shape"] == [1, 1, 512, 512]
+    assert 40 <= s["stacks_published"] <= 70  # 20 stacks/s for 3 s
+    assert s["source_statistics"]["mm_frames_lost"] == 0
+    assert_clean(before)

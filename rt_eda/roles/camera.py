@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -110,6 +111,8 @@ def _wait_control(channels: RoleChannels, kind: str) -> CameraControl | None:
 def run(config: Config, channels: RoleChannels) -> None:
     """Entry point of the camera process."""
     enter_role(Role.CAMERA.value, channels)
+    if not config.run.debug:  # device libraries log every call at DEBUG
+        logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)
     source: Source | None = None
     stats = CameraStatistics()
     try:

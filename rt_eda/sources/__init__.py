@@ -40,7 +40,15 @@ def make_source(config: Config) -> Source:
             verify=syn.verify or config.run.verify,
         )
         return SyntheticSource(settings)
+    if spec.kind in (SourceKind.MM_DEMO, SourceKind.MMCONFIG):
+        from .micromanager import make_micromanager_source
+
+        return make_micromanager_source(config)
+    if spec.kind is SourceKind.REPLAY:
+        from .replay import make_replay_source
+
+        return make_replay_source(config)
     raise ConfigError(
-        f"camera.source: {config.camera.source!r} is not available in this version of rt-eda "
-        "(available: 'synthetic')"
+        f"camera.source: {config.camera.source!r} is not a known source "
+        "(synthetic, mm-demo, mmconfig:PATH, replay:PATH)"
     )
