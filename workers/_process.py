@@ -56,7 +56,7 @@ def _intact(pixels: np.ndarray, seq: int, n_timepoints: int) -> bool:
     )
 
 
-WORKER_NICENESS = 5
+WORKER_NICENESS = 15
 """Workers run at a lower CPU priority than the camera: when the machine is short of cores,
 acquisition keeps its rate and analysis (which skips stale stacks anyway) gives way."""
 
