@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -113,6 +114,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     if engine.summary and config.run.summary:
         engine.write_summary(config.run.summary)
+    if engine.summary and config.run.profile:
+        print(engine.write_profile(config.run.profile).read_text(), end="")
     _print_summary(engine.summary, engine.errors, code)
     return code
 
@@ -147,6 +150,47 @@ def _lat(d: dict[str, float]) -> str:
     return f"{d['p50']:.2f}/{d['p99']:.2f}/{d['max']:.2f}"
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from rt_eda.config import load_config_with_notes
+    from rt_eda.tuning import (
+        GridPoint,
+        default_grid,
+        format_table,
+        parse_grid,
+        recommend,
+        run_grid,
+    )
+
+    config, _ = load_config_with_notes(args.config)
+    overrides: dict[str, object] = {}
+    if args.model:
+        overrides["analysis.model"] = args.model
+    if args.worker:
+        overrides["analysis.worker"] = args.worker
+    if args.source:
+        overrides["camera.source"] = args.source
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = _parse_value(value.strip())
+    config = config.with_overrides(overrides)
+    grid = parse_grid(args.grid) if args.grid else default_grid()
+    print(f"rt-eda bench: {config.analysis.worker} on {config.camera.source}, "
+          f"{len(grid)} runs of {args.duration:g} s at interval {args.interval:g} s "
+          f"({os.cpu_count()} cores)", flush=True)
+
+    def show(p: GridPoint) -> None:
+        print(f"  {p.workers}x{p.threads}: {p.analysed_per_s:.1f} analysed/s, "
+              f"publish->decision p99 {p.p2d_p99_ms:.1f} ms", flush=True)
+
+    points = run_grid(config, grid, args.duration, args.interval, on_point=show)
+    best = recommend(points)
+    print(format_table(points, best))
+    print(f"recommended: --workers {best.workers} --threads-per-worker {best.threads}")
+    return 0
+
+
 def _cmd_workers(args: argparse.Namespace) -> int:
     from rt_eda.config import load_config
     from rt_eda.workers._discovery import describe_workers
@@ -169,6 +213,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--config", metavar="PATH", help="also list workers of its worker_modules")
     w.add_argument("--module", action="append", metavar="MODULE",
                    help="also list the workers of this module")
+    b = sub.add_parser("bench", help="measure workers x threads on this machine with your "
+                       "configuration and recommend the best")
+    b.add_argument("--config", metavar="PATH")
+    b.add_argument("--model", metavar="PATH")
+    b.add_argument("--worker", metavar="NAME")
+    b.add_argument("--source", metavar="SPEC")
+    b.add_argument("--grid", metavar="WxT,...", help="e.g. 1x2,2x1,2x2 (default: every split "
+                   "of the cores)")
+    b.add_argument("--duration", type=float, default=10.0, metavar="S",
+                   help="seconds per grid point (default 10)")
+    b.add_argument("--interval", type=float, default=0.01, metavar="S",
+                   help="camera interval, faster than the analysis (default 0.01)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t = sub.add_parser("train-demo-model", help="retrain the bundled demo model",
                        add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
@@ -182,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "workers":
             return _cmd_workers(args)
+        if args.command == "bench":
+            return _cmd_bench(args)
         if args.command == "train-demo-model":
             from rt_eda.workers._train_demo import main as train_main
 

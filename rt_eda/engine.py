@@ -546,6 +546,50 @@ class Engine:
             self._fault_msg(f"{self.summary['frames_lost']} frame(s) lost: the ring was full")
             self.summary["errors"] = list(self.errors)
 
+    def profile(self) -> dict[str, Any]:
+        """Where a stack's time goes, per role (means per stack, in ms), from the run's
+        own timers: camera (waiting for the timepoint, reading frames, publishing), workers
+        (waiting for a claim, prepare, inference, post-process, result queue, network image),
+        interpreter (handling one result), and the latency percentiles."""
+        s = self.summary
+        cam = self._camera_stats
+        stacks = max(1, int(cam.get("stacks_published", 0)))
+        analysed = max(1, int(s.get("stacks_analysed", 0)))
+        results = max(1, int(self._interp_stats.get("results", 0)))
+
+        def per(times: dict[str, float], n: int) -> dict[str, float]:
+            return {k.removesuffix("_s") + "_ms": 1e3 * float(v) / n for k, v in times.items()}
+
+        return {
+            "stacks_published": s.get("stacks_published", 0),
+            "stacks_analysed": s.get("stacks_analysed", 0),
+            "camera_per_stack": per(cam.get("time_s", {}), stacks),
+            "worker_per_analysed_stack": per(s.get("worker_time_s", {}), analysed),
+            "interpreter_per_result": per(self._interp_stats.get("time_s", {}), results),
+            "latency_ms": s.get("latency_ms", {}),
+            "workers": s.get("workers"), "threads_per_worker": s.get("threads_per_worker"),
+        }
+
+    def write_profile(self, folder: str | Path) -> Path:
+        """Write :meth:`profile` as ``profile.json`` and a readable ``profile.txt``."""
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        prof = self.profile()
+        (d / "profile.json").write_text(json.dumps(prof, indent=2) + "\n")
+        lines = [f"rt-eda profile: {prof['stacks_published']} stacks published, "
+                 f"{prof['stacks_analysed']} analysed, {prof['workers']} worker(s) x "
+                 f"{prof['threads_per_worker']} thread(s)"]
+        for section in ("camera_per_stack", "worker_per_analysed_stack",
+                        "interpreter_per_result"):
+            lines.append(f"{section.replace('_', ' ')}:")
+            lines += [f"  {k:<22} {v:9.3f}" for k, v in prof[section].items()]
+        lines.append("latency (ms): p50 / p99 / max")
+        for k, v in prof["latency_ms"].items():
+            lines.append(f"  {k:<22} {v['p50']:9.3f} {v['p99']:9.3f} {v['max']:9.3f}")
+        path = d / "profile.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
     def write_summary(self, path: str | Path) -> None:
         """Write the summary as JSON (creating parent folders)."""
         p = Path(path)

@@ -138,7 +138,7 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
     ax2.set_ylabel("interval (s)", color="tab:gray")
     handles, labels = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(handles + h2, labels + l2, loc="upper left", fontsize=8, framealpha=0.85)
+    ax.legend(handles + h2, labels + l2, loc="best", fontsize=8, framealpha=0.85)
     title = f"{run.path.name}: {d_value.size} decisions, {run.timepoints} stacks saved"
     if summary:
         title += (f", {summary.get('frames_lost', 0)} frames lost, "

@@ -63,6 +63,7 @@ class CameraStatistics:
         self.actuation_ms: list[float] = []
         self.interval_error_ms: list[float] = []  # |achieved - requested| per timepoint
         self.publish_gap_ms: list[float] = []  # between consecutive publications, same interval
+        self.time_s = {"wait_s": 0.0, "read_s": 0.0, "publish_s": 0.0}
         self.first_exposure = float("nan")
         self.last_exposure = float("nan")
         self.commands_applied = 0
@@ -81,6 +82,7 @@ class CameraStatistics:
             "publish_interval_ms": _percentiles(self.publish_gap_ms),
             "acquisition_s": span if np.isfinite(span) else 0.0,
             "commands_applied": self.commands_applied,
+            "time_s": self.time_s,
             "source": source,
         })
 
@@ -164,7 +166,10 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
     log.info("camera: acquiring %s %s at interval %.4g s", spec.shape, spec.dtype, interval)
     while not channels.stop.is_set():
         interval = _apply_commands(source, channels.camera, interval, pending, stats)
+        t0 = time.perf_counter()
         t_due = source.next_timepoint(wake)
+        t1 = time.perf_counter()
+        stats.time_s["wait_s"] += t1 - t0
         if t_due is None:
             if source_finished(source, channels):
                 break
@@ -188,8 +193,13 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         with slot:
             if set_sequence is not None:
                 set_sequence(slot.seq)
+            t2 = time.perf_counter()
             t_exp = _read_frames(source, order, slot.pixels, slot.frame_times)
+            t3 = time.perf_counter()
             slot.publish(interval_s=interval)
+            t4 = time.perf_counter()
+        stats.time_s["read_s"] += t3 - t2
+        stats.time_s["publish_s"] += (t4 - t3) + (t2 - t1)
         t_pub = time.monotonic()
         stats.stacks_published += 1
         stats.frames_acquired += len(order)

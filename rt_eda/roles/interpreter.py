@@ -49,6 +49,7 @@ class _Log:
         self.interval_changes: list[dict[str, object]] = []
         self.controls: list[dict[str, object]] = []
         self.results = 0
+        self.handle_s = 0.0
         self.trace: DecisionTrace | None = None
         self.interval = float("nan")
         self.fast = 0.0
@@ -98,6 +99,7 @@ def run(config: Config, channels: RoleChannels) -> None:
             "publish_to_decision": percentiles(record.publish_to_decision),
             "interval_changes": record.interval_changes,
             "controls": record.controls,
+            "time_s": {"handle_s": record.handle_s},
         }))
         if trace is not None:
             trace.close()
@@ -155,6 +157,8 @@ def _loop(interp: Interpreter, channels: RoleChannels, record: _Log) -> None:
             _to_writer(channels, "interval", dataclasses.asdict(cmd))
             log.debug("interval -> %.4g s after stack %d (%s)", cmd.interval_s, cmd.after_seq,
                      cmd.reason)
+        if msg is not Ellipsis:
+            record.handle_s += time.monotonic() - now
         if now >= next_status:
             next_status = now + _STATUS_PERIOD_S
             s = interp.statistics()
