@@ -1,3 +1,46 @@
-"""The live viewer (pyqtgraph): the only package of rt-eda that imports Qt."""
+"""The live viewer (pyqtgraph): the only package of rt-eda that imports Qt.
 
-__all__: list[str] = []
+Importing this package does not load Qt: the session-file and control-relay helpers the
+engine uses are Qt-free, and Qt is imported when a window is made (:func:`run`, :func:`view`,
+:mod:`._window`).
+
+- :func:`run` -- the engine's viewer role (``rt-eda-viewer``);
+- :func:`view` -- ``rt-eda view``: attach to a running engine by its session file;
+- :func:`write_session` / :func:`remove_session` / :func:`find_sessions` -- session files;
+- :class:`ControlRelay` -- engine side of controls from an attached viewer (Unix socket);
+- :class:`LiveFeed` -- the read-only copies a window draws (no Qt; usable headless).
+"""
+
+from ._controls import CONTROL_KEYS, ControlRelay, ControlSender, QueueSender, SocketSender
+from ._feed import FeedStatus, LiveFeed
+from ._process import display_available, run, view, viewer_enabled
+from ._session import (
+    SESSION_VERSION,
+    Session,
+    find_sessions,
+    read_session,
+    remove_session,
+    session_dir,
+    write_session,
+)
+
+__all__ = [
+    "CONTROL_KEYS",
+    "SESSION_VERSION",
+    "ControlRelay",
+    "ControlSender",
+    "FeedStatus",
+    "LiveFeed",
+    "QueueSender",
+    "Session",
+    "SocketSender",
+    "display_available",
+    "find_sessions",
+    "read_session",
+    "remove_session",
+    "run",
+    "session_dir",
+    "view",
+    "viewer_enabled",
+    "write_session",
+]

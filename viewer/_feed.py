@@ -1,0 +1,299 @@
+"""The viewer's read side: copies of the newest stack, network image and decisions.
+
+:class:`LiveFeed` maps the stack ring, the network-image ring and the decision trace of a run
+and reads them **without taking part** in the run's protocol: stacks are copied with
+:meth:`~rt_eda.shm.StackRing.copy_stack` (sequence-checked, never claimed, never pinned) and
+the trace with :meth:`~rt_eda.shm.DecisionTrace.read` (a seqlock read). Nothing it does can
+make the camera, a worker or the writer wait; if it falls behind it simply sees newer data.
+
+Every buffer is allocated once, at attach time: two stack buffers (the one shown and the one
+being copied into, swapped after a consistent copy, so a torn copy is never shown), the same
+pair for the frame a network image was computed from, a pair of network-image buffers, and
+fixed-size histories of the decision trace.
+
+Imports no Qt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rt_eda.errors import RingError
+from rt_eda.shm import TRACE_FIELDS, DecisionTrace, StackRing
+
+__all__ = ["FeedStatus", "LiveFeed"]
+
+log = logging.getLogger(__name__)
+
+_F = {name: i for i, name in enumerate(TRACE_FIELDS)}
+_KIND_RESULT = 0
+_COPY_TRIES = 3
+_LATENCY_WINDOW = 256
+_RATE_PERIOD_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """What the status line shows (a snapshot).
+
+    Rates are per second over the last second or so; latencies (``t_decided - t_exposure``
+    of the newest results in the trace) in milliseconds, NaN before the first result.
+    """
+
+    acquired_per_s: float
+    analysed_per_s: float
+    published: int
+    analysed: int
+    skipped: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    workers_seen: int
+    interval_s: float
+    fast: bool
+    decisions: int
+    frame_seq: int
+    image_seq: int
+    torn_copies: int
+    run_ended: bool
+
+
+class _History:
+    """A fixed-size history of ``(t, value)`` points, oldest first, filled in place."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._t = np.zeros(capacity)
+        self._v = np.zeros(capacity)
+        self.n = 0
+
+    def extend(self, t: np.ndarray, v: np.ndarray) -> None:
+        k = min(len(t), self.capacity)
+        if k == 0:
+            return
+        t, v = t[-k:], v[-k:]
+        keep = min(self.n, self.capacity - k)
+        if keep and self.n - keep:  # slide the newest ``keep`` points to the front
+            self._t[:keep] = self._t[self.n - keep:self.n]
+            self._v[:keep] = self._v[self.n - keep:self.n]
+        self._t[keep:keep + k] = t
+        self._v[keep:keep + k] = v
+        self.n = keep + k
+
+    @property
+    def t(self) -> np.ndarray:
+        return self._t[: self.n]
+
+    @property
+    def v(self) -> np.ndarray:
+        return self._v[: self.n]
+
+
+class LiveFeed:
+    """Read-only copies of a run's newest data (see the module docstring).
+
+    Parameters
+    ----------
+    ring
+        Name of the stack ring.
+    output_ring
+        Name of the network-image ring, or "" (no overlay).
+    trace
+        Name of the decision trace, or "" (no decision plot).
+    history
+        How many decisions (and state changes) the plot keeps.
+
+    Raises
+    ------
+    RingError
+        A name does not exist (the run has ended) or is not an rt-eda block.
+
+    Notes
+    -----
+    Not thread-safe: one thread (the GUI's) polls. Call :meth:`close` to unmap.
+    """
+
+    def __init__(self, ring: str, output_ring: str = "", trace: str = "", *,
+                 history: int = 4096) -> None:
+        self._ring = StackRing.attach(ring)
+        self._out: StackRing | None = None
+        self._trace: DecisionTrace | None = None
+        try:
+            if output_ring:
+                self._out = StackRing.attach(output_ring)
+            if trace:
+                self._trace = DecisionTrace.attach(trace)
+        except RingError:
+            self.close()
+            raise
+        spec = self._ring.spec
+        self.spec = spec
+        self.stack = np.zeros(spec.shape, dtype=spec.np_dtype)
+        self._stack_next = np.zeros_like(self.stack)
+        self.stack_seq = -1
+        self.image: np.ndarray | None = None
+        self._image_next: np.ndarray | None = None
+        self.image_stack = np.zeros_like(self.stack) if self._out is not None else None
+        self._image_stack_next = np.zeros_like(self.stack) if self._out is not None else None
+        self.image_seq = -1
+        self.image_stack_ok = False
+        if self._out is not None:
+            out_shape = self._out.spec.shape
+            self.image = np.zeros(out_shape, dtype=self._out.spec.np_dtype)
+            self._image_next = np.zeros_like(self.image)
+        self.decisions = _History(history)
+        self.fast = _History(history)
+        self._trace_next = 0
+        self._latency = np.full(_LATENCY_WINDOW, np.nan)
+        self._latency_n = 0
+        self._workers = np.zeros(_LATENCY_WINDOW, dtype=np.int64)
+        self._interval = float("nan")
+        self._fast_now = False
+        self._n_decisions = 0
+        self.torn_copies = 0
+        self.t0 = time.monotonic()
+        self._rate_mark = (time.monotonic(), -1, -1)
+        self._rates = (0.0, 0.0)
+        self._closed = False
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def has_images(self) -> bool:
+        """True when the run publishes network images (the overlay is possible)."""
+        return self._out is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(H', W') of the network images, or None."""
+        return None if self.image is None else (self.image.shape[2], self.image.shape[3])
+
+    @property
+    def run_ended(self) -> bool:
+        """True once the engine has shut the stack ring (or this feed was closed)."""
+        return self._closed or self._ring.closed
+
+    # -- polling -----------------------------------------------------------------------------
+    def poll_stack(self) -> bool:
+        """Copy the newest stack if it is newer than the one held; True if ``stack`` changed.
+
+        The copy goes into a spare buffer and is swapped in only when the sequence check
+        passes (a producer lapping the copy is retried with the then-newest stack, a few
+        times, and counted in ``torn_copies``).
+        """
+        if self._closed:
+            return False
+        for _ in range(_COPY_TRIES):
+            seq = self._ring.newest_seq()
+            if seq <= self.stack_seq:
+                return False
+            if self._ring.copy_stack(seq, self._stack_next):
+                self.stack, self._stack_next = self._stack_next, self.stack
+                self.stack_seq = seq
+                return True
+            self.torn_copies += 1
+        return False
+
+    def poll_image(self) -> bool:
+        """Copy the newest network image and, if still in the ring, the stack it was computed
+        from (``image_stack``, ``image_stack_ok``); True if ``image`` changed."""
+        out = self._out
+        if out is None or self._closed:
+            return False
+        assert self._image_next is not None
+        for _ in range(_COPY_TRIES):
+            seq = out.newest_seq()
+            if seq <= self.image_seq:
+                return False
+            if out.copy_stack(seq, self._image_next):
+                self.image, self._image_next = self._image_next, self.image
+                self.image_seq = seq
+                self._copy_image_stack(seq)
+                return True
+            self.torn_copies += 1
+        return False
+
+    def _copy_image_stack(self, seq: int) -> None:
+        assert self._image_stack_next is not None
+        if seq == self.stack_seq:
+            np.copyto(self._image_stack_next, self.stack)
+            ok = True
+        else:
+            ok = self._ring.copy_stack(seq, self._image_stack_next)
+        if ok:
+            self.image_stack, self._image_stack_next = self._image_stack_next, self.image_stack
+        self.image_stack_ok = ok
+
+    def poll_trace(self) -> int:
+        """Read the trace records appended since the last poll; returns how many."""
+        if self._trace is None or self._closed:
+            return 0
+        first, rows = self._trace.read(self._trace_next, limit=self.decisions.capacity)
+        self._trace_next = first + len(rows)
+        if len(rows) == 0:
+            return 0
+        kind = rows[:, _F["kind"]]
+        t = rows[:, _F["t_decided"]] - self.t0
+        self.fast.extend(t, rows[:, _F["fast"]])
+        results = rows[kind == _KIND_RESULT]
+        self.decisions.extend(results[:, _F["t_decided"]] - self.t0,
+                              results[:, _F["decision"]])
+        self._n_decisions += len(results)
+        for row in results[-_LATENCY_WINDOW:]:
+            i = self._latency_n % _LATENCY_WINDOW
+            self._latency[i] = (row[_F["t_decided"]] - row[_F["t_exposure"]]) * 1e3
+            self._workers[i] = int(row[_F["worker"]])
+            self._latency_n += 1
+        self._interval = float(rows[-1, _F["interval_s"]])
+        self._fast_now = bool(rows[-1, _F["fast"]])
+        return len(rows)
+
+    def status(self) -> FeedStatus:
+        """A snapshot for the status line (ring counters are read here)."""
+        st = None if self._closed else self._ring.statistics()
+        now = time.monotonic()
+        published = st.published if st else 0
+        analysed = st.completed if st else 0
+        t_mark, p_mark, a_mark = self._rate_mark
+        if p_mark < 0:
+            self._rate_mark = (now, published, analysed)
+        elif now - t_mark >= _RATE_PERIOD_S:
+            dt = now - t_mark
+            self._rates = ((published - p_mark) / dt, (analysed - a_mark) / dt)
+            self._rate_mark = (now, published, analysed)
+        n = min(self._latency_n, _LATENCY_WINDOW)
+        lat = self._latency[:n]
+        return FeedStatus(
+            acquired_per_s=self._rates[0],
+            analysed_per_s=self._rates[1],
+            published=published,
+            analysed=analysed,
+            skipped=(st.skipped + st.recovered) if st else 0,
+            latency_p50_ms=float(np.median(lat)) if n else float("nan"),
+            latency_p99_ms=float(np.percentile(lat, 99)) if n else float("nan"),
+            workers_seen=len(np.unique(self._workers[:n])) if n else 0,
+            interval_s=self._interval,
+            fast=self._fast_now,
+            decisions=self._n_decisions,
+            frame_seq=self.stack_seq,
+            image_seq=self.image_seq,
+            torn_copies=self.torn_copies,
+            run_ended=self.run_ended,
+        )
+
+    def close(self) -> None:
+        """Unmap every block (idempotent). The copies held stay valid."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        for shared in (getattr(self, "_trace", None), getattr(self, "_out", None), self._ring):
+            if shared is not None:
+                shared.close()
+
+    def __enter__(self) -> LiveFeed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
