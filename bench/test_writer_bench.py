@@ -1,0 +1,182 @@
+"""Writer benchmark: the real writer process persisting a real ring, beside the disk's own
+sequential write bandwidth (``numpy.tofile`` of the same bytes) measured in the same run.
+
+    pytest bench/test_writer_bench.py --benchmark-only [--quick] [--benchmark-save=NAME]
+
+- paced: two-channel 512x512 uint16 stacks at 200 stacks/s (about 210 MB/s) for 60 s (quick:
+  5 s) from a camera process into a 1 s ring; every frame must be written (frames_lost 0);
+- saturation: the camera publishes as fast as the writer frees slots (it waits on a full ring,
+  so nothing is lost) for 15 s (quick: 4 s): the highest stack rate the writer sustains,
+  and its ratio to the ``numpy.tofile`` bandwidth (mean of a measurement before and after).
+
+Two baselines, each on the same terms as the writer figure it is compared with:
+
+- *page cache*: ``tofile`` without fsync (a copy into the kernel's cache, as fast as memory)
+  against the writer's rate until its last stack is written;
+- *disk*: ``tofile`` + fsync against the writer's rate until its files are on the disk
+  (``syncfs`` after the run), i.e. the disk's sequential write bandwidth, which a long
+  recording is held to once the kernel's dirty-page limit is reached.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import writer_procs
+
+from rt_eda.config import load_config
+from rt_eda.messages import RoleEventKind
+from rt_eda.process import RoleChannels
+from rt_eda.queues import MessageQueue
+from rt_eda.recording import open_run, prepare_save_dir
+from rt_eda.roles import writer
+from rt_eda.shm import StackRing, StackSpec
+
+CTX = mp.get_context("spawn")
+SPEC = StackSpec(2, 1, 512, 512, "uint16")
+
+
+def syncfs(folder: Path) -> None:
+    """Flush every dirty page of ``folder``'s filesystem to the disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), "syncfs failed", str(folder))
+    finally:
+        os.close(fd)
+
+
+def tofile_mb_s(folder: Path, nbytes: int, fsync: bool) -> float:
+    """Sequential write bandwidth: stacks appended with numpy.tofile (and fsynced)."""
+    frame = np.random.default_rng(1).integers(0, 4000, SPEC.shape, dtype=np.uint16)
+    n = max(1, nbytes // frame.nbytes)
+    path = folder / "tofile.bin"
+    syncfs(folder)
+    t0 = time.perf_counter()
+    with path.open("wb") as f:
+        for _ in range(n):
+            frame.tofile(f)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    dt = time.perf_counter() - t0
+    path.unlink()
+    return n * frame.nbytes / dt / 1e6
+
+
+def writer_run(folder: Path, rate: float, seconds: float, backpressure: bool) -> dict[str, Any]:
+    save = prepare_save_dir(folder / f"run-{rate:g}-{int(backpressure)}")
+    config = load_config(None).with_overrides({"run.save": str(save)})
+    procs: list[Any] = []
+    syncfs(folder)
+    with StackRing.create(SPEC, 200) as ring:
+        channels = RoleChannels(events=CTX.Queue(), camera=None, results=None,
+                                stop=CTX.Event(), log=CTX.Queue(), writer=MessageQueue(CTX),
+                                ring=ring.name, parent_pid=os.getpid())
+        try:
+            w = CTX.Process(target=writer.run, args=(config, channels), daemon=True)
+            w.start()
+            procs.append(w)
+            ev = channels.events.get(timeout=120)
+            assert ev.kind is RoleEventKind.READY, ev
+            out, go = CTX.Queue(), CTX.Event()
+            cam = CTX.Process(target=writer_procs.camera,
+                              args=(ring.name, rate, seconds, backpressure, go, out),
+                              daemon=True)
+            cam.start()
+            procs.append(cam)
+            time.sleep(1.0)  # attached, kernels compiled
+            t0 = time.monotonic()
+            go.set()
+            cam_stats = out.get(timeout=seconds + 120)
+            ring.shutdown()
+            channels.writer.put(None)
+            stats: dict[str, Any] = {}
+            deadline = time.monotonic() + 600
+            while not stats:
+                try:
+                    e = channels.events.get(timeout=max(0.1, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                assert e.kind is not RoleEventKind.FAILED, e.detail
+                if e.kind is RoleEventKind.STATS:
+                    stats = json.loads(e.detail)
+            drained_s = time.monotonic() - t0
+            syncfs(save)
+            synced_s = time.monotonic() - t0
+            w.join(60)
+            assert w.exitcode == 0
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+                p.join(10)
+    run = open_run(save)
+    assert run.timepoints == stats["stacks_written"]
+    published = cam_stats["published"]
+    frames_lost = (cam_stats["lost"] + published - stats["stacks_written"]) * SPEC.frames
+    result = {
+        "published": published, "stacks_written": stats["stacks_written"],
+        "frames_written": stats["frames_written"], "frames_lost": frames_lost,
+        "camera_s": cam_stats["elapsed_s"], "drained_s": drained_s,
+        "stacks_per_s": stats["stacks_written"] / drained_s,
+        "mb_per_s": stats["bytes_written"] / drained_s / 1e6,
+        "synced_mb_per_s": stats["bytes_written"] / synced_s / 1e6,
+        "write_ms_p50": stats["write_ms"]["p50"], "write_ms_p99": stats["write_ms"]["p99"],
+        "write_ms_max": stats["write_ms"]["max"], "max_backlog": stats["max_backlog_stacks"],
+    }
+    shutil.rmtree(save)
+    return result
+
+
+def test_writer_throughput(benchmark: Any, tmp_path: Path, quick: bool, report: Any) -> None:
+    paced_s, sat_s = (5.0, 4.0) if quick else (60.0, 15.0)
+    probe = int(1.0e9 if not quick else 0.4e9)
+
+    def experiment() -> dict[str, Any]:
+        cache_before = tofile_mb_s(tmp_path, probe, fsync=False)
+        disk_before = tofile_mb_s(tmp_path, probe, fsync=True)
+        paced = writer_run(tmp_path, 200.0, paced_s, backpressure=False)
+        sat = writer_run(tmp_path, 0.0, sat_s, backpressure=True)
+        cache_after = tofile_mb_s(tmp_path, probe, fsync=False)
+        disk_after = tofile_mb_s(tmp_path, probe, fsync=True)
+        cache = (cache_before + cache_after) / 2
+        disk = (disk_before + disk_after) / 2
+        return {
+            "tofile_mb_s": cache, "tofile_before_mb_s": cache_before,
+            "tofile_after_mb_s": cache_after,
+            "tofile_fsync_mb_s": disk, "tofile_fsync_before_mb_s": disk_before,
+            "tofile_fsync_after_mb_s": disk_after,
+            "paced_rate": 200.0, "paced_seconds": paced_s,
+            "paced_published": paced["published"], "paced_frames_lost": paced["frames_lost"],
+            "paced_write_ms_p99": paced["write_ms_p99"], "paced_max_backlog":
+                paced["max_backlog"],
+            "max_stacks_per_s": sat["stacks_per_s"], "max_mb_s": sat["mb_per_s"],
+            "ratio_to_tofile": sat["mb_per_s"] / cache,
+            "max_synced_mb_s": sat["synced_mb_per_s"],
+            "disk_ratio_to_tofile_fsync": sat["synced_mb_per_s"] / disk,
+            "sat_write_ms_p50": sat["write_ms_p50"], "sat_write_ms_p99": sat["write_ms_p99"],
+        }
+
+    result = benchmark.pedantic(experiment, rounds=1, iterations=1)
+    benchmark.extra_info.update(result)
+    report("writer: 2x512x512 uint16 stacks, real writer process from a real ring", {
+        "paced 200/s lost frames": result["paced_frames_lost"],
+        "paced p99 write ms": result["paced_write_ms_p99"],
+        "max stacks/s": result["max_stacks_per_s"],
+        "cache: writer MB/s": result["max_mb_s"], "tofile MB/s": result["tofile_mb_s"],
+        "ratio": result["ratio_to_tofile"],
+        "disk: writer+sync MB/s": result["max_synced_mb_s"],
+        "tofile+fsync MB/s": result["tofile_fsync_mb_s"],
+        "disk ratio": result["disk_ratio_to_tofile_fsync"],
+    })
+    assert result["paced_frames_lost"] == 0

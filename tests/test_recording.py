@@ -1,0 +1,192 @@
+"""The run-folder layout: written by Recording, read back by open_run/describe/report/replay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rt_eda import recording as rec_mod
+from rt_eda.config import load_config
+from rt_eda.errors import ConfigError, WriterError
+from rt_eda.recording import (
+    FRAME_COLUMNS,
+    Recording,
+    describe,
+    open_run,
+    prepare_save_dir,
+    read_table,
+    write_summary,
+)
+from rt_eda.report import REPORT_JSON, write_report
+
+SHAPE = (2, 3, 16, 20)
+
+
+def stack(t: int) -> np.ndarray:
+    return np.random.default_rng(t).integers(0, 2**16, SHAPE, dtype=np.uint64).astype(
+        np.uint16)
+
+
+def fill(path: Path, fmt: str, n: int, *, close: bool = True,
+         network: bool = True) -> Recording:
+    rec = Recording(path, SHAPE, "uint16", fmt=fmt, config_toml=load_config(None).to_toml(),
+                    network_shape=(8, 8) if network else None)
+    for t in range(n):
+        rec.write_stack(t + 5, stack(t), 100.0 + t * 0.5 + np.arange(6) * 0.01,
+                        0.5 if t < n // 2 else 0.1)
+        if network and t % 2 == 0:
+            rec.write_network_image(t + 5, np.full((8, 8), t, np.float32), 100.2 + t)
+        rec.log("decision", {"seq": t + 5, "worker": 1, "decision": t / n,
+                             "t_exposure": 100.0 + t * 0.5, "t_published": 100.01 + t * 0.5,
+                             "t_claimed": 100.02 + t * 0.5, "t_done": 100.03 + t * 0.5,
+                             "t_decided": 100.04 + t * 0.5, "command_interval": None})
+    rec.log("interval", {"interval_s": 0.1, "reason": "upper threshold",
+                         "after_seq": n // 2 + 5, "t_decided": 1.0})
+    rec.flush()
+    if close:
+        rec.close()
+    return rec
+
+
+def test_prepare_save_dir_creates_and_refuses(tmp_path: Path) -> None:
+    new = prepare_save_dir(tmp_path / "a" / "b")
+    assert new.is_dir() and not any(new.iterdir())
+    assert prepare_save_dir(new) == new  # empty: fine
+    (new / "images.ome.zarr").mkdir()
+    with pytest.raises(ConfigError, match="already holds 1 entry") as err:
+        prepare_save_dir(new)
+    assert str(new) in str(err.value)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        prepare_save_dir(afile)
+    with pytest.raises(ConfigError, match="cannot write") as err2:
+        prepare_save_dir(afile / "under")
+    assert str(afile / "under") in str(err2.value)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "tiff"])
+def test_round_trip(tmp_path: Path, fmt: str) -> None:
+    run_dir = prepare_save_dir(tmp_path / "run")
+    rec = fill(run_dir, fmt, 70)  # past the first growth step of the zarr store (64)
+    assert rec.stats.frames_written == 70 * 6
+    run = open_run(run_dir)
+    assert run.format == fmt and run.complete
+    assert run.timepoints == 70
+    assert tuple(run.images.shape) == (70, *SHAPE)
+    assert np.array_equal(np.asarray(run.images[:]), np.stack([stack(t) for t in range(70)]))
+    frames = run.frames
+    assert tuple(frames) == FRAME_COLUMNS
+    assert frames["seq"][:6].tolist() == [5] * 6
+    assert frames["c"][:6].tolist() == [0, 0, 0, 1, 1, 1]
+    assert frames["z"][:6].tolist() == [0, 1, 2, 0, 1, 2]
+    assert frames["t_exposure"][7] == 100.5 + 0.01
+    assert run.network_index["seq"].tolist() == [t + 5 for t in range(0, 70, 2)]
+    assert run.network_images.shape == (35, 8, 8)
+    assert run.decisions["seq"].size == 70
+    assert run.intervals["trigger_decision"].tolist() == [0.5]
+    assert run.config["interpreter"]["kind"] == "binary"
+
+
+def test_zarr_store_is_valid_ome_ngff_and_replayable(tmp_path: Path) -> None:
+    yaozarrs = pytest.importorskip("yaozarrs")
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "zarr", 5)
+    yaozarrs.validate_zarr_store(str(run_dir / "images.ome.zarr"))
+    meta = json.loads((run_dir / "images.ome.zarr" / "zarr.json").read_text())
+    axes = [a["name"] for a in meta["attributes"]["ome"]["multiscales"][0]["axes"]]
+    assert axes == ["t", "c", "z", "y", "x"]
+    from rt_eda.sources import replay
+
+    reader, csv_path = replay._open_reader(run_dir)
+    assert tuple(reader.shape) == (5, *SHAPE)
+    assert csv_path == run_dir / "frames.csv"
+
+
+def test_tiff_has_ome_xml_with_plane_times(tmp_path: Path) -> None:
+    import tifffile
+
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "tiff", 4, network=False)
+    with tifffile.TiffFile(run_dir / "images.ome.tif") as tif:
+        assert tif.is_ome
+        assert tif.series[0].shape == (4, *SHAPE) and tif.series[0].axes == "TCZYX"
+        assert np.array_equal(tif.series[0].asarray()[3], stack(3))
+        assert 'DeltaT="1.5' in tif.ome_metadata
+
+
+def test_big_stacks_get_one_chunk_per_frame(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rec_mod, "STACK_CHUNK_MAX_BYTES", 100)
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "zarr", 3, network=False)
+    chunks = sorted(p.name for p in (run_dir / "images.ome.zarr" / "0").glob("c.*"))
+    assert len(chunks) == 3 * 6 and "c.2.1.2.0.0" in chunks
+    assert np.array_equal(np.asarray(open_run(run_dir).images[2]), stack(2))
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "tiff"])
+def test_an_unclosed_recording_is_still_readable(tmp_path: Path, fmt: str) -> None:
+    """A writer that died: rows and data written so far are read back, marked incomplete."""
+    run_dir = prepare_save_dir(tmp_path / "run")
+    rec = fill(run_dir, fmt, 9, close=False)
+    run = open_run(run_dir)
+    assert not run.complete
+    assert run.timepoints == 9
+    for t in range(9):
+        assert np.array_equal(run.stack(t), stack(t))
+    assert "INCOMPLETE" in describe(run_dir)
+    rec.abandon()
+
+
+def test_recording_never_overwrites(tmp_path: Path) -> None:
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "zarr", 2)
+    with pytest.raises(WriterError, match="already exists"):
+        Recording(run_dir, SHAPE, "uint16", fmt="zarr", config_toml="")
+    assert open_run(run_dir).timepoints == 2
+
+
+def test_describe_and_summary(tmp_path: Path) -> None:
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "zarr", 10)
+    write_summary(run_dir, {"frames_acquired": 60, "frames_written": 60, "frames_lost": 0,
+                            "acquired_fps": 2.0, "errors": [],
+                            "latency_ms": {"publish_to_decision": {"p50": 1.5, "p99": 3.0,
+                                                                   "max": 4.0}}})
+    text = describe(run_dir)
+    assert "10 timepoints x (C, Z, Y, X) (2, 3, 16, 20) uint16, 60 frames" in text
+    assert "4.550 s from first to last exposure" in text
+    assert "decisions    10 from 1 worker(s)" in text
+    assert "1 interval command(s)" in text and "after stack 10 (upper threshold)" in text
+    assert "network      5 image(s) (8, 8) float32" in text
+    assert "frames_written=60" in text and "frames_lost=0" in text
+    assert "errors: none" in text
+    with pytest.raises(WriterError, match="not an rt-eda run folder"):
+        describe(tmp_path)
+
+
+def test_read_table_types(tmp_path: Path) -> None:
+    p = tmp_path / "t.csv"
+    p.write_text("a,b,c\n1,2.5,x\n2,,y\n")
+    t = read_table(p)
+    assert t["a"].dtype == np.int64 and np.isnan(t["b"][1]) and t["c"].tolist() == ["x", "y"]
+    assert read_table(tmp_path / "missing.csv") == {}
+
+
+def test_report_png_and_data(tmp_path: Path) -> None:
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "zarr", 40)
+    png = write_report(run_dir, {"frames_lost": 0, "acquired_fps": 2.0},
+                       events=[(5.0, 3.0), (15.0, 2.0)])
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 20_000
+    data = json.loads((run_dir / REPORT_JSON).read_text())
+    assert len(data["decisions"]["t_s"]) == 40
+    assert data["thresholds"]["lower"] is not None
+    assert [r["interval_s"] for r in data["intervals_in_force"]] == [0.5, 0.1]
+    assert len(data["events"]) == 2
+    assert data["publish_to_decision_ms"]["p50"] == pytest.approx(30.0)
