@@ -508,8 +508,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         latency = (f"{st.latency_p50_ms:.1f}/{st.latency_p99_ms:.1f} ms"
                    if math.isfinite(st.latency_p50_ms) else "-")
         self.status_label.setText(
-            f"stack #{st.frame_seq}  image #{st.image_seq}  |  acquired {st.acquired_per_s:.1f}/s"
-            f"  analysed {st.analysed_per_s:.1f}/s  skipped {st.skipped}  |  "
+            f"shown stack #{self._shown_key[0]}  newest image #{st.image_seq}  |  "
+            f"acquired {st.acquired_per_s:.1f}/s  analysed {st.analysed_per_s:.1f}/s  "
+            f"skipped {st.skipped}  |  "
             f"exposure->decision p50/p99 {latency}  |  workers {workers}  |  interval "
             f"{st.interval_s:.3g} s ({state})  |  decisions {st.decisions}  |  "
             f"display {self._display_fps:.1f} fps")
