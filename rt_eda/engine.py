@@ -18,6 +18,7 @@ Exit codes: 0 ran and shut down cleanly; 2 bad configuration or model (nothing s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -404,6 +405,7 @@ class Engine:
         for c in children:
             while c.process.is_alive() and time.monotonic() < deadline:
                 self._next_event(0.05)
+                self._drain_orphaned_results()
             if c.process.is_alive():
                 self._fault_msg(f"{c.role} {c.index} did not stop within {_JOIN_S:.0f} s; "
                                 "terminated")
@@ -411,6 +413,14 @@ class Engine:
                 c.process.join(5)
         while self._next_event(0.0) is not None:
             pass
+
+    def _drain_orphaned_results(self) -> None:
+        """With the interpreter gone, nobody reads the results pipe: empty it, so a worker
+        blocked on a full pipe can notice that the run is ending."""
+        if any(c.role == "interpreter" and not c.process.is_alive() for c in self._children):
+            with contextlib.suppress(queue.Empty, OSError, EOFError):
+                for _ in range(10_000):
+                    self._channels.results.get_nowait()
 
     def _cleanup(self) -> None:
         for c in self._children:

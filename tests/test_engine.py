@@ -2,67 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from engine_helpers import (
+    assert_clean,
+    assert_counts_add_up,
+    role_processes,
+    rt_eda,
+    summary,
+)
 
 from rt_eda.shm import list_blocks
-
-
-def role_processes() -> list[str]:
-    """Kernel names of live rt-eda role processes (any process named rt-eda-*)."""
-    names = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                comm = (entry / "comm").read_text().strip()
-            except OSError:
-                continue
-            if comm.startswith("rt-eda-"):
-                names.append(f"{entry.name}:{comm}")
-    return names
-
-
-def rt_eda(*args: str, cwd: Path, timeout: float = 180,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rt_eda.cli", "run", *args], cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )
-
-
-def summary(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
-def assert_clean(before: set[str]) -> None:
-    deadline = time.monotonic() + 5
-    while role_processes() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert role_processes() == []
-    # A leak is a block whose creator has exited (blocks of other live processes on this
-    # machine are none of this test's business).
-    leaked = {n for n, pid in list_blocks() if not Path(f"/proc/{pid}").exists()}
-    assert leaked - before == set()
-
-
-def assert_counts_add_up(s: dict[str, Any]) -> None:
-    assert s["stacks_published"] == s["stacks_analysed"] + s["stacks_skipped"]
-    assert s["stacks_published"] > 0
-    assert s["frames_acquired"] == s["stacks_published"] * s["stack_shape"][0] * \
-        s["stack_shape"][1] + s["frames_lost"]
-    for key in ("publish_to_claim", "publish_to_decision", "decision_to_actuation"):
-        assert set(s["latency_ms"][key]) == {"p50", "p99", "max"}
-
 
 CONTRACT_KEYS = {
     "frames_acquired", "stacks_published", "stacks_analysed", "stacks_skipped",
