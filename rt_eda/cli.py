@@ -116,8 +116,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
         engine.write_summary(config.run.summary)
     if engine.summary and config.run.profile:
         print(engine.write_profile(config.run.profile).read_text(), end="")
+    if engine.summary and config.run.save:
+        _finish_recording(config, engine.summary)
     _print_summary(engine.summary, engine.errors, code)
     return code
+
+
+def _finish_recording(config: Any, summary: dict[str, Any]) -> None:
+    """Summary and report into the run folder (the writer has written the rest)."""
+    from rt_eda.recording import write_summary
+    from rt_eda.report import write_report
+    from rt_eda.sources import make_source
+
+    folder = config.run.save
+    write_summary(folder, summary)
+    events = None
+    source = make_source(config)
+    schedule = getattr(source, "events", None)
+    if schedule is not None:  # the synthetic source knows its ground truth
+        span = float(summary.get("acquisition_s", 0.0))
+        events = [(e.start_s, min(e.duration_s, span - e.start_s))
+                  for e in schedule if e.start_s <= span]
+    try:
+        path = write_report(folder, summary, events)
+    except (OSError, ValueError) as exc:
+        log.error("run report not written: %s", exc)
+        return
+    print(f"saved to {folder} (report: {path})")
 
 
 def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
@@ -191,6 +216,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from rt_eda.errors import WriterError
+    from rt_eda.recording import describe
+
+    try:
+        print(describe(args.dir))
+    except (WriterError, OSError) as exc:
+        print(f"rt-eda inspect: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from rt_eda.viewer import view
+
+    return view(pid=args.pid, controls=not args.read_only)
+
+
 def _cmd_workers(args: argparse.Namespace) -> int:
     from rt_eda.config import load_config
     from rt_eda.workers._discovery import describe_workers
@@ -213,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--config", metavar="PATH", help="also list workers of its worker_modules")
     w.add_argument("--module", action="append", metavar="MODULE",
                    help="also list the workers of this module")
+    i = sub.add_parser("inspect", help="print what a saved run holds")
+    i.add_argument("dir", metavar="DIR")
+    v = sub.add_parser("view", help="attach the live viewer to a running rt-eda run")
+    v.add_argument("--pid", type=int, help="the engine's pid (default: the newest run)")
+    v.add_argument("--read-only", action="store_true", help="no controls")
     b = sub.add_parser("bench", help="measure workers x threads on this machine with your "
                        "configuration and recommend the best")
     b.add_argument("--config", metavar="PATH")
@@ -241,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_workers(args)
         if args.command == "bench":
             return _cmd_bench(args)
+        if args.command == "inspect":
+            return _cmd_inspect(args)
+        if args.command == "view":
+            return _cmd_view(args)
         if args.command == "train-demo-model":
             from rt_eda.workers._train_demo import main as train_main
 

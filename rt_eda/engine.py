@@ -160,12 +160,19 @@ class Engine:
         self._out_ring_known = False
         self._trace: DecisionTrace | None = None
         self._viewer_wanted = False
+        self._relay: Any = None
+        self._session: Path | None = None
+        self._writer_stats: dict[str, Any] = {}
 
     # -- public --------------------------------------------------------------------------
     def run(self) -> int:
         """Run to the end; returns the exit code. Always cleans up."""
         try:
             self._preflight()
+            if self.config.run.save:
+                from rt_eda.recording import prepare_save_dir
+
+                prepare_save_dir(self.config.run.save)
         except (ConfigError, ModelError) as exc:
             self.errors.append(str(exc))
             log.error("%s", exc)
@@ -207,8 +214,12 @@ class Engine:
         channels = RoleChannels(
             events=ctx.Queue(), camera=MessageQueue(ctx), results=MessageQueue(ctx),
             stop=ctx.Event(),
-            log=log_queue, writer=None, parent_pid=os.getpid(),
+            log=log_queue, writer=MessageQueue(ctx) if cfg.run.save else None,
+            parent_pid=os.getpid(),
         )
+        from rt_eda.viewer import viewer_enabled
+
+        self._viewer_wanted = viewer_enabled(cfg)
         self._channels = channels
         from rt_eda.roles import camera as camera_role
         from rt_eda.roles import interpreter as interpreter_role
@@ -239,7 +250,12 @@ class Engine:
             for control in self._controls.values():
                 control.put(channels.output_ring)
             others = [self._start("interpreter", 0, interpreter_role.run, (cfg, channels))]
+            if cfg.run.save:
+                from rt_eda.roles import writer as writer_role
+
+                others.append(self._start("writer", 0, writer_role.run, (cfg, channels)))
             self._wait_ready(others)
+            self._open_session(channels)
         except _Stop:
             self._finish(started=False)
             return self._exit_code()
@@ -251,6 +267,25 @@ class Engine:
         self._watch()
         self._finish(started=True)
         return self._exit_code()
+
+    def _open_session(self, channels: RoleChannels) -> None:
+        """Session file and control relay for ``rt-eda view``; the viewer if wanted."""
+        from rt_eda.viewer import ControlRelay, session_dir, write_session
+
+        assert self._ring is not None and self._trace is not None
+        try:
+            folder = session_dir(create=True)
+            self._relay = ControlRelay(folder / f"{os.getpid()}.sock", channels.results)
+            self._session = write_session(
+                None, self._ring.name, channels.output_ring, self._trace.name, self.config,
+                os.getpid(), control=str(self._relay.path),
+            )
+        except OSError as exc:  # attaching later is a convenience, not the run
+            log.warning("no session file for `rt-eda view`: %s", exc)
+        if self._viewer_wanted:
+            from rt_eda.viewer import run as viewer_run
+
+            self._start("viewer", 0, viewer_run, (self.config, channels))
 
     def _start_worker(self, index: int) -> _Child:
         """Start worker ``index`` with a fresh control queue (the output ring's name goes
@@ -340,6 +375,8 @@ class Engine:
             for child in list(self._children):
                 if child.process.is_alive() or self._stop_requested:
                     continue
+                if child.role == "viewer":
+                    continue  # closing the viewer does not end the run
                 if child.role == "worker":
                     self._restart_worker(child)
                 else:
@@ -389,8 +426,22 @@ class Engine:
             if ring is not None:
                 ring.shutdown()
         self._join([c for c in self._children if c.role == "worker"])
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
         ch.results.put(None)
         self._join([c for c in self._children if c.role == "interpreter"])
+        if ch.writer is not None:
+            ch.writer.put(None)
+            backlog = self._ring.n_slots if self._ring is not None else 0
+            self._join([c for c in self._children if c.role == "writer"],
+                       timeout=_JOIN_S + 0.1 * backlog)
+            if self._ring is not None and any(
+                c.role == "writer" and c.process.exitcode != 0 for c in self._children
+            ):
+                for bit in range(8):  # a writer that died cannot release its pins
+                    self._ring.recover_pin(bit)
+        self._join([c for c in self._children if c.role == "viewer"])
         if self._ring is not None:
             for c in self._children:
                 if c.role == "worker":
@@ -400,14 +451,14 @@ class Engine:
             pass
         self._build_summary(started)
 
-    def _join(self, children: list[_Child]) -> None:
-        deadline = time.monotonic() + _JOIN_S
+    def _join(self, children: list[_Child], timeout: float = _JOIN_S) -> None:
+        deadline = time.monotonic() + timeout
         for c in children:
             while c.process.is_alive() and time.monotonic() < deadline:
                 self._next_event(0.05)
                 self._drain_orphaned_results()
             if c.process.is_alive():
-                self._fault_msg(f"{c.role} {c.index} did not stop within {_JOIN_S:.0f} s; "
+                self._fault_msg(f"{c.role} {c.index} did not stop within {timeout:.0f} s; "
                                 "terminated")
                 c.process.terminate()
                 c.process.join(5)
@@ -423,6 +474,14 @@ class Engine:
                     self._channels.results.get_nowait()
 
     def _cleanup(self) -> None:
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
+        if self._session is not None:
+            from rt_eda.viewer import remove_session
+
+            remove_session(self._session)
+            self._session = None
         for c in self._children:
             if c.process.is_alive():
                 c.process.kill()
@@ -454,6 +513,8 @@ class Engine:
         child = self._child(event)
         if event.kind is RoleEventKind.READY and child is not None:
             child.ready = True
+        elif event.kind is RoleEventKind.FAILED and event.role == "viewer":
+            log.warning("viewer: %s (the run goes on)", event.detail)
         elif event.kind is RoleEventKind.FAILED:
             if child is not None:
                 child.failed = f"{event.role} {event.index}: {event.detail}"
@@ -473,6 +534,8 @@ class Engine:
                 self._interp_stats = data
             elif event.role == "worker":
                 self._worker_stats.setdefault(event.index, []).append(data)
+            elif event.role == "writer":
+                self._writer_stats = data
         elif event.kind is RoleEventKind.STATUS and event.role == "interpreter":
             data = json.loads(event.detail)
             self._status.interval_s = data["interval"]
@@ -515,8 +578,8 @@ class Engine:
             "stacks_published": rs.published if rs else 0,
             "stacks_analysed": analysed,
             "stacks_skipped": (rs.skipped + rs.recovered) if rs else 0,
-            "frames_written": 0,
-            "frames_lost": int(cam.get("frames_lost", 0)),
+            "frames_written": int(self._writer_stats.get("frames_written", 0)),
+            "frames_lost": self._frames_lost(cam),
             "decisions": int(interp.get("decisions", 0)),
             "results_dropped_out_of_order": int(interp.get("results_dropped_out_of_order", 0)),
             "interval_switches": int(interp.get("interval_switches", 0)),
@@ -551,10 +614,23 @@ class Engine:
             "ring_slots": self._ring.n_slots if self._ring else 0,
             "worker_time_s": worker_times,
             "source_statistics": cam.get("source", {}),
+            "writer": self._writer_stats,
+            "save": cfg.run.save,
         }
         if self.summary["frames_lost"] and not self._fault:
-            self._fault_msg(f"{self.summary['frames_lost']} frame(s) lost: the ring was full")
+            self._fault_msg(f"{self.summary['frames_lost']} frame(s) lost: not put in the ring "
+                            "(it was full) or never written")
             self.summary["errors"] = list(self.errors)
+
+    def _frames_lost(self, cam: dict[str, Any]) -> int:
+        """Frames the camera could not put in the ring, plus, with a recording, frames that
+        were acquired but never written (a writer that failed)."""
+        lost = int(cam.get("frames_lost", 0))
+        if self.config.run.save:
+            acquired = int(cam.get("frames_acquired", 0))
+            written = int(self._writer_stats.get("frames_written", 0))
+            lost += max(0, acquired - lost - written)
+        return lost
 
     def profile(self) -> dict[str, Any]:
         """Where a stack's time goes, per role (means per stack, in ms), from the run's
