@@ -573,8 +573,12 @@ class Engine:
                 for k, v in data.items():
                     if k.endswith("_s"):
                         worker_times[k] = worker_times.get(k, 0.0) + float(v)
+        frames_acquired = int(cam.get("frames_acquired", 0))
+        if not cam and rs is not None and self._spec is not None:
+            # The camera died without its report: count what reached the ring.
+            frames_acquired = rs.published * self._spec.frames
         self.summary = {
-            "frames_acquired": int(cam.get("frames_acquired", 0)),
+            "frames_acquired": frames_acquired,
             "stacks_published": rs.published if rs else 0,
             "stacks_analysed": analysed,
             "stacks_skipped": (rs.skipped + rs.recovered) if rs else 0,
@@ -626,7 +630,7 @@ class Engine:
         """Frames the camera could not put in the ring, plus, with a recording, frames that
         were acquired but never written (a writer that failed)."""
         lost = int(cam.get("frames_lost", 0))
-        if self.config.run.save:
+        if self.config.run.save and cam:
             acquired = int(cam.get("frames_acquired", 0))
             written = int(self._writer_stats.get("frames_written", 0))
             lost += max(0, acquired - lost - written)

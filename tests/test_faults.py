@@ -21,6 +21,7 @@ from engine_helpers import (
     wait_for_role,
 )
 
+from rt_eda.recording import open_run
 from rt_eda.shm import list_blocks
 
 SMALL = ["--set", "camera.synthetic.height=64", "--set", "camera.synthetic.width=64",
@@ -58,7 +59,8 @@ def test_a_sigkilled_worker_is_recovered_and_restarted(tmp_path: Path) -> None:
     out = tmp_path / "s.json"
     proc = start_rt_eda("--worker", "Sleepy", "--set",
                         "analysis.worker_modules=['sleepy_workers']", "--interpreter",
-                        "manual", "--interval", "0.02", "--summary", str(out), *SMALL,
+                        "manual", "--interval", "0.02", "--summary", str(out),
+                        "--save", str(tmp_path / "run"), *SMALL,
                         cwd=tmp_path, env=sleepy_module(tmp_path))
     try:
         victim = wait_for_role("worker-1")
@@ -78,7 +80,8 @@ def test_a_sigkilled_worker_is_recovered_and_restarted(tmp_path: Path) -> None:
     assert s["worker_restarts"] == 1
     assert s["claims_recovered"] <= 1
     assert_counts_add_up(s)
-    assert s["stacks_analysed"] > 10
+    assert s["stacks_analysed"] > 3
+    assert s["frames_written"] == s["frames_acquired"] and s["frames_lost"] == 0
     assert_clean(before)
 
 
@@ -88,7 +91,8 @@ def test_losing_the_interpreter_or_camera_stops_the_run_safely(tmp_path: Path,
     before = {n for n, _ in list_blocks()}
     out = tmp_path / "s.json"
     proc = start_rt_eda("--worker", "ImageWorker", "--interpreter", "manual", "--interval",
-                        "0.01", "--summary", str(out), *SMALL, cwd=tmp_path)
+                        "0.01", "--summary", str(out), "--save", str(tmp_path / "run"),
+                        *SMALL, cwd=tmp_path)
     try:
         victim = wait_for_role(role)
         wait_for_role("interp")
@@ -102,6 +106,9 @@ def test_losing_the_interpreter_or_camera_stops_the_run_safely(tmp_path: Path,
     assert s["stop_reason"].startswith("fault")
     assert any(role[:4] in e for e in s["errors"]), s["errors"]
     assert s["stacks_published"] > 0
+    # Everything that reached the ring before the fault is on disk.
+    assert s["frames_written"] == s["stacks_published"] * 2 > 0
+    assert open_run(tmp_path / "run").timepoints == s["stacks_published"]
     assert_clean(before)
 
 
