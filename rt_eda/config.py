@@ -269,6 +269,10 @@ class CameraConfig(_Section):
     z_positions: tuple[float, ...] = _field(
         (), "a list of numbers (z positions in micrometres)", strict=False
     )
+    realtime_priority: int = _field(
+        10, "an integer from 0 to 99 (SCHED_FIFO priority of the camera process; 0 = off)",
+        ge=0, le=99,
+    )
     synthetic: SyntheticConfig = _field(SyntheticConfig(), "a table of [camera.synthetic] keys")
 
     @field_validator("source")

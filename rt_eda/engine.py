@@ -37,7 +37,7 @@ from types import FrameType
 from typing import Any
 
 from rt_eda.config import Config
-from rt_eda.errors import ConfigError, ModelError, SourceError
+from rt_eda.errors import ConfigError, ModelError, RingClosedError, RtEdaError, SourceError
 from rt_eda.interpreters import make_interpreter
 from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
 from rt_eda.process import RoleChannels
@@ -163,6 +163,7 @@ class Engine:
         self._relay: Any = None
         self._session: Path | None = None
         self._writer_stats: dict[str, Any] = {}
+        self._salvaged = 0
 
     # -- public --------------------------------------------------------------------------
     def run(self) -> int:
@@ -439,6 +440,7 @@ class Engine:
             if self._ring is not None and any(
                 c.role == "writer" and c.process.exitcode != 0 for c in self._children
             ):
+                self._salvage()
                 for bit in range(8):  # a writer that died cannot release its pins
                     self._ring.recover_pin(bit)
         self._join([c for c in self._children if c.role == "viewer"])
@@ -464,6 +466,42 @@ class Engine:
                 c.process.join(5)
         while self._next_event(0.0) is not None:
             pass
+
+    def _salvage(self) -> None:
+        """The writer died (not of a full disk: that one releases its pins): persist the
+        stacks it had pinned but not written into ``<save>/salvage``, so nothing that was
+        acquired is lost. Runs in the engine after the camera has stopped."""
+        from rt_eda.recording import Recording, prepare_save_dir
+
+        assert self._ring is not None and self.config.run.save
+        ring = self._ring
+        recording = None
+        try:
+            for bit in ring.pin_bits():
+                pin = ring.adopt_pin(bit)
+                while True:
+                    try:
+                        stack = pin.next_any(timeout=0.0)
+                    except RingClosedError:
+                        break
+                    if stack is None:
+                        break
+                    if recording is None:
+                        folder = prepare_save_dir(Path(self.config.run.save) / "salvage")
+                        recording = Recording(folder,
+                                              ring.spec.shape, ring.spec.np_dtype,
+                                              fmt=self.config.writer.format,
+                                              config_toml=self.config.to_toml())
+                    recording.write_stack(stack.seq, stack.pixels, stack.frame_times,
+                                          stack.interval_s)
+                    pin.release(stack)
+            if recording is not None:
+                recording.close()
+                self._salvaged = recording.stats.frames_written
+                log.warning("writer died: %d frame(s) it had not written were saved to %s",
+                            self._salvaged, recording.run_dir)
+        except (OSError, RtEdaError) as exc:
+            self._fault_msg(f"salvaging the writer's unwritten stacks failed: {exc}")
 
     def _drain_orphaned_results(self) -> None:
         """With the interpreter gone, nobody reads the results pipe: empty it, so a worker
@@ -582,7 +620,7 @@ class Engine:
             "stacks_published": rs.published if rs else 0,
             "stacks_analysed": analysed,
             "stacks_skipped": (rs.skipped + rs.recovered) if rs else 0,
-            "frames_written": int(self._writer_stats.get("frames_written", 0)),
+            "frames_written": self._frames_written(),
             "frames_lost": self._frames_lost(cam),
             "decisions": int(interp.get("decisions", 0)),
             "results_dropped_out_of_order": int(interp.get("results_dropped_out_of_order", 0)),
@@ -619,6 +657,7 @@ class Engine:
             "worker_time_s": worker_times,
             "source_statistics": cam.get("source", {}),
             "writer": self._writer_stats,
+            "frames_salvaged": self._salvaged,
             "save": cfg.run.save,
         }
         if self.summary["frames_lost"] and not self._fault:
@@ -632,9 +671,19 @@ class Engine:
         lost = int(cam.get("frames_lost", 0))
         if self.config.run.save and cam:
             acquired = int(cam.get("frames_acquired", 0))
-            written = int(self._writer_stats.get("frames_written", 0))
-            lost += max(0, acquired - lost - written)
+            lost += max(0, acquired - lost - self._frames_written())
         return lost
+
+    def _frames_written(self) -> int:
+        """Frames the writer saved, plus those salvaged after it died (``<save>/salvage``).
+        A writer killed without its report: counted from the run folder's frames table."""
+        written = self._writer_stats.get("frames_written")
+        if written is None and self.config.run.save:
+            table = Path(self.config.run.save) / "frames.csv"
+            if table.exists():
+                with table.open() as f:
+                    written = max(0, sum(1 for _ in f) - 1)
+        return int(written or 0) + self._salvaged
 
     def profile(self) -> dict[str, Any]:
         """Where a stack's time goes, per role (means per stack, in ms), from the run's

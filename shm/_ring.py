@@ -57,6 +57,7 @@ from ._layout import (
     H_MAGIC,
     H_NEXT_SEQ,
     H_NSLOTS,
+    H_PIN_MASK,
     H_PIX_OFFSET,
     H_PIX_STRIDE,
     H_SLOT_WORDS,
@@ -614,6 +615,18 @@ class StackRing:
         bit = _kernels.register_pin(self._ctl, MAX_PINS)
         if bit < 0:
             raise RingError(f"all {MAX_PINS} pin bits are taken")
+        return PinReader(self, bit)
+
+    def pin_bits(self) -> list[int]:
+        """The pin bits currently registered (pinning consumers alive or not)."""
+        mask = int(_kernels.load(self._ctl, H_PIN_MASK))
+        return [b for b in range(MAX_PINS) if mask & (1 << b)]
+
+    def adopt_pin(self, bit: int) -> PinReader:
+        """Take over pin ``bit`` from a consumer that died (owner), to persist what it had
+        not released: read with :meth:`PinReader.next_any`, lowest sequence number first."""
+        if bit not in self.pin_bits():
+            raise RingError(f"pin {bit} is not registered")
         return PinReader(self, bit)
 
     # -- observers ---------------------------------------------------------------------------

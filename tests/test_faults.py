@@ -112,6 +112,33 @@ def test_losing_the_interpreter_or_camera_stops_the_run_safely(tmp_path: Path,
     assert_clean(before)
 
 
+def test_a_killed_writer_loses_nothing_that_was_acquired(tmp_path: Path) -> None:
+    before = {n for n, _ in list_blocks()}
+    out = tmp_path / "s.json"
+    folder = tmp_path / "run"
+    proc = start_rt_eda("--worker", "ImageWorker", "--interpreter", "manual", "--interval",
+                        "0.01", "--summary", str(out), "--save", str(folder), *SMALL,
+                        cwd=tmp_path)
+    try:
+        victim = wait_for_role("writer")
+        wait_for_role("interp")
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGSTOP)  # a backlog of pinned, unwritten stacks builds up
+        time.sleep(1.0)
+        os.kill(victim, signal.SIGKILL)
+        proc.wait(timeout=90)
+    finally:
+        code, err = finish(proc)
+    assert code == 1, err
+    s = summary(out)
+    assert any("writer" in e for e in s["errors"]), s["errors"]
+    assert s["frames_salvaged"] > 0
+    assert s["frames_written"] == s["frames_acquired"] and s["frames_lost"] == 0
+    saved, salvaged = open_run(folder), open_run(folder / "salvage")
+    assert (saved.timepoints + salvaged.timepoints) * 2 == s["frames_acquired"]
+    assert_clean(before)
+
+
 def test_ctrl_c_during_warm_up_ends_cleanly(tmp_path: Path) -> None:
     before = {n for n, _ in list_blocks()}
     out = tmp_path / "s.json"
