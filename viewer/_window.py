@@ -130,8 +130,6 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._net_raster = Raster(*shape, np.float32) if shape else None
         cap = feed.decisions.capacity
         self._step_x = np.zeros(cap + 1)
-        self._step_fast = np.zeros(cap)
-        self._step_slow = np.zeros(cap)
         self.setWindowTitle(f"rt-eda viewer: {spec.channels} ch x {spec.z_slices} z x "
                             f"{spec.height} x {spec.width} {spec.dtype}")
         self._build()
@@ -172,10 +170,12 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setMinimumHeight(160)
         pvb = self.plot.getViewBox()
-        self.fast_shade = pg.PlotCurveItem(fillLevel=0.0, pen=None,
-                                           brush=pg.mkBrush(*_FAST_BRUSH))
-        self.slow_shade = pg.PlotCurveItem(fillLevel=0.0, pen=None,
-                                           brush=pg.mkBrush(*_SLOW_BRUSH))
+        # Shading as rectangles, one per run of the same interval: PySide6 6.12 aborts the
+        # process (none_dealloc) in PlotCurveItem's fill-path painting.
+        self.fast_shade = pg.BarGraphItem(x0=[], width=[], y0=0.0, height=1.0, pen=None,
+                                          brush=pg.mkBrush(*_FAST_BRUSH))
+        self.slow_shade = pg.BarGraphItem(x0=[], width=[], y0=0.0, height=1.0, pen=None,
+                                          brush=pg.mkBrush(*_SLOW_BRUSH))
         pvb.addItem(self.slow_shade, ignoreBounds=True)
         pvb.addItem(self.fast_shade, ignoreBounds=True)
         self.curve = self.plot.plot(pen=pg.mkPen((230, 230, 230), width=1), symbol="o",
@@ -482,15 +482,14 @@ class ViewerWindow(QtWidgets.QMainWindow):
         x = self._step_x[: n + 1]
         x[:n] = f.t
         x[n] = max(float(f.t[-1]), time.monotonic() - feed.t0)
-        fast = self._step_fast[:n]
-        slow = self._step_slow[:n]
-        np.multiply(f.v, hi - lo, out=fast)
-        fast += lo
-        np.subtract(1.0, f.v, out=slow)
-        slow *= hi - lo
-        slow += lo
-        self.fast_shade.setData(x, fast, stepMode="center", fillLevel=lo)
-        self.slow_shade.setData(x, slow, stepMode="center", fillLevel=lo)
+        flags = f.v[:n] > 0.5
+        edges = np.flatnonzero(flags[1:] != flags[:-1]) + 1
+        starts = np.concatenate(([0], edges))
+        ends = np.concatenate((edges, [n]))
+        for shade, want in ((self.fast_shade, True), (self.slow_shade, False)):
+            runs = flags[starts] == want
+            x0 = x[starts[runs]]
+            shade.setOpts(x0=x0, width=x[ends[runs]] - x0, y0=lo, height=hi - lo)
         if self._follow_y:
             self.plot.getViewBox().setYRange(lo, hi, padding=0)
 
