@@ -4,11 +4,13 @@ Each kernel runs as one nopython call from Python, so a claim (scan, swap, skip 
 statistics) costs one dispatch. ``ctl`` is the int64 view of a ring's control region (see
 :mod:`._layout`); a slot's state word sits at ``HEADER_WORDS + slot * SLOT_WORDS``.
 
-Statistics: counters change only under a small spin lock (the holder's actor id in
-``H_STATS_LOCK``), with ``H_STATS_VERSION`` odd while an update is in progress, so a reader in
-any process copies a consistent snapshot without taking the lock (a seqlock). The lock is held
-for a handful of additions; a holder that dies while holding it is released by the ring's
-owner during recovery.
+Statistics: every actor (the producer, each reader, each pinning consumer, the owner) counts
+in its own row, which only it writes; the row's version is odd while an update is in
+progress (a single-writer seqlock), so an event that changes two counters (a claim: claimed
+and skipped) is seen whole, no process ever waits for another to count, and no lock can be
+held by a process that was preempted or died (which, with a real-time camera, would be a
+priority inversion). A reader in any process sums the rows. A version left odd by an actor
+that died mid-update is made even by the owner's recovery.
 """
 
 from __future__ import annotations
@@ -38,17 +40,21 @@ from ._layout import (
     H_NEXT_SEQ,
     H_NSLOTS,
     H_PIN_MASK,
+    H_ROWS_OFFSET,
     H_SLEEPERS,
-    H_STATS_LOCK,
-    H_STATS_VERSION,
     HEADER_WORDS,
+    OWNER_ACTOR,
     OWNER_MASK,
     OWNER_SHIFT,
+    PIN_ACTOR_BASE,
     PIN_MASK,
     PIN_SHIFT,
+    PRODUCER_ACTOR,
     READY,
     SEQ_SHIFT,
     SLOT_WORDS,
+    STAT_ROW_WORDS,
+    STAT_ROWS,
     STATE_MASK,
     WRITING,
 )
@@ -87,24 +93,27 @@ def _seq(word: int) -> int:
     return word >> SEQ_SHIFT
 
 
-@njit(cache=True)
-def _stats_begin(ctl: np.ndarray, actor: int) -> None:
-    while atomic_cas(ctl, H_STATS_LOCK, 0, actor) != 0:
-        pass
-    atomic_add(ctl, H_STATS_VERSION, 1)
-
-
-@njit(cache=True)
-def _stats_end(ctl: np.ndarray) -> None:
-    atomic_add(ctl, H_STATS_VERSION, 1)
-    atomic_store(ctl, H_STATS_LOCK, 0)
+@njit(cache=True, inline="always")
+def _row(ctl: np.ndarray, actor: int) -> int:
+    """First word (the version) of ``actor``'s counter row."""
+    if actor == PRODUCER_ACTOR:
+        row = 0
+    elif actor == OWNER_ACTOR:
+        row = 1
+    elif actor >= PIN_ACTOR_BASE:
+        row = 2 + actor - PIN_ACTOR_BASE
+    else:
+        row = 9 + actor  # readers 1.. -> rows 10..
+    base: int = ctl[H_ROWS_OFFSET] + row * STAT_ROW_WORDS
+    return base
 
 
 @njit(cache=True)
 def _count(ctl: np.ndarray, actor: int, index: int, delta: int) -> None:
-    _stats_begin(ctl, actor)
-    ctl[index] += delta
-    _stats_end(ctl)
+    base = _row(ctl, actor)
+    atomic_add(ctl, base, 1)  # odd: updating
+    ctl[base + index] += delta
+    atomic_add(ctl, base, 1)  # even: done
 
 
 @njit(cache=True)
@@ -220,10 +229,11 @@ def claim_newest(ctl: np.ndarray, actor: int, min_seq: int) -> int:
                 skipped += 1
                 break
             w = old
-    _stats_begin(ctl, actor)
-    ctl[C_CLAIMED] += 1
-    ctl[C_SKIPPED] += skipped
-    _stats_end(ctl)
+    base = _row(ctl, actor)
+    atomic_add(ctl, base, 1)
+    ctl[base + C_CLAIMED] += 1
+    ctl[base + C_SKIPPED] += skipped
+    atomic_add(ctl, base, 1)
     return claimed
 
 
@@ -301,13 +311,12 @@ def unpin(ctl: np.ndarray, slot: int, bit: int, seq: int, actor: int) -> bool:
 
 @njit(cache=True)
 def recover_actor(ctl: np.ndarray, dead: int, actor: int) -> int:
-    """Owner: return every claim held by actor ``dead`` (it died) to DONE; release the
-    statistics lock if it held it. Returns the number of claims recovered (counted)."""
-    if atomic_load(ctl, H_STATS_LOCK) == dead:
-        # The dead holder may have left the version odd: make it even again.
-        if atomic_load(ctl, H_STATS_VERSION) & 1:
-            atomic_add(ctl, H_STATS_VERSION, 1)
-        atomic_cas(ctl, H_STATS_LOCK, dead, 0)
+    """Owner: return every claim held by actor ``dead`` (it died) to DONE; make its
+    counter row readable again if it died mid-update. Returns the number of claims
+    recovered (counted)."""
+    base = _row(ctl, dead)
+    if atomic_load(ctl, base) & 1:
+        atomic_add(ctl, base, 1)
     n = ctl[H_NSLOTS]
     recovered = 0
     for i in range(n):
@@ -381,18 +390,33 @@ def count_window_failed(ctl: np.ndarray, actor: int) -> None:
 
 @njit(cache=True)
 def snapshot(ctl: np.ndarray, out: np.ndarray) -> bool:
-    """Copy the counters into ``out`` consistently (no lock taken). False if updates kept
-    racing the copy for many attempts (the caller retries)."""
-    for _attempt in range(10000):
-        v1 = atomic_load(ctl, H_STATS_VERSION)
-        if v1 & 1:
-            continue
+    """Sum every actor's counters into ``out``, each row read consistently (seqlock). False
+    if a row kept changing (or stayed odd: its actor is mid-update, or died there) for many
+    attempts; ``out`` then holds that row's last reading (off by at most one event)."""
+    out[:] = 0
+    consistent = True
+    row = np.empty(COUNTER_COUNT, dtype=np.int64)
+    rows_at = ctl[H_ROWS_OFFSET]
+    for r in range(STAT_ROWS):
+        base = rows_at + r * STAT_ROW_WORDS
+        ok = False
+        for _attempt in range(2000):
+            v1 = atomic_load(ctl, base)
+            if v1 & 1:
+                continue
+            for k in range(COUNTER_COUNT):
+                row[k] = ctl[base + COUNTER_FIRST + k]
+            fence_acquire()
+            if atomic_load(ctl, base) == v1:
+                ok = True
+                break
+        if not ok:
+            consistent = False
+            for k in range(COUNTER_COUNT):
+                row[k] = ctl[base + COUNTER_FIRST + k]
         for k in range(COUNTER_COUNT):
-            out[k] = ctl[COUNTER_FIRST + k]
-        fence_acquire()
-        if atomic_load(ctl, H_STATS_VERSION) == v1:
-            return True
-    return False
+            out[k] += row[k]
+    return consistent
 
 
 @njit(cache=True)
@@ -450,8 +474,10 @@ def warm_up() -> None:
     global _warm
     if _warm:
         return
-    scratch = np.zeros(HEADER_WORDS + 2 * SLOT_WORDS, dtype=np.int64)
+    scratch = np.zeros(HEADER_WORDS + 2 * SLOT_WORDS + STAT_ROWS * STAT_ROW_WORDS,
+                       dtype=np.int64)
     scratch[H_NSLOTS] = 2
+    scratch[H_ROWS_OFFSET] = HEADER_WORDS + 2 * SLOT_WORDS
     counters = np.zeros(COUNTER_COUNT, dtype=np.int64)
     census = np.zeros(8, dtype=np.int64)
     slot = try_acquire(scratch, 1, -1)

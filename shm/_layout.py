@@ -4,10 +4,10 @@ One shared-memory block::
 
     [ control region: int64 words, padded to a page ]
         header            HEADER_WORDS words (512 B): geometry, next sequence number,
-                          statistics lock + version, counters, doorbell (each group on its
-                          own 64-byte cache line)
+                          doorbell (on its own 64-byte cache line)
         slot headers      n_slots x SLOT_WORDS words (128 B each, 64-byte aligned):
                           state word, sequence number, timestamps, interval in force
+        counter rows      STAT_ROWS x STAT_ROW_WORDS words (128 B each): one per actor
         frame times       n_slots x frames float64: exposure time of every frame
     [ pixel region: n_slots x stride bytes, each slot page-aligned, (C, Z, H, W) C-order ]
 
@@ -26,7 +26,7 @@ fails instead of claiming (or skipping) the wrong stack.
 from __future__ import annotations
 
 MAGIC = 0x52_54_45_44_41_52_4E_47  # "RTEDARNG"
-VERSION = 1
+VERSION = 2
 PAGE = 4096
 CACHE_LINE = 64
 
@@ -46,8 +46,8 @@ OWNER_MASK = 0xFFF << OWNER_SHIFT
 SEQ_SHIFT = 24
 MAX_SEQ = (1 << 39) - 1  # keep the word positive as an int64
 
-# Actor ids (owner bits and statistics-lock holder). Readers use 1..MAX_READER_ID.
-MAX_READER_ID = 3999
+# Actor ids (owner bits of a claim; each actor also owns one row of counters).
+MAX_READER_ID = 255  # readers use 1..MAX_READER_ID, unique among live readers
 PIN_ACTOR_BASE = 4000  # a pinning consumer with bit b acts as PIN_ACTOR_BASE + b
 OWNER_ACTOR = 4094  # the ring's creator (recovery, drain)
 PRODUCER_ACTOR = 4095
@@ -69,20 +69,23 @@ H_CLOSED = 12
 H_NEXT_SEQ = 13
 H_PIN_MASK = 14
 H_FRAMES_OFFSET = 15  # word index of the frame-time table
-H_STATS_LOCK = 16  # own cache line: words 16..23
-H_STATS_VERSION = 17
-# Counters: words 24..39 (two cache lines), changed only under the statistics lock.
-C_PUBLISHED = 24
-C_CLAIMED = 25
-C_COMPLETED = 26
-C_SKIPPED = 27
-C_OVERRUNS = 28
-C_RECOVERED = 29
-C_TORN = 30
-C_UNPINNED = 31
-C_ABORTED = 32
-C_WINDOWS_FAILED = 33
-COUNTER_FIRST = 24
+H_ROWS_OFFSET = 16  # word index of the counter rows
+# Counters: one row per actor (the producer, the owner, 8 pinning consumers, the readers),
+# each written only by its actor: word 0 is the row's version (odd while its actor updates
+# it, a seqlock with a single writer, so no lock is ever taken), then the counters.
+STAT_ROWS = 10 + MAX_READER_ID
+STAT_ROW_WORDS = 16
+C_PUBLISHED = 1
+C_CLAIMED = 2
+C_COMPLETED = 3
+C_SKIPPED = 4
+C_OVERRUNS = 5
+C_RECOVERED = 6
+C_TORN = 7
+C_UNPINNED = 8
+C_ABORTED = 9
+C_WINDOWS_FAILED = 10
+COUNTER_FIRST = 1
 COUNTER_COUNT = 10
 COUNTER_NAMES = (
     "published",

@@ -60,6 +60,7 @@ from ._layout import (
     H_PIN_MASK,
     H_PIX_OFFSET,
     H_PIX_STRIDE,
+    H_ROWS_OFFSET,
     H_SLOT_WORDS,
     H_VERSION,
     H_W,
@@ -80,6 +81,8 @@ from ._layout import (
     S_T_LAST_EXPOSURE,
     S_T_PUBLISHED,
     SLOT_WORDS,
+    STAT_ROW_WORDS,
+    STAT_ROWS,
     VERSION,
     pack_dtype,
     round_up,
@@ -408,7 +411,7 @@ class StackRing:
     @staticmethod
     def layout_size(spec: StackSpec, n_slots: int) -> tuple[int, int, int]:
         """``(total bytes, pixel offset, pixel stride)`` of a ring of ``n_slots``."""
-        frames_at = HEADER_WORDS + n_slots * SLOT_WORDS
+        frames_at = HEADER_WORDS + n_slots * SLOT_WORDS + STAT_ROWS * STAT_ROW_WORDS
         ctl_bytes = round_up((frames_at + n_slots * spec.frames) * 8, PAGE)
         stride = round_up(spec.nbytes, PAGE)
         return ctl_bytes + n_slots * stride, ctl_bytes, stride
@@ -430,7 +433,8 @@ class StackRing:
             head[H_C], head[H_Z], head[H_H], head[H_W] = spec.shape
             head[H_DTYPE] = pack_dtype(spec.dtype)
             head[H_CREATOR] = os.getpid()
-            head[H_FRAMES_OFFSET] = HEADER_WORDS + n_slots * SLOT_WORDS
+            head[H_ROWS_OFFSET] = HEADER_WORDS + n_slots * SLOT_WORDS
+            head[H_FRAMES_OFFSET] = head[H_ROWS_OFFSET] + STAT_ROWS * STAT_ROW_WORDS
             head[H_MAGIC] = MAGIC  # last: an attacher never sees a half-made header
             del head
             return cls(block)
@@ -555,7 +559,7 @@ class StackRing:
     def try_claim(self, actor: int, n_timepoints: int = 1) -> Claim | None:
         """Claim the newest READY stack (or time window ending at it) without waiting.
 
-        ``actor`` is this reader's id (1..3999, unique among live readers; the owner recovers
+        ``actor`` is this reader's id (1..255, unique among live readers; the owner recovers
         claims by it). Older READY stacks are counted as skipped. With ``n_timepoints`` T > 1
         the claim holds stack t and the pixels are the stacks [t-T+1 .. t] (copied under
         sequence checks); nothing is claimed before T stacks exist. None when there is
@@ -627,6 +631,7 @@ class StackRing:
         not released: read with :meth:`PinReader.next_any`, lowest sequence number first."""
         if bit not in self.pin_bits():
             raise RingError(f"pin {bit} is not registered")
+        _kernels.recover_actor(self._ctl, PIN_ACTOR_BASE + bit, OWNER_ACTOR)
         return PinReader(self, bit)
 
     # -- observers ---------------------------------------------------------------------------
@@ -648,8 +653,12 @@ class StackRing:
 
     def statistics(self) -> RingStatistics:
         """A consistent snapshot of the counters, readable from any process."""
-        while not _kernels.snapshot(self._ctl, self._counters):
-            time.sleep(0)
+        for _ in range(20):  # a row mid-update: its actor finishes within microseconds
+            if _kernels.snapshot(self._ctl, self._counters):
+                break
+            time.sleep(0.001)
+        # else: an actor died mid-update (the owner's recovery fixes its row); the figures
+        # are off by at most that one event meanwhile, and statistics never block.
         _kernels.count_states(self._ctl, self._census)
         values = dict(zip(COUNTER_NAMES, (int(v) for v in self._counters), strict=True))
         return RingStatistics(

@@ -372,3 +372,22 @@ def test_decision_trace_keeps_the_newest_records() -> None:
             assert first == 8
         finally:
             reader.close()
+
+
+def test_statistics_never_block_on_a_reader_that_died_mid_update(make_ring: MakeRing) -> None:
+    from rt_eda.shm import _kernels
+    from rt_eda.shm._layout import H_ROWS_OFFSET, STAT_ROW_WORDS
+
+    ring = make_ring()
+    publish(ring)
+    claim = ring.try_claim(3)
+    assert claim is not None
+    row = int(ring._ctl[H_ROWS_OFFSET]) + (9 + 3) * STAT_ROW_WORDS
+    _kernels.store(ring._ctl, row, int(ring._ctl[row]) + 1)  # died with its version odd
+    t0 = time.monotonic()
+    stats = ring.statistics()
+    assert time.monotonic() - t0 < 1.0
+    assert stats.claimed == 1 and stats.published == 1
+    assert ring.recover(3) == 1  # recovery makes the row readable again
+    assert _kernels.snapshot(ring._ctl, np.zeros(10, np.int64))
+    assert ring.statistics().recovered == 1
