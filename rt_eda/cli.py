@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rt_eda import __version__
-from rt_eda.errors import ConfigError, ModelError
+from rt_eda.errors import ConfigError, ModelError, RtEdaError
 
 __all__ = ["main"]
 
@@ -110,6 +111,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     engine = Engine(config, on_status=show)
     code = engine.run()
+    # The run is over; what remains (summary, report) takes a moment and must not be cut
+    # short by a late Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if tty:
         sys.stdout.write("\n")
     if engine.summary and config.run.summary:
@@ -130,6 +135,9 @@ def _finish_recording(config: Any, summary: dict[str, Any]) -> None:
 
     folder = config.run.save
     write_summary(folder, summary)
+    if not summary.get("started") or not summary.get("frames_written"):
+        print(f"saved to {folder} (no frames: the run ended before acquisition)")
+        return
     events = None
     source = make_source(config)
     schedule = getattr(source, "events", None)
@@ -139,7 +147,7 @@ def _finish_recording(config: Any, summary: dict[str, Any]) -> None:
                   for e in schedule if e.start_s <= span]
     try:
         path = write_report(folder, summary, events)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RtEdaError) as exc:
         log.error("run report not written: %s", exc)
         return
     print(f"saved to {folder} (report: {path})")

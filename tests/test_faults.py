@@ -142,8 +142,10 @@ def test_a_killed_writer_loses_nothing_that_was_acquired(tmp_path: Path) -> None
 def test_ctrl_c_during_warm_up_ends_cleanly(tmp_path: Path) -> None:
     before = {n for n, _ in list_blocks()}
     out = tmp_path / "s.json"
-    # The demo model's TensorFlow start-up takes seconds: interrupt it.
-    proc = start_rt_eda("--summary", str(out), *SMALL, cwd=tmp_path)
+    # The demo model's TensorFlow start-up takes seconds: interrupt it (with a recording
+    # folder that never gets a frame).
+    proc = start_rt_eda("--summary", str(out), "--save", str(tmp_path / "run"), *SMALL,
+                        cwd=tmp_path)
     try:
         wait_for_role("worker-1")
         time.sleep(0.5)
@@ -152,6 +154,7 @@ def test_ctrl_c_during_warm_up_ends_cleanly(tmp_path: Path) -> None:
     assert code == 0, err
     s = summary(out)
     assert s["started"] is False and s["stop_reason"] == "SIGINT"
+    assert "Traceback" not in err
     assert_clean(before)
 
 

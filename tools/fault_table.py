@@ -52,7 +52,7 @@ def kill_role(name: str, sig: int = signal.SIGKILL) -> Callable[[subprocess.Pope
     def act(proc: subprocess.Popen[str]) -> None:
         wait_role("rt-eda-interp")
         pid = wait_role(name)
-        time.sleep(2.0)
+        time.sleep(4.0)  # acquiring
         os.kill(pid, sig)
         time.sleep(3.0)
         if proc.poll() is None:
@@ -63,13 +63,13 @@ def kill_role(name: str, sig: int = signal.SIGKILL) -> Callable[[subprocess.Pope
 def stop_then_kill_writer(proc: subprocess.Popen[str]) -> None:
     wait_role("rt-eda-interp")
     pid = wait_role("rt-eda-writer")
-    time.sleep(1.0)
+    time.sleep(4.0)  # acquiring
     os.kill(pid, signal.SIGSTOP)
     time.sleep(1.0)
     os.kill(pid, signal.SIGKILL)
 
 
-def signal_engine(sig: int, after: str = "rt-eda-interp", delay: float = 2.0
+def signal_engine(sig: int, after: str = "rt-eda-interp", delay: float = 4.0
                   ) -> Callable[[subprocess.Popen[str]], None]:
     def act(proc: subprocess.Popen[str]) -> None:
         wait_role(after)
