@@ -39,10 +39,10 @@ from typing import Any
 from rt_eda.config import Config
 from rt_eda.errors import ConfigError, ModelError, RingClosedError, RtEdaError, SourceError
 from rt_eda.interpreters import make_interpreter
+from rt_eda.latency import percentiles
 from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
 from rt_eda.process import RoleChannels
 from rt_eda.queues import MessageQueue
-from rt_eda.roles.interpreter import percentiles
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec, sweep_stale_blocks
 
 __all__ = ["Engine", "EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_OK", "Status", "ring_slots"]
@@ -634,7 +634,7 @@ class Engine:
             "latency_ms": {
                 "publish_to_claim": it.get("publish_to_claim", percentiles([])),
                 "publish_to_decision": it.get("publish_to_decision", percentiles([])),
-                "decision_to_actuation": percentiles(cam.get("actuation_ms", [])),
+                "decision_to_actuation": cam.get("actuation_ms", percentiles([])),
             },
             "errors": list(self.errors),
             # Beyond the contract:

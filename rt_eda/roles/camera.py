@@ -28,6 +28,7 @@ import numpy as np
 
 from rt_eda.config import Config
 from rt_eda.errors import RingClosedError, RingOverrunError, RtEdaError
+from rt_eda.latency import Reservoir
 from rt_eda.messages import CameraControl, Command, Role, RoleEventKind
 from rt_eda.process import RoleChannels, enter_role, report
 from rt_eda.shm import StackRing
@@ -61,9 +62,9 @@ class CameraStatistics:
         self.overruns = 0
         self.frames_lost = 0
         self.lost: list[tuple[int, float]] = []  # (timepoint index, exposure time)
-        self.actuation_ms: list[float] = []
-        self.interval_error_ms: list[float] = []  # |achieved - requested| per timepoint
-        self.publish_gap_ms: list[float] = []  # between consecutive publications, same interval
+        self.actuation_ms = Reservoir()
+        self.interval_error_ms = Reservoir()  # |achieved - requested| per timepoint
+        self.publish_gap_ms = Reservoir()  # between consecutive publications, same interval
         self.time_s = {"wait_s": 0.0, "read_s": 0.0, "publish_s": 0.0}
         self.first_exposure = float("nan")
         self.last_exposure = float("nan")
@@ -78,22 +79,14 @@ class CameraStatistics:
             "overruns": self.overruns,
             "frames_lost": self.frames_lost,
             "lost": self.lost[:_MAX_LOST_LISTED],
-            "actuation_ms": self.actuation_ms,
-            "interval_error_ms": _percentiles(self.interval_error_ms),
-            "publish_interval_ms": _percentiles(self.publish_gap_ms),
+            "actuation_ms": self.actuation_ms.summary(),
+            "interval_error_ms": self.interval_error_ms.summary(),
+            "publish_interval_ms": self.publish_gap_ms.summary(),
             "acquisition_s": span if np.isfinite(span) else 0.0,
             "commands_applied": self.commands_applied,
             "time_s": self.time_s,
             "source": source,
         })
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    arr = np.asarray(values)
-    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
-            "max": float(arr.max())}
 
 
 def _realtime(priority: int) -> None:
@@ -228,13 +221,13 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             stats.first_exposure = t_exp
         elif last_interval == interval:
             if interval > 0:
-                stats.interval_error_ms.append(abs((t_exp - last_exposure) - interval) * 1e3)
-            stats.publish_gap_ms.append((t_pub - last_publish) * 1e3)
+                stats.interval_error_ms.add(abs((t_exp - last_exposure) - interval) * 1e3)
+            stats.publish_gap_ms.add((t_pub - last_publish) * 1e3)
         last_exposure, last_interval, last_publish = t_exp, interval, t_pub
         stats.last_exposure = t_exp
         for cmd in pending:
             if cmd.after_seq >= 0:  # the start announcement is not a decision on a stack
-                stats.actuation_ms.append((t_exp - cmd.t_decided) * 1e3)
+                stats.actuation_ms.add((t_exp - cmd.t_decided) * 1e3)
         pending.clear()
 
 

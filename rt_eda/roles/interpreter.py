@@ -20,32 +20,24 @@ import numpy as np
 from rt_eda.config import Config
 from rt_eda.errors import ConfigError, RtEdaError
 from rt_eda.interpreters import Interpreter, make_interpreter
+from rt_eda.latency import Reservoir
 from rt_eda.messages import Command, ControlMessage, Result, Role, RoleEventKind
 from rt_eda.process import RoleChannels, enter_role, report
 from rt_eda.shm import DecisionTrace
 
-__all__ = ["percentiles", "run"]
+__all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
 _STATUS_PERIOD_S = 0.5
 
 
-def percentiles(values_ms: list[float] | np.ndarray) -> dict[str, float]:
-    """``{p50, p99, max}`` of a list of milliseconds (zeros when empty)."""
-    arr = np.asarray(values_ms, dtype=np.float64)
-    if arr.size == 0:
-        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
-            "max": float(arr.max())}
-
-
 class _Log:
     """Latencies and the decision log of one run."""
 
     def __init__(self) -> None:
-        self.publish_to_claim: list[float] = []
-        self.publish_to_decision: list[float] = []
+        self.publish_to_claim = Reservoir()
+        self.publish_to_decision = Reservoir()
         self.interval_changes: list[dict[str, object]] = []
         self.controls: list[dict[str, object]] = []
         self.results = 0
@@ -95,8 +87,8 @@ def run(config: Config, channels: RoleChannels) -> None:
             "interpreter": {k: (str(v) if not isinstance(v, (int, float, bool)) else v)
                             for k, v in stats.items()},
             "results": record.results,
-            "publish_to_claim": percentiles(record.publish_to_claim),
-            "publish_to_decision": percentiles(record.publish_to_decision),
+            "publish_to_claim": record.publish_to_claim.summary(),
+            "publish_to_decision": record.publish_to_decision.summary(),
             "interval_changes": record.interval_changes,
             "controls": record.controls,
             "time_s": {"handle_s": record.handle_s},
@@ -130,8 +122,8 @@ def _loop(interp: Interpreter, channels: RoleChannels, record: _Log) -> None:
             record.result(msg, now)
             record.results += 1
             p2d = (now - msg.t_published) * 1e3
-            record.publish_to_claim.append((msg.t_claimed - msg.t_published) * 1e3)
-            record.publish_to_decision.append(p2d)
+            record.publish_to_claim.add((msg.t_claimed - msg.t_published) * 1e3)
+            record.publish_to_decision.add(p2d)
             recent.append(p2d)
             if channels.writer is not None:
                 row = dataclasses.asdict(msg)
