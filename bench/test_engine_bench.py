@@ -44,7 +44,7 @@ def render_rate(size: int, seconds: float = 1.0) -> float:
 @pytest.mark.parametrize("interval", [0.01, 0.002, 0.001])
 def test_end_to_end_at_several_frame_rates(benchmark: Any, quick: bool, report: Any,
                                            interval: float) -> None:
-    duration = 5.0 if quick else 12.0
+    duration = 3.0 if quick else 10.0
 
     def experiment() -> dict[str, Any]:
         baseline = render_rate(512)
@@ -79,7 +79,7 @@ def test_end_to_end_at_several_frame_rates(benchmark: Any, quick: bool, report: 
 
 def test_decision_to_actuation(benchmark: Any, quick: bool, report: Any) -> None:
     """Binary interpreter flipping between 2 ms and 1 ms on frequent synthetic events."""
-    duration = 6.0 if quick else 10.0
+    duration = 4.0 if quick else 8.0
 
     def experiment() -> dict[str, Any]:
         s = run_engine({
@@ -104,7 +104,7 @@ def test_decision_to_actuation(benchmark: Any, quick: bool, report: Any) -> None
 
 def test_analysis_ten_times_slower_than_the_camera(benchmark: Any, quick: bool,
                                                    report: Any) -> None:
-    duration = 6.0 if quick else 10.0
+    duration = 4.0 if quick else 8.0
     interval, work_ms = 0.01, 100.0
 
     def experiment() -> dict[str, Any]:

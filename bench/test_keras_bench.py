@@ -71,7 +71,7 @@ def grid_row(s: dict[str, Any], workers: int, threads: int) -> dict[str, Any]:
 @pytest.mark.parametrize("model", ["demo", "heavy-0.5M", "gil-python-20ms"])
 def test_scaling_grid(benchmark: Any, quick: bool, report: Any, tmp_path: Path,
                       model: str) -> None:
-    duration = 6.0 if quick else 8.0
+    duration = 4.0 if quick else 6.0
     grid = GRID[1:2] if quick else GRID
     base: dict[str, object] = {
         "interpreter.kind": "manual", "camera.interval": 0.02,
@@ -103,7 +103,7 @@ def test_scaling_grid(benchmark: Any, quick: bool, report: Any, tmp_path: Path,
 
 
 def test_against_the_original_pattern(benchmark: Any, quick: bool, report: Any) -> None:
-    duration = 6.0 if quick else 12.0
+    duration = 4.0 if quick else 10.0
     interval = 0.05
 
     def experiment() -> dict[str, Any]:

@@ -193,7 +193,7 @@ def test_publish_to_claim_latency(benchmark: Any, procs: list[Any], quick: bool,
 
 
 def test_idle_reader_cpu(benchmark: Any, procs: list[Any], quick: bool, report: Any) -> None:
-    seconds = 2.0 if quick else 5.0
+    seconds = 2.0 if quick else 4.0
 
     def experiment() -> dict[str, float]:
         out = CTX.Queue()

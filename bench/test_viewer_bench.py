@@ -191,7 +191,7 @@ def test_viewer_display_rate_and_producer_cost(benchmark: Any, report: Any, quic
                                                procs: list[Any]) -> None:
     ring, net, trace = shm
     names = (ring.name, net.name, trace.name)
-    seconds = 2.0 if quick else 4.0
+    seconds = 1.5 if quick else 3.0
     figures: dict[str, Any] = {}
 
     def experiment() -> None:

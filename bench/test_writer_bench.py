@@ -139,7 +139,7 @@ def writer_run(folder: Path, rate: float, seconds: float, backpressure: bool) ->
 
 
 def test_writer_throughput(benchmark: Any, tmp_path: Path, quick: bool, report: Any) -> None:
-    paced_s, sat_s = (5.0, 4.0) if quick else (60.0, 10.0)
+    paced_s, sat_s = (3.0, 3.0) if quick else (60.0, 8.0)
     probe = int(1.0e9 if not quick else 0.4e9)
 
     def experiment() -> dict[str, Any]:
