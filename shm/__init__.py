@@ -11,7 +11,6 @@ from ._ring import (
     RingStatistics,
     SlotWriter,
     StackRing,
-    attached,
 )
 from ._spec import StackSpec
 from ._stamp import STAMP_PIXELS, check_stack, read_stamp, stamp_frame
@@ -29,7 +28,6 @@ __all__ = [
     "SlotWriter",
     "StackRing",
     "StackSpec",
-    "attached",
     "check_stack",
     "list_blocks",
     "read_stamp",

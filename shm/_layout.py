@@ -28,7 +28,6 @@ from __future__ import annotations
 MAGIC = 0x52_54_45_44_41_52_4E_47  # "RTEDARNG"
 VERSION = 2
 PAGE = 4096
-CACHE_LINE = 64
 
 # States (bits 0..3 of the state word).
 EMPTY = 0  # never written, or a write was aborted

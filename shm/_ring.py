@@ -26,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -97,7 +95,6 @@ __all__ = [
     "RingStatistics",
     "SlotWriter",
     "StackRing",
-    "attached",
 ]
 
 _MAX_SLOTS = 4096
@@ -143,11 +140,6 @@ class SlotWriter:
         self.pixels: np.ndarray = ring._pixels[slot]
         self.frame_times: np.ndarray = ring._frame_times[slot]
         self._done = False
-
-    def frame(self, c: int, z: int) -> np.ndarray:
-        """The (H, W) view of frame (c, z)."""
-        view: np.ndarray = self.pixels[c, z]
-        return view
 
     def publish(self, *, interval_s: float = 0.0) -> None:
         """Make the stack visible to readers (READY). The exposure timestamps are taken from
@@ -682,14 +674,4 @@ class StackRing:
     def drain(self) -> int:
         """At the end of a run: count every unclaimed READY stack as skipped."""
         return int(_kernels.drain(self._ctl, OWNER_ACTOR))
-
-
-@contextmanager
-def attached(name: str) -> Iterator[StackRing]:
-    """Attach to ring ``name`` for the duration of a ``with`` block."""
-    ring = StackRing.attach(name)
-    try:
-        yield ring
-    finally:
-        ring.close()
 

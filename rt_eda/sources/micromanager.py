@@ -85,6 +85,7 @@ import numpy as np
 
 from rt_eda.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec
+from rt_eda.sources._settings import SettingsSource
 
 from ._protocol import StopFlag
 
@@ -294,7 +295,7 @@ class _Counters:
     freerun_frames: int = 0
 
 
-class MicroManagerSource:
+class MicroManagerSource(SettingsSource[MicroManagerSettings]):
     """A Micro-Manager camera (and its channel presets and z stage) as an rt-eda source.
 
     Not thread-safe: the camera role's thread drives it (the pymmcore-plus core belongs to
@@ -334,18 +335,8 @@ class MicroManagerSource:
         self._counters = _Counters()
         self._errors_ms: deque[float] = deque(maxlen=_ERRORS_KEPT)
 
-    def __reduce__(self) -> tuple[type[MicroManagerSource], tuple[MicroManagerSettings]]:
-        return (type(self), (self._settings,))
-
-    def __repr__(self) -> str:
-        return f"MicroManagerSource({self._settings!r})"
 
     # ------------------------------------------------------------------ properties
-
-    @property
-    def settings(self) -> MicroManagerSettings:
-        """The settings this source was built from."""
-        return self._settings
 
     @property
     def spec(self) -> StackSpec:

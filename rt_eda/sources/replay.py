@@ -67,6 +67,7 @@ import numpy as np
 
 from rt_eda.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec
+from rt_eda.sources._settings import SettingsSource
 
 from ._protocol import StopFlag
 
@@ -518,7 +519,7 @@ class _Counters:
     read_s: float = 0.0
 
 
-class ReplaySource:
+class ReplaySource(SettingsSource[ReplaySettings]):
     """A recorded acquisition replayed as a source (see the module docstring).
 
     Not thread-safe: the camera role's thread drives it.
@@ -541,18 +542,8 @@ class ReplaySource:
         self._due = 0.0
         self._counters = _Counters()
 
-    def __reduce__(self) -> tuple[type[ReplaySource], tuple[ReplaySettings]]:
-        return (type(self), (self._settings,))
-
-    def __repr__(self) -> str:
-        return f"ReplaySource({self._settings!r})"
 
     # ------------------------------------------------------------------ properties
-
-    @property
-    def settings(self) -> ReplaySettings:
-        """The settings this source was built from."""
-        return self._settings
 
     @property
     def spec(self) -> StackSpec:

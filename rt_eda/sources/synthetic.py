@@ -48,6 +48,7 @@ from numba import njit
 
 from rt_eda.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec, stamp_frame
+from rt_eda.sources._settings import SettingsSource
 
 from ._protocol import StopFlag
 
@@ -507,7 +508,7 @@ class _Schedule:
     next_start: float = 0.0
 
 
-class SyntheticSource:
+class SyntheticSource(SettingsSource[SyntheticSettings]):
     """Synthetic two-channel source with scheduled events and ground truth.
 
     Satisfies :class:`~rt_eda.sources.Source`. One thread drives an instance (the camera
@@ -540,18 +541,8 @@ class SyntheticSource:
                 self._append_event(SyntheticEvent(start, duration, y, x, z))
             self._schedule.horizon_s = math.inf
 
-    def __reduce__(self) -> tuple[type[SyntheticSource], tuple[SyntheticSettings]]:
-        return (type(self), (self._settings,))
-
-    def __repr__(self) -> str:
-        return f"SyntheticSource({self._settings!r})"
 
     # ------------------------------------------------------------------ properties
-
-    @property
-    def settings(self) -> SyntheticSettings:
-        """The settings this source was built from."""
-        return self._settings
 
     @property
     def spec(self) -> StackSpec:
