@@ -298,6 +298,8 @@ class KerasWorker(Worker):
         except (NotImplementedError, ValueError, TypeError):
             assert self._infer is not None
             out = self._infer(np.zeros(shape, np.float32)).shape
+        if len(out) == 1 and isinstance(out[0], (tuple, list)):
+            out = tuple(out[0])  # a functional model gives its one output's shape in a list
         if len(out) < 3:
             return None  # a classifier: no image
         return (int(out[1]), int(out[2]))
