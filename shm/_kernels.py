@@ -23,6 +23,7 @@ from ._layout import (
     C_ABORTED,
     C_CLAIMED,
     C_COMPLETED,
+    C_FAILED,
     C_OVERRUNS,
     C_PUBLISHED,
     C_RECOVERED,
@@ -238,9 +239,11 @@ def claim_newest(ctl: np.ndarray, actor: int, min_seq: int) -> int:
 
 
 @njit(cache=True)
-def release(ctl: np.ndarray, slot: int, actor: int, seq: int, analysed: bool) -> bool:
-    """Reader: CLAIMED -> DONE (pins kept), counted as completed if ``analysed``, else as
-    skipped. False if the claim was recovered meanwhile."""
+def release(ctl: np.ndarray, slot: int, actor: int, seq: int, outcome: int) -> bool:
+    """Reader: CLAIMED -> DONE (pins kept), counted under ``outcome``: ``C_COMPLETED``
+    (analysed), ``C_SKIPPED`` (the reader gave up on it) or ``C_FAILED`` (its analysis
+    raised); any other value counts as skipped. False if the claim was recovered
+    meanwhile (nothing is counted then: the owner counted it as recovered)."""
     wi = _word_index(slot)
     w = atomic_load(ctl, wi)
     while True:
@@ -250,7 +253,9 @@ def release(ctl: np.ndarray, slot: int, actor: int, seq: int, analysed: bool) ->
         if old == w:
             break
         w = old  # only the pin bits can have changed
-    _count(ctl, actor, C_COMPLETED if analysed else C_SKIPPED, 1)
+    if outcome != C_COMPLETED and outcome != C_FAILED:
+        outcome = C_SKIPPED
+    _count(ctl, actor, outcome, 1)
     return True
 
 
@@ -359,7 +364,8 @@ def recover_pin(ctl: np.ndarray, bit: int, actor: int) -> int:
 @njit(cache=True)
 def drain(ctl: np.ndarray, actor: int) -> int:
     """Owner, at the end of a run: every READY stack left unclaimed -> DONE, counted as
-    skipped, so that ``published == completed + skipped + recovered`` once no claim is held."""
+    skipped, so that ``published == completed + skipped + failed + recovered`` once no claim
+    is held."""
     n = ctl[H_NSLOTS]
     skipped = 0
     for i in range(n):
@@ -483,7 +489,7 @@ def warm_up() -> None:
     slot = try_acquire(scratch, 1, -1)
     publish(scratch, slot, 1)
     got = claim_newest(scratch, 1, 0)
-    release(scratch, got, 1, 0, True)
+    release(scratch, got, 1, 0, C_COMPLETED)
     slot = try_acquire(scratch, 1, -1)
     abort(scratch, slot, 1)
     find_pinned(scratch, 0)

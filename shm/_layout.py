@@ -26,7 +26,7 @@ fails instead of claiming (or skipping) the wrong stack.
 from __future__ import annotations
 
 MAGIC = 0x52_54_45_44_41_52_4E_47  # "RTEDARNG"
-VERSION = 2
+VERSION = 3  # 3: the `failed` counter
 PAGE = 4096
 
 # States (bits 0..3 of the state word).
@@ -34,7 +34,7 @@ EMPTY = 0  # never written, or a write was aborted
 WRITING = 1  # the producer owns it
 READY = 2  # complete, published, nobody has claimed it
 CLAIMED = 3  # one reader owns it (owner bits say which)
-DONE = 4  # analysed, skipped or recovered; pixels stay valid until the producer reuses it
+DONE = 4  # analysed, skipped, failed or recovered; pixels stay valid until the producer reuses it
 
 STATE_MASK = 0xF
 PIN_SHIFT = 4
@@ -84,8 +84,9 @@ C_TORN = 7
 C_UNPINNED = 8
 C_ABORTED = 9
 C_WINDOWS_FAILED = 10
+C_FAILED = 11  # released by a reader whose analysis raised
 COUNTER_FIRST = 1
-COUNTER_COUNT = 10
+COUNTER_COUNT = 11
 COUNTER_NAMES = (
     "published",
     "claimed",
@@ -97,6 +98,7 @@ COUNTER_NAMES = (
     "unpinned",
     "aborted",
     "windows_failed",
+    "failed",
 )
 # Doorbell: an int32 futex word at word 40 (bytes 320..323), sleepers at word 41.
 H_DOORBELL = 40

@@ -5,7 +5,8 @@ the transitions)::
 
     producer (camera)     EMPTY/DONE/READY(unpinned) --acquire--> WRITING --publish--> READY
                                                         WRITING --abort--> EMPTY
-    readers (workers)     READY --claim newest--> CLAIMED --release--> DONE
+    readers (workers)     READY --claim newest--> CLAIMED --release--> DONE (analysed)
+                                                  CLAIMED --fail-----> DONE (failed)
                           older READY passed over by a claim -------------> DONE (skipped)
     pinning consumer      clears its pin bit once the stack is persisted (writer)
     owner (engine)        CLAIMED of a dead reader --recover--> DONE; drain READY -> DONE
@@ -43,6 +44,9 @@ from rt_eda.errors import (
 from . import _doorbell, _kernels
 from ._block import SharedBlock
 from ._layout import (
+    C_COMPLETED,
+    C_FAILED,
+    C_SKIPPED,
     COUNTER_COUNT,
     COUNTER_NAMES,
     H_C,
@@ -105,7 +109,9 @@ class RingStatistics:
     """A consistent snapshot of the ring's counters (all processes' activity).
 
     Once no claim is held and the ring is drained,
-    ``published == completed + skipped + recovered``.
+    ``published == completed + skipped + failed + recovered``: every stack is analysed
+    (``completed``), passed over or given up on (``skipped``), released by a reader whose
+    analysis raised (``failed``), or taken back from a reader that died (``recovered``).
     """
 
     published: int
@@ -118,6 +124,7 @@ class RingStatistics:
     unpinned: int
     aborted: int
     windows_failed: int
+    failed: int
     next_seq: int
     slots_ready: int
     slots_claimed: int
@@ -230,12 +237,24 @@ class Claim:
 
     def release(self, *, analysed: bool = True) -> None:
         """Hand the slot back (DONE), counted as completed, or as skipped when
-        ``analysed=False`` (the reader gave up on it). Raises ClaimRecoveredError if the owner
-        had taken the claim back (this reader was declared dead); discard the result then."""
+        ``analysed=False`` (the reader gave up on it, e.g. a torn stack). Raises
+        ClaimRecoveredError if the owner had taken the claim back (this reader was declared
+        dead); discard the result then. A second release (or :meth:`fail`) does nothing."""
+        self._hand_back(C_COMPLETED if analysed else C_SKIPPED)
+
+    def fail(self) -> None:
+        """Hand the slot back (DONE), counted as *failed*: the analysis of this stack raised.
+
+        The context manager calls it when its block raises. Raises ClaimRecoveredError as
+        :meth:`release` does; a second release (or fail) does nothing.
+        """
+        self._hand_back(C_FAILED)
+
+    def _hand_back(self, outcome: int) -> None:
         if self._released:
             return
         self._released = True
-        if not _kernels.release(self._ring._ctl, self.slot, self.actor, self.seq, analysed):
+        if not _kernels.release(self._ring._ctl, self.slot, self.actor, self.seq, outcome):
             raise ClaimRecoveredError(
                 f"claim of stack {self.seq} (slot {self.slot}) by reader {self.actor} "
                 "was recovered by the ring's owner"
@@ -253,8 +272,10 @@ class Claim:
         if exc_type is None:
             self.release()
         else:
+            # The block raised: the stack was not analysed, it failed (counted as such, so
+            # the counts add up). The original exception is the one that matters.
             with contextlib.suppress(ClaimRecoveredError):
-                self.release()  # the original exception is the one that matters
+                self.fail()
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,7 +590,7 @@ class StackRing:
             window = self._copy_window(slot, seq, n_timepoints)
         except TornReadError:
             _kernels.count_window_failed(self._ctl, actor)
-            _kernels.release(self._ctl, slot, actor, seq, False)
+            _kernels.release(self._ctl, slot, actor, seq, C_SKIPPED)
             return None
         return Claim(self, slot, seq, actor, window)
 
