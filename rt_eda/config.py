@@ -10,7 +10,7 @@ A configuration is a frozen tree of pydantic models, one per TOML section::
                          channels_to_use, worker_modules
     [analysis.options]   free-form worker settings (strings, numbers, booleans)
     [interpreter]        kind, slow_interval, fast_interval, lower_threshold, upper_threshold,
-                         min_fast_frames, manual_interval
+                         min_fast_frames, manual_interval, max_nonfinite_in_a_row
     [writer]             format, save_network_images
     [viewer]             enabled, max_fps
     [run]                duration, save, summary, verify, profile, debug
@@ -415,7 +415,8 @@ class InterpreterConfig(_Section):
     ``binary``: slow until a decision exceeds ``upper_threshold``, then fast until a decision
     falls below ``lower_threshold`` after at least ``min_fast_frames`` fast stacks.
     ``manual``: holds ``manual_interval`` (unset = ``camera.interval``) until changed at run
-    time.
+    time. Non-finite decisions (NaN, inf) are never acted on; ``max_nonfinite_in_a_row`` of
+    them in a row make the run a fault (the detector is broken).
     """
 
     section: ClassVar[str] = "interpreter"
@@ -430,6 +431,9 @@ class InterpreterConfig(_Section):
     min_fast_frames: int = _field(1, "an integer >= 1", ge=1)
     manual_interval: float | None = _field(
         None, "a number >= 0 (seconds), or unset for camera.interval", ge=0
+    )
+    max_nonfinite_in_a_row: int = _field(
+        20, "an integer >= 0 (0: never a fault)", ge=0
     )
 
     @model_validator(mode="after")

@@ -167,30 +167,64 @@ class Engine:
 
     # -- public --------------------------------------------------------------------------
     def run(self) -> int:
-        """Run to the end; returns the exit code. Always cleans up."""
-        try:
-            self._preflight()
-            if self.config.run.save:
-                from rt_eda.recording import prepare_save_dir
+        """Run to the end; returns the exit code.
 
-                prepare_save_dir(self.config.run.save)
-        except (ConfigError, ModelError) as exc:
-            self.errors.append(str(exc))
-            log.error("%s", exc)
-            return EXIT_BAD_INPUT
-        with self._signal_handlers(), self._log_listener() as log_queue:
+        Always cleans up (every child joined or killed, every segment unlinked), and always
+        leaves the outputs written: the run folder finished (``summary.json``, report), the
+        ``run.summary`` file and the profile (see :mod:`rt_eda.outputs`); a failure to write
+        one of them is an error line and exit 1, never the loss of the others. Bad input
+        (exit 2) starts and writes nothing.
+
+        SIGINT/SIGTERM (and :meth:`request_stop`) end the run cleanly at any phase, exit 0
+        unless a fault happened; a second SIGINT cuts the shutdown short (see
+        :meth:`request_stop`).
+        """
+        with self._signal_handlers():
             try:
-                return self._run(log_queue)
-            finally:
-                self._cleanup()
+                with self._interruptible():
+                    self._preflight()
+            except (ConfigError, ModelError) as exc:
+                self.errors.append(str(exc))
+                log.error("%s", exc)
+                return EXIT_BAD_INPUT
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C during preflight: nothing had started
+            if self._stop_requested:
+                log.info("stopped before anything started: %s", self._stop_requested)
+                self._build_summary(started=False)
+            else:
+                with self._log_listener() as log_queue:
+                    try:
+                        self._run(log_queue)
+                    finally:
+                        self._cleanup()
+            self._write_outputs()
+        return self._exit_code()
+
+    def request_stop(self, reason: str = "SIGINT") -> None:
+        """Ask the run to end, as SIGINT/SIGTERM do (safe from a signal handler).
+
+        The first request stops the run cleanly (every role finishes, everything acquired is
+        saved). A second ``"SIGINT"`` request cuts the shutdown short: roles still running are
+        killed at once, the summary is the minimal one (every contract key, ``cut_short``
+        true, counts possibly incomplete) and the exit code is 1 when a role had to be killed
+        (what was recorded may be incomplete); shared memory is still unlinked.
+        """
+        self._signals += 1
+        if not self._stop_requested:
+            self._stop_requested = reason
+        if self._signals >= 2 and reason == "SIGINT":
+            self._hurry = True
 
     # -- phases ----------------------------------------------------------------------------
     def _preflight(self) -> None:
         """Everything that can be checked before a process starts."""
+        from rt_eda.outputs import check_output_paths
         from rt_eda.sources import make_source
         from rt_eda.workers._discovery import discover_workers
         from rt_eda.workers._process import worker_settings
 
+        check_output_paths(self.config)
         sweep_stale_blocks()
         workers = discover_workers(self.config.analysis.worker_modules)
         name = self.config.analysis.worker
@@ -620,10 +654,13 @@ class Engine:
             "stacks_published": rs.published if rs else 0,
             "stacks_analysed": analysed,
             "stacks_skipped": (rs.skipped + rs.recovered) if rs else 0,
+            "stacks_failed": rs.failed if rs else 0,
             "frames_written": self._frames_written(),
             "frames_lost": self._frames_lost(cam),
             "decisions": int(interp.get("decisions", 0)),
             "results_dropped_out_of_order": int(interp.get("results_dropped_out_of_order", 0)),
+            "results_ignored_paused": int(interp.get("results_ignored_paused", 0)),
+            "nonfinite_decisions": int(interp.get("nonfinite_decisions", 0)),
             "interval_switches": int(interp.get("interval_switches", 0)),
             "torn_reads": rs.torn_reads if rs else 0,
             "worker_restarts": self._restarts,

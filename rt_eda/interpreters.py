@@ -10,6 +10,16 @@ not thread-safe and needs no locking)::
         cmd = interp.on_control(msg)      # validated; a bad value raises and changes nothing
     interp.statistics()                   # a frozen snapshot, any time
 
+Non-finite decisions
+--------------------
+A decision that is NaN or infinite (a model with NaN weights, a hook dividing by zero) says
+nothing about the sample: it is never acted on, never counts as received for ordering, and is
+counted in ``InterpreterStatistics.nonfinite_decisions``. ``nonfinite_in_a_row`` counts the
+current streak (reset by any finite decision); :meth:`Interpreter.broken` names the problem
+once the streak reaches ``interpreter.max_nonfinite_in_a_row`` (0: never), and the interpreter
+role then ends the run as a fault: the detector is broken, and an acquisition that can never
+switch must not go on looking healthy.
+
 Ordering
 --------
 Results can arrive out of order (several workers finish at different times). Every
@@ -107,6 +117,10 @@ class InterpreterStatistics:
         Whether the interpreter is paused (holds the interval, ignores results).
     newest_seq
         The newest ``seq`` received in order (-1 before any).
+    nonfinite_decisions
+        Results whose decision was NaN or infinite (never acted on, not in ``decisions``).
+    nonfinite_in_a_row
+        Non-finite decisions since the last finite one.
     """
 
     decisions: int
@@ -118,6 +132,8 @@ class InterpreterStatistics:
     results_ignored_paused: int = 0
     paused: bool = False
     newest_seq: int = -1
+    nonfinite_decisions: int = 0
+    nonfinite_in_a_row: int = 0
 
 
 @runtime_checkable
@@ -145,6 +161,11 @@ class Interpreter(Protocol):
 
     def statistics(self) -> InterpreterStatistics:
         """A frozen snapshot of the counters and the state."""
+        ...
+
+    def broken(self) -> str | None:
+        """Why the detector is to be considered broken (too many non-finite decisions in a
+        row, ``interpreter.max_nonfinite_in_a_row``), or None while it is not."""
         ...
 
 
@@ -184,6 +205,9 @@ class _OrderedInterpreter:
         self._ignored_paused = 0
         self._switches = 0
         self._paused = False
+        self._nonfinite = 0
+        self._nonfinite_run = 0
+        self._last_nonfinite: Result | None = None
 
     @property
     def settings(self) -> InterpreterConfig:
@@ -191,7 +215,14 @@ class _OrderedInterpreter:
         return self._settings
 
     def _accept(self, result: Result) -> bool:
-        """Whether ``result`` is to be acted on; counts drops and paused results."""
+        """Whether ``result`` is to be acted on; counts non-finite, dropped and paused
+        results (each result in exactly one of those or in ``decisions``)."""
+        if not math.isfinite(result.decision):
+            self._nonfinite += 1
+            self._nonfinite_run += 1
+            self._last_nonfinite = result
+            return False
+        self._nonfinite_run = 0
         if result.seq <= self._newest_seq:
             self._dropped += 1
             log.debug(
@@ -256,6 +287,20 @@ class _OrderedInterpreter:
             results_ignored_paused=self._ignored_paused,
             paused=self._paused,
             newest_seq=self._newest_seq,
+            nonfinite_decisions=self._nonfinite,
+            nonfinite_in_a_row=self._nonfinite_run,
+        )
+
+    def broken(self) -> str | None:
+        """Why the detector is broken (see the module docstring), or None."""
+        limit = self._settings.max_nonfinite_in_a_row
+        if limit <= 0 or self._nonfinite_run < limit or self._last_nonfinite is None:
+            return None
+        last = self._last_nonfinite
+        return (
+            f"the detector is broken: {self._nonfinite_run} non-finite decisions in a row "
+            f"(last: {last.decision} from worker {last.worker}, stack {last.seq}); "
+            f"interpreter.max_nonfinite_in_a_row = {limit}"
         )
 
     def _fast_frames_now(self) -> int:

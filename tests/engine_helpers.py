@@ -52,8 +52,21 @@ def assert_clean(before: set[str]) -> None:
 
 
 def assert_counts_add_up(s: dict[str, Any]) -> None:
-    assert s["stacks_published"] == s["stacks_analysed"] + s["stacks_skipped"]
+    """The summary's identities: every published stack was analysed, skipped (recovered
+    claims included) or failed (its analysis raised); every acquired frame reached the ring
+    or was lost; and every analysed stack's result reached the interpreter and landed in
+    exactly one bucket (acted on, out of order, paused, non-finite), unless a worker died
+    between handing its claim back and sending its result, or the interpreter died."""
+    assert s["stacks_published"] == (s["stacks_analysed"] + s["stacks_skipped"]
+                                     + s["stacks_failed"]), s
     assert s["stacks_published"] > 0
+    assert min(s["stacks_analysed"], s["stacks_skipped"], s["stacks_failed"]) >= 0
+    results = (s["decisions"] + s["results_dropped_out_of_order"]
+               + s["results_ignored_paused"] + s["nonfinite_decisions"])
+    assert results <= s["stacks_analysed"], s
+    if s["worker_restarts"] == 0 and not any(
+            "interpreter" in e or "terminated" in e for e in s["errors"]):
+        assert results == s["stacks_analysed"], s
     assert s["frames_acquired"] == s["stacks_published"] * s["stack_shape"][0] * \
         s["stack_shape"][1] + s["frames_lost"]
     for key in ("publish_to_claim", "publish_to_decision", "decision_to_actuation"):

@@ -5,6 +5,12 @@ Consumes :class:`~rt_eda.messages.Result` (workers) and
 interpreter (:mod:`rt_eda.interpreters`), sends :class:`~rt_eda.messages.Command` to the
 camera, and measures the latencies of every result it receives. ``None`` on the queue (put by
 the engine once every worker has stopped) ends the loop after everything before it is handled.
+
+A non-finite decision (NaN, inf) is never acted on (see :mod:`rt_eda.interpreters`); the
+first is logged with its worker and stack, later ones as one count every
+``_NONFINITE_LOG_PERIOD_S``. When the interpreter says the detector is broken (too many in a
+row), the role reports the fault to the engine once, which stops the run (exit 1); the role
+itself goes on draining results until the end, so the summary's counts stay exact.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import queue
 import time
 
@@ -30,6 +37,35 @@ __all__ = ["run"]
 log = logging.getLogger(__name__)
 
 _STATUS_PERIOD_S = 0.5
+_NONFINITE_LOG_PERIOD_S = 10.0
+
+
+class _NonFiniteLog:
+    """Rate-limited log of non-finite decisions: the first in full, then a count per period."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.seen = 0
+        self.next_line = 0.0
+        self.fault_reported = False
+
+    def add(self, r: Result, now: float) -> None:
+        self.seen += 1
+        if self.seen == 1:
+            log.warning("worker %d returned a non-finite decision (%s) for stack %d: not "
+                        "acted on (further ones are counted, logged every %.0f s)",
+                        r.worker, r.decision, r.seq, _NONFINITE_LOG_PERIOD_S)
+            self.next_line = now + _NONFINITE_LOG_PERIOD_S
+            return
+        self.pending += 1
+        self.flush(now)
+
+    def flush(self, now: float, *, final: bool = False) -> None:
+        if self.pending and (final or now >= self.next_line):
+            log.warning("%d more non-finite decision(s) (%d in all so far)", self.pending,
+                        self.seen)
+            self.pending = 0
+            self.next_line = now + _NONFINITE_LOG_PERIOD_S
 
 
 class _Log:
@@ -45,6 +81,7 @@ class _Log:
         self.trace: DecisionTrace | None = None
         self.interval = float("nan")
         self.fast = 0.0
+        self.nonfinite = _NonFiniteLog()
 
     def command(self, cmd: Command) -> None:
         self.interval_changes.append(dataclasses.asdict(cmd))
@@ -76,6 +113,7 @@ def run(config: Config, channels: RoleChannels) -> None:
         _to_writer(channels, "interval", dataclasses.asdict(first))
         report(channels, "interpreter", 0, RoleEventKind.READY)
         _loop(interp, channels, record)
+        record.nonfinite.flush(time.monotonic(), final=True)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.exception("interpreter failed")
         report(channels, "interpreter", 0, RoleEventKind.FAILED,
@@ -119,6 +157,12 @@ def _loop(interp: Interpreter, channels: RoleChannels, record: _Log) -> None:
             cmd = interp.on_result(msg)
             if cmd is not None:  # the state changes only with the interval
                 record.fast = 1.0 if interp.statistics().state == "fast" else 0.0
+            if not math.isfinite(msg.decision):
+                record.nonfinite.add(msg, now)
+                why = interp.broken()
+                if why is not None and not record.nonfinite.fault_reported:
+                    record.nonfinite.fault_reported = True
+                    report(channels, "interpreter", 0, RoleEventKind.FAILED, why)
             record.result(msg, now)
             record.results += 1
             p2d = (now - msg.t_published) * 1e3
