@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import time
 from typing import Any
 
-import numpy as np
-
-from rt_eda.errors import RingClosedError, RingOverrunError
+from rt_eda.errors import RingClosedError
 from rt_eda.shm import StackRing
-
-
-def ring_producer(name: str, n: int, period_s: float, go: Any, out: Any) -> None:
-    """Copy a camera frame into a slot and publish it, n times (paced if period_s > 0)."""
-    ring = StackRing.attach(name)
-    frame = np.random.default_rng(0).integers(0, 4000, ring.spec.shape, dtype=np.uint16)
-    frame = frame.astype(ring.spec.np_dtype)
-    go.wait()
-    overruns = 0
-    t0 = time.perf_counter()
-    t_next = time.monotonic()
-    for _ in range(n):
-        if period_s > 0:
-            t_next += period_s
-            delay = t_next - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        try:
-            with ring.write_slot() as slot:
-                np.copyto(slot.pixels, frame)
-                slot.frame_times[:] = time.monotonic()
-        except RingOverrunError:
-            overruns += 1
-    out.put(("producer", time.perf_counter() - t0, overruns))
-    del frame
-    ring.close()
 
 
 def ring_reader(name: str, actor: int, out: Any, ready: Any) -> None:
@@ -62,24 +32,6 @@ def ring_reader(name: str, actor: int, out: Any, ready: Any) -> None:
     ring.close()
 
 
-def queue_producer(q: Any, shape: tuple[int, ...], n: int, period_s: float, go: Any,
-                   out: Any) -> None:
-    """Put n pickled frames on a multiprocessing.Queue (paced if period_s > 0)."""
-    frame = np.random.default_rng(0).integers(0, 4000, shape, dtype=np.uint16)
-    go.wait()
-    t0 = time.perf_counter()
-    t_next = time.monotonic()
-    for _ in range(n):
-        if period_s > 0:
-            t_next += period_s
-            delay = t_next - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        q.put((time.monotonic(), frame))
-    q.put(None)
-    out.put(("producer", time.perf_counter() - t0, 0))
-
-
 def queue_reader(q: Any, out: Any, ready: Any) -> None:
     """Get frames until None; report counts, put->get latencies, CPU time."""
     latencies: list[float] = []
@@ -99,23 +51,49 @@ def queue_reader(q: Any, out: Any, ready: Any) -> None:
     out.put(("reader", got, latencies, time.process_time() - cpu0, t_end))
 
 
-def idle_ring_reader(name: str, seconds: float, out: Any) -> None:
-    """Wait for stacks that never come; report the CPU time spent doing so."""
-    ring = StackRing.attach(name)
-    cpu0 = time.process_time()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+def ring_echo(name_in: str, name_out: str, ready: Any, out: Any) -> None:
+    """Claim each stack of ring ``name_in`` (sleeping while there is none) and answer it with
+    a stack published in ring ``name_out``; report the publish -> claim latencies seen."""
+    ring_in = StackRing.attach(name_in)
+    ring_out = StackRing.attach(name_out)
+    latencies: list[float] = []
+    ready.put(os.getpid())
+    while True:
         try:
-            ring.claim(1, timeout=deadline - time.monotonic())
+            claim = ring_in.claim(1, timeout=1.0)
         except RingClosedError:
             break
-    out.put(time.process_time() - cpu0)
-    ring.close()
+        if claim is None:
+            continue
+        latencies.append(claim.t_claimed - claim.t_published)
+        claim.release()
+        with ring_out.write_slot() as slot:
+            slot.frame_times[:] = time.monotonic()
+    out.put(latencies)
+    ring_in.close()
+    ring_out.close()
 
 
-def idle_queue_reader(q: Any, seconds: float, out: Any) -> None:
-    """Block on an empty multiprocessing.Queue; report the CPU time spent doing so."""
-    cpu0 = time.process_time()
-    with contextlib.suppress(queue.Empty):
-        q.get(timeout=seconds)
-    out.put(time.process_time() - cpu0)
+def queue_echo(q_in: Any, q_out: Any, ready: Any, out: Any) -> None:
+    """Get each message of ``q_in`` and put a small answer on ``q_out``, until None; a message
+    ``(t_put, payload)`` has its put -> get latency recorded and reported."""
+    latencies: list[float] = []
+    ready.put(os.getpid())
+    while True:
+        item = q_in.get()
+        if item is None:
+            break
+        if isinstance(item, tuple):
+            latencies.append(time.monotonic() - item[0])
+        q_out.put(time.monotonic())
+    out.put(latencies)
+
+
+def message_echo(q_in: Any, q_out: Any, ready: Any) -> None:
+    """Put every message of ``q_in`` back on ``q_out`` unchanged, until None."""
+    ready.put(os.getpid())
+    while True:
+        item = q_in.get()
+        if item is None:
+            break
+        q_out.put(item)
