@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -89,11 +90,23 @@ def queue_echo(q_in: Any, q_out: Any, ready: Any, out: Any) -> None:
     out.put(latencies)
 
 
-def message_echo(q_in: Any, q_out: Any, ready: Any) -> None:
-    """Put every message of ``q_in`` back on ``q_out`` unchanged, until None."""
+def message_echo(q_in: Any, q_out: Any, ready: Any, busy: bool = False) -> None:
+    """Put every message of ``q_in`` back on ``q_out`` unchanged, until None.
+
+    ``busy``: a second thread runs pure Python all the while (holding the GIL as a worker's
+    Python hooks do), so this process's threads wait for the GIL as a worker's would.
+    """
+    if busy:
+        threading.Thread(target=_spin, daemon=True).start()
     ready.put(os.getpid())
     while True:
         item = q_in.get()
         if item is None:
             break
         q_out.put(item)
+
+
+def _spin() -> None:
+    n = 0
+    while True:
+        n += 1

@@ -1,9 +1,11 @@
 """Benchmark-suite plumbing: ``--quick``, and a table of every measurement at the end.
 
-Each benchmark runs one experiment (its measurement and its baseline, in the same run) inside
-``benchmark.pedantic`` and records what it measured in ``benchmark.extra_info``, so that
-``--benchmark-save``/``--benchmark-compare`` keep and compare the figures. The tables printed
-at the end are the same figures, readable.
+Each benchmark times one operation with pytest-benchmark's own machinery (``benchmark.pedantic``
+over several rounds, or ``benchmark(fn)``), so its statistics, which ``--benchmark-save`` keeps
+and ``--benchmark-compare`` compares, are seconds per operation. Its baseline is timed the same
+way in the same test (:mod:`bench_timing`); whole runs that give a target (an engine run's
+rates and latency percentiles) are fixtures whose figures go into ``benchmark.extra_info``
+beside the ratios. The tables printed at the end are those figures, readable.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def quick(request: pytest.FixtureRequest) -> bool:
-    """True with ``--quick``."""
+    """True with ``--quick`` (session-scoped, so module-scoped run fixtures can use it)."""
     return bool(request.config.getoption("--quick"))
 
 
