@@ -410,7 +410,7 @@ def test_window_manual_mode_toggle_and_read_only(qtbot: Any, shm_run: Run,
 
 def test_attached_viewer_finds_the_session_and_sends_through_the_relay(
         qtbot: Any, shm_run: Run, producer: Producer, tmp_path: Path) -> None:
-    from PySide6 import QtCore, QtWidgets
+    from rt_eda.viewer._qt import QtCore, QtWidgets
 
     from rt_eda.viewer import view
     from rt_eda.viewer._process import _attach

@@ -6,7 +6,8 @@ engine uses are Qt-free, and Qt is imported when a window is made (:func:`run`, 
 
 - :func:`run` -- the engine's viewer role (``rt-eda-viewer``);
 - :func:`view` -- ``rt-eda view``: attach to a running engine by its session file;
-- :func:`write_session` / :func:`remove_session` / :func:`find_sessions` -- session files;
+- :func:`write_session` / :func:`remove_session` / :func:`find_sessions` /
+  :func:`sweep_sessions` -- session files, and what dead engines left beside them;
 - :class:`ControlRelay` -- engine side of controls from an attached viewer (Unix socket);
 - :class:`LiveFeed` -- the read-only copies a window draws (no Qt; usable headless).
 """
@@ -21,6 +22,7 @@ from ._session import (
     read_session,
     remove_session,
     session_dir,
+    sweep_sessions,
     write_session,
 )
 
@@ -40,6 +42,7 @@ __all__ = [
     "remove_session",
     "run",
     "session_dir",
+    "sweep_sessions",
     "view",
     "viewer_enabled",
     "write_session",

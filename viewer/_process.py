@@ -7,7 +7,8 @@ Role lifecycle (the engine's side in brackets)::
     loop: Qt event loop, one redraw per tick at viewer.max_fps
     [stop event] or SIGTERM or the ring shut      -> window closes -> STOPPED ("run stopped")
     the person closes the window                  -> STOPPED ("window closed"); the run goes on
-    anything raised                               -> FAILED, exit 1 (the run goes on)
+    anything raised, or no display                -> FAILED, exit 1 (the run goes on)
+    [exit code != 0 or a signal: a death, logged, counted, restarted once]
 
 Qt is imported only inside these functions (and in :mod:`._window`), so importing
 :mod:`rt_eda.viewer` to write a session file does not load Qt into the engine.
@@ -54,12 +55,22 @@ def display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+NO_DISPLAY = "no display (DISPLAY and WAYLAND_DISPLAY unset, no QT_QPA_PLATFORM)"
+
+
 def viewer_enabled(config: Config) -> bool:
-    """Whether the engine should start the viewer: ``viewer.enabled`` true, or ``auto`` and
-    :func:`display_available`."""
+    """Whether the engine should start the viewer: ``viewer.enabled`` (``--viewer``) or
+    ``auto``, and :func:`display_available`.
+
+    Asked for (``viewer.enabled = true``) with no display, it logs one WARNING line saying so
+    and returns False: the run goes on without the viewer.
+    """
     enabled = config.viewer.enabled
     if enabled == "auto":
         return display_available()
+    if enabled and not display_available():
+        log.warning("viewer: %s; going on without the viewer", NO_DISPLAY)
+        return False
     return bool(enabled)
 
 
@@ -80,9 +91,10 @@ def run(config: Config, channels: RoleChannels) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     with contextlib.suppress(OSError):
         os.nice(VIEWER_NICENESS)
+    if not display_available():
+        report(channels, "viewer", 0, RoleEventKind.FAILED, NO_DISPLAY)
+        _leave(1, channels.events, channels.log)
     try:
-        if not display_available():
-            raise RuntimeError("no display (DISPLAY/WAYLAND_DISPLAY unset): viewer not shown")
         from ._feed import LiveFeed
         from ._window import run_window
 
@@ -99,7 +111,7 @@ def run(config: Config, channels: RoleChannels) -> None:
                    stop=stopping, quit_on_end=True, workers=config.analysis.workers,
                             on_shown=shown)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
-        log.exception("viewer failed")
+        log.debug("viewer failed", exc_info=True)  # the engine logs the one-line WARNING
         report(channels, "viewer", 0, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
         _leave(1, channels.events, channels.log)
     log.info("viewer: %s", reason)
@@ -110,9 +122,9 @@ def run(config: Config, channels: RoleChannels) -> None:
 def _leave(code: int, *queues: Any) -> NoReturn:
     """End a viewer process without the interpreter's final garbage collection.
 
-    PySide6 (6.12, with pyqtgraph items) now and then aborts the process in that collection
-    ("Fatal Python error: none_dealloc"), after the window is long gone; pyqtgraph's own
-    ``pg.exit()`` exists for the same reason. Everything that matters is flushed first: the
+    Qt objects finalized in arbitrary order in that collection can touch deleted C++
+    objects after the window is long gone; pyqtgraph's own ``pg.exit()`` exists for the same
+    reason. Everything that matters is flushed first: the
     queues' feeder threads (events and log records to the engine) and stdio.
     """
     logging.shutdown()
@@ -165,7 +177,7 @@ def view(pid: int | None = None, *, directory: str | Path | None = None,
             return 2
         session = match[0]
     if not display_available():
-        log.error("no display (DISPLAY/WAYLAND_DISPLAY unset): cannot show the viewer")
+        log.error("%s: cannot show the viewer", NO_DISPLAY)
         return 2
     # The window runs in a child process named rt-eda-viewer: Qt stays out of this one, and
     # the child can end without the final garbage collection (see _leave).

@@ -12,7 +12,10 @@ written atomically (a temporary file, then a rename), so a reader never sees hal
 
 A session is *stale* when its engine process is gone (a SIGKILLed engine cannot remove its
 file) or its stack ring no longer exists; :func:`find_sessions` skips stale sessions and
-deletes their files.
+deletes their files. :func:`sweep_sessions` (run by every engine at start and by
+``rt-eda view``) removes every file an engine leaves here, by its creator's pid in the name:
+``<pid>.json``, the control socket ``<pid>.sock`` and a half-written ``.<pid>-*.tmp``, once
+that pid is dead (or now names a process started after the file was made: a reused pid).
 
 File format (version 1)::
 
@@ -30,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import stat
 import tempfile
 import time
@@ -47,6 +51,7 @@ __all__ = [
     "read_session",
     "remove_session",
     "session_dir",
+    "sweep_sessions",
     "write_session",
 ]
 
@@ -54,6 +59,8 @@ log = logging.getLogger(__name__)
 
 SESSION_VERSION = 1
 _SHM_DIR = Path("/dev/shm")
+_LEFT_BY_PID = re.compile(r"^(?:(\d+)\.(?:json|sock)|\.(\d+)-.*\.tmp)$")
+"""Names of the files an engine makes here; the group holds its pid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +255,8 @@ def find_sessions(directory: str | Path | None = None, *, prune: bool = True) ->
     folder = session_dir() if directory is None else Path(directory)
     if not folder.is_dir():
         return []
+    if prune:
+        sweep_sessions(folder)
     found: list[Session] = []
     for path in sorted(folder.glob("*.json")):
         try:
@@ -265,6 +274,65 @@ def find_sessions(directory: str | Path | None = None, *, prune: bool = True) ->
                     path.unlink()
     found.sort(key=lambda s: s.created, reverse=True)
     return found
+
+
+def sweep_sessions(directory: str | Path | None = None) -> list[Path]:
+    """Remove what dead engines left in the session folder; returns the paths removed.
+
+    Parameters
+    ----------
+    directory
+        Where to look (default :func:`session_dir`; nothing happens if it does not exist).
+
+    Notes
+    -----
+    Only files named by an engine's pid are touched (``<pid>.json``, ``<pid>.sock``,
+    ``.<pid>-*.tmp``), and only when that pid is dead or belongs to a process that started
+    after the file was last modified (the pid was reused). A live engine's files are never
+    removed; a file that vanishes meanwhile (another sweep) is fine.
+    """
+    folder = session_dir() if directory is None else Path(directory)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for path in entries:
+        match = _LEFT_BY_PID.match(path.name)
+        if match is None:
+            continue
+        pid = int(match.group(1) or match.group(2))
+        try:
+            modified = path.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if _pid_alive(pid) and not _started_after(pid, modified):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.warning("cannot remove %s, left by the dead engine %d: %s", path, pid, exc)
+            continue
+        removed.append(path)
+    if removed:
+        log.info("removed %d file(s) left by dead engines in %s: %s", len(removed), folder,
+                 ", ".join(p.name for p in removed))
+    return removed
+
+
+def _started_after(pid: int, when: float) -> bool:
+    """True when process ``pid`` started after ``when`` (a ``time.time()``), so it cannot
+    have written a file modified then. False when that cannot be told (not Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, IndexError, StopIteration, ValueError):
+        return False
+    started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+    return started > when + 1.0  # btime is whole seconds
 
 
 def _pid_alive(pid: int) -> bool:

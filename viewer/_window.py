@@ -19,7 +19,9 @@ Layout::
 Controls are checked locally against the interpreter's settings (a value the interpreter
 would refuse is refused here, with its message) and handed to a
 :class:`~rt_eda.viewer._controls.ControlSender`, which never blocks; with no sender the
-controls are disabled and the window says why.
+controls are disabled and the window says why. Every control has a key (:data:`SHORTCUTS`,
+listed in the panel): Alt+C/Z/A/N/O for the display, Alt+L/U/M/S/F/I to edit a setting
+(type a value, Enter sends it), Alt+T fast/slow in manual mode, Alt+P pause, Alt+R reset.
 """
 
 from __future__ import annotations
@@ -32,17 +34,16 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pyqtgraph as pg
-from PySide6 import QtCore, QtGui, QtWidgets
 
 from rt_eda.config import InterpreterConfig
 from rt_eda.errors import ConfigError
 
 from ._controls import ControlSender
 from ._feed import FeedStatus, LiveFeed
+from ._qt import QtCore, QtGui, QtWidgets, pg
 from ._raster import Raster, visible_block
 
-__all__ = ["ViewerWindow", "run_window"]
+__all__ = ["SHORTCUTS", "ViewerWindow", "run_window"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,23 @@ _STATUS_PERIOD_S = 0.25
 _AUTO_LEVEL_SAMPLES = 16384
 _HISTOGRAM_PERIOD_S = 0.25  # the histogram costs ~3 ms a frame at 2048 x 2048: 4 Hz is plenty
 _FAST_BRUSH = (255, 140, 0, 70)
+
+SHORTCUTS: tuple[tuple[str, str], ...] = (
+    ("Alt+C", "next channel"),
+    ("Alt+Z", "next z slice"),
+    ("Alt+A", "auto contrast on/off"),
+    ("Alt+N", "network image on/off"),
+    ("Alt+O", "opacity (then arrow keys)"),
+    ("Alt+L / Alt+U", "lower / upper threshold"),
+    ("Alt+M", "min fast frames"),
+    ("Alt+S / Alt+F", "slow / fast interval"),
+    ("Alt+I", "manual interval (type a value, Enter sends it)"),
+    ("Alt+T", "manual mode fast/slow"),
+    ("Alt+P", "pause/resume analysis"),
+    ("Alt+R", "reset the view"),
+)
+"""Every control has a key (shown in the window's panel): a person without a mouse, and the
+tests driving a real window through the X server, reach each one."""
 _SLOW_BRUSH = (70, 130, 255, 35)
 
 
@@ -89,7 +107,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         Configured worker count (0 = unknown); shown beside the workers seen in the trace.
     """
 
-    closed = QtCore.Signal()
+    closed = QtCore.pyqtSignal()
 
     def __init__(
         self,
@@ -133,6 +151,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(f"rt-eda viewer: {spec.channels} ch x {spec.z_slices} z x "
                             f"{spec.height} x {spec.width} {spec.dtype}")
         self._build()
+        self._add_shortcuts()
         self._timer = QtCore.QTimer(self)
         self._timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self._timer.setInterval(max(1, round(1000.0 / max_fps)))
@@ -170,8 +189,8 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setMinimumHeight(160)
         pvb = self.plot.getViewBox()
-        # Shading as rectangles, one per run of the same interval: PySide6 6.12 aborts the
-        # process (none_dealloc) in PlotCurveItem's fill-path painting.
+        # Shading as rectangles, one per run of the same interval (two items, whatever the
+        # number of switches).
         self.fast_shade = pg.BarGraphItem(x0=[], width=[], y0=0.0, height=1.0, pen=None,
                                           brush=pg.mkBrush(*_FAST_BRUSH))
         self.slow_shade = pg.BarGraphItem(x0=[], width=[], y0=0.0, height=1.0, pen=None,
@@ -207,7 +226,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.status_label = QtWidgets.QLabel("waiting for the first stack")
         self.status_label.setTextInteractionFlags(
             QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.statusBar().addWidget(self.status_label, 1)
+        status_bar = QtWidgets.QStatusBar()
+        status_bar.addWidget(self.status_label, 1)
+        self.setStatusBar(status_bar)
         self.resize(1200, 850)
 
     def _build_panel(self) -> QtWidgets.QWidget:
@@ -227,11 +248,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.z_box.setEnabled(spec.z_slices > 1)
         self.z_box.valueChanged.connect(self._mark_dirty)
         form.addRow("z slice", self.z_box)
-        self.auto_contrast = QtWidgets.QCheckBox("auto contrast")
+        self.auto_contrast = QtWidgets.QCheckBox("&auto contrast")
         self.auto_contrast.setChecked(True)
         self.auto_contrast.toggled.connect(self._mark_dirty)
         form.addRow(self.auto_contrast)
-        self.overlay_box = QtWidgets.QCheckBox("network image (inferno)")
+        self.overlay_box = QtWidgets.QCheckBox("&network image (inferno)")
         self.overlay_box.setChecked(self.feed.has_images)
         self.overlay_box.setEnabled(self.feed.has_images)
         self.overlay_box.toggled.connect(self._mark_dirty)
@@ -241,7 +262,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.opacity.setValue(50)
         self.opacity.setEnabled(self.feed.has_images)
         self.opacity.valueChanged.connect(lambda v: self.overlay.setOpacity(v / 100.0))
-        form.addRow("opacity", self.opacity)
+        form.addRow("&opacity", self.opacity)
         outer.addWidget(display)
 
         binary = s.kind == "binary"
@@ -262,12 +283,12 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.pause_button = QtWidgets.QPushButton("pause analysis")
         self.pause_button.setCheckable(True)
         for label, box, key, enabled in (
-            ("lower threshold", self.lower_box, "lower_threshold", binary),
-            ("upper threshold", self.upper_box, "upper_threshold", binary),
-            ("min fast frames", self.min_fast_box, "min_fast_frames", binary),
-            ("slow interval", self.slow_box, "slow_interval", True),
-            ("fast interval", self.fast_box, "fast_interval", True),
-            ("manual interval", self.manual_box, "manual_interval", not binary),
+            ("&lower threshold", self.lower_box, "lower_threshold", binary),
+            ("&upper threshold", self.upper_box, "upper_threshold", binary),
+            ("&min fast frames", self.min_fast_box, "min_fast_frames", binary),
+            ("&slow interval", self.slow_box, "slow_interval", True),
+            ("&fast interval", self.fast_box, "fast_interval", True),
+            ("manual &interval", self.manual_box, "manual_interval", not binary),
         ):
             box.setEnabled(enabled)
             box.editingFinished.connect(lambda k=key, b=box: self._edit(k, float(b.value())))
@@ -286,8 +307,44 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.controls_group = interp
         outer.addWidget(interp)
         outer.addStretch(1)
+        self.keys_label = QtWidgets.QLabel(
+            "keys: " + " \N{MIDDLE DOT} ".join(f"{k} {what}" for k, what in SHORTCUTS))
+        self.keys_label.setWordWrap(True)
+        font = self.keys_label.font()
+        font.setPointSizeF(font.pointSizeF() * 0.85)
+        self.keys_label.setFont(font)
+        outer.addWidget(self.keys_label)
         panel.setMaximumWidth(320)
         return panel
+
+    def _add_shortcuts(self) -> None:
+        """The keys of :data:`SHORTCUTS` that act rather than focus (the others are the
+        labels' and check boxes' own mnemonics)."""
+        for keys, action in (
+            ("Alt+C", lambda: self._cycle(self.channel_box)),
+            ("Alt+Z", lambda: self._cycle(self.z_box)),
+            ("Alt+T", self.mode_button.click),  # no-op while disabled (binary interpreter)
+            ("Alt+P", self.pause_button.click),  # no-op while read-only
+            ("Alt+R", self.reset_view),
+        ):
+            shortcut = QtGui.QShortcut(QtGui.QKeySequence(keys), self)
+            shortcut.activated.connect(action)
+
+    @staticmethod
+    def _cycle(box: QtWidgets.QComboBox | QtWidgets.QSpinBox) -> None:
+        if not box.isEnabled():
+            return
+        if isinstance(box, QtWidgets.QComboBox):
+            box.setCurrentIndex((box.currentIndex() + 1) % max(1, box.count()))
+        else:
+            box.setValue(box.minimum() if box.value() >= box.maximum() else box.value() + 1)
+
+    def reset_view(self) -> None:
+        """Show the whole frame and let the decision plot follow the data again."""
+        self.view.autoRange(padding=0)
+        self.plot.getViewBox().enableAutoRange(x=True)
+        self._follow_y = True
+        self._dirty = True
 
     # -- controls ----------------------------------------------------------------------------
     def _edit(self, key: str, value: float) -> bool:
@@ -531,7 +588,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         return {"frames_shown": self.frames_shown, "draws": self.draws,
                 "display_fps": self._display_fps}
 
-    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+    def closeEvent(self, event: QtGui.QCloseEvent | None) -> None:
         """Stop the timer, the control sender and the feed, then close."""
         self._closing = True
         self._timer.stop()
@@ -564,8 +621,8 @@ def run_window(feed: LiveFeed, settings: InterpreterConfig, *, max_fps: float,
         on_shown(window)
     app.exec()
     reason = window.end_reason
-    # Delete the widgets now, not in the interpreter's final garbage collection (where
-    # PySide6 may crash on half-finalized pyqtgraph items).
+    # Delete the widgets now, not in the interpreter's final garbage collection (pyqtgraph
+    # items finalized in arbitrary order there can touch deleted C++ objects).
     window.deleteLater()
     QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
     del window
