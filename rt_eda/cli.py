@@ -173,6 +173,9 @@ def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
         f"{_lat(lat['publish_to_decision'])}, decision->actuation "
         f"{_lat(lat['decision_to_actuation'])}"
     )
+    if s.get("viewer_exits"):
+        print(f"viewer died {s['viewer_exits']} time(s) (acquisition unaffected); last: "
+              f"{s.get('viewer_last_error', '')}")
     for e in errors:
         print(f"rt-eda: error: {e}", file=sys.stderr)
     if code:

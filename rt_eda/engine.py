@@ -54,6 +54,9 @@ EXIT_FAULT = 1
 EXIT_BAD_INPUT = 2
 
 MAX_RESTARTS_PER_WORKER = 3
+MAX_VIEWER_RESTARTS = 1
+"""A viewer that dies is started again this many times per run (a closed window is not a
+death and is never reopened)."""
 READY_TIMEOUT_S = 600.0
 _JOIN_S = 20.0
 
@@ -160,6 +163,10 @@ class Engine:
         self._out_ring_known = False
         self._trace: DecisionTrace | None = None
         self._viewer_wanted = False
+        self._viewer_exits = 0  # deaths, not closed windows
+        self._viewer_last_error = ""
+        self._viewer_failed = ""  # the FAILED detail of the running viewer, if it sent one
+        self._viewer_seen: set[int] = set()  # pids of viewer processes already accounted for
         self._relay: Any = None
         self._session: Path | None = None
         self._writer_stats: dict[str, Any] = {}
@@ -305,11 +312,12 @@ class Engine:
 
     def _open_session(self, channels: RoleChannels) -> None:
         """Session file and control relay for ``rt-eda view``; the viewer if wanted."""
-        from rt_eda.viewer import ControlRelay, session_dir, write_session
+        from rt_eda.viewer import ControlRelay, session_dir, sweep_sessions, write_session
 
         assert self._ring is not None and self._trace is not None
         try:
             folder = session_dir(create=True)
+            sweep_sessions(folder)  # what engines killed with SIGKILL left behind
             self._relay = ControlRelay(folder / f"{os.getpid()}.sock", channels.results)
             self._session = write_session(
                 None, self._ring.name, channels.output_ring, self._trace.name, self.config,
@@ -411,7 +419,8 @@ class Engine:
                 if child.process.is_alive() or self._stop_requested:
                     continue
                 if child.role == "viewer":
-                    continue  # closing the viewer does not end the run
+                    self._viewer_gone(child)  # never ends the run; a death restarts it once
+                    continue
                 if child.role == "worker":
                     self._restart_worker(child)
                 else:
@@ -452,6 +461,45 @@ class Engine:
         child.failed = ""
         self._start_worker(child.index)
 
+    def _viewer_gone(self, child: _Child, *, restart: bool = True) -> None:
+        """Account for a viewer process that has ended (once per process).
+
+        Exit code 0 is a window a person closed, or a viewer that left because the run
+        stopped: nothing to do. Anything else is a death: logged at WARNING, counted
+        (``viewer_exits``) with its error (``viewer_last_error``: the exit code or signal and
+        the viewer's own FAILED detail), and while the run goes on the viewer is started again,
+        :data:`MAX_VIEWER_RESTARTS` times at most, so a person watching gets the window back.
+        Nothing here touches acquisition, analysis or the recording.
+        """
+        process = child.process
+        if process.is_alive() or process.pid in self._viewer_seen:
+            return
+        self._viewer_seen.add(process.pid)
+        while self._next_event(0.0) is not None:  # its FAILED event, if it sent one
+            pass
+        code = process.exitcode
+        detail, self._viewer_failed = self._viewer_failed, ""
+        if code == 0:
+            return
+        try:
+            how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0
+                   else f"exit code {code}")
+        except ValueError:
+            how = f"killed by signal {-code}"
+        error = how + (f": {detail}" if detail else "")
+        self._viewer_exits += 1
+        self._viewer_last_error = error
+        again = restart and not self._stop_requested and child.restarts < MAX_VIEWER_RESTARTS
+        if again:
+            log.warning("viewer died (%s); starting it again (the run goes on)", error)
+            from rt_eda.viewer import run as viewer_run
+
+            child.restarts += 1
+            self._start("viewer", 0, viewer_run, (self.config, self._channels))
+        else:
+            log.warning("viewer died (%s); not started again (died %d time(s); the run goes "
+                        "on)", error, self._viewer_exits)
+
     def _finish(self, *, started: bool) -> None:
         """Stop every role in order and build the summary."""
         ch = self._channels
@@ -478,6 +526,9 @@ class Engine:
                 for bit in range(8):  # a writer that died cannot release its pins
                     self._ring.recover_pin(bit)
         self._join([c for c in self._children if c.role == "viewer"])
+        for c in self._children:
+            if c.role == "viewer":
+                self._viewer_gone(c, restart=False)
         if self._ring is not None:
             for c in self._children:
                 if c.role == "worker":
@@ -586,6 +637,7 @@ class Engine:
         if event.kind is RoleEventKind.READY and child is not None:
             child.ready = True
         elif event.kind is RoleEventKind.FAILED and event.role == "viewer":
+            self._viewer_failed = event.detail
             log.warning("viewer: %s (the run goes on)", event.detail)
         elif event.kind is RoleEventKind.FAILED:
             if child is not None:
@@ -695,6 +747,8 @@ class Engine:
             "source_statistics": cam.get("source", {}),
             "writer": self._writer_stats,
             "frames_salvaged": self._salvaged,
+            "viewer_exits": self._viewer_exits,
+            "viewer_last_error": self._viewer_last_error,
             "save": cfg.run.save,
         }
         if self.summary["frames_lost"] and not self._fault:
