@@ -99,11 +99,16 @@ def test_zarr_store_is_valid_ome_ngff_and_replayable(tmp_path: Path) -> None:
     meta = json.loads((run_dir / "images.ome.zarr" / "zarr.json").read_text())
     axes = [a["name"] for a in meta["attributes"]["ome"]["multiscales"][0]["axes"]]
     assert axes == ["t", "c", "z", "y", "x"]
-    from rt_eda.sources import replay
+    from rt_eda.sources.replay import ReplaySettings, ReplaySource, ReplayTiming
 
-    reader, csv_path = replay._open_reader(run_dir)
-    assert tuple(reader.shape) == (5, *SHAPE)
-    assert csv_path == run_dir / "frames.csv"
+    source = ReplaySource(ReplaySettings(str(run_dir)))
+    try:
+        assert source.open().shape == SHAPE and source.n_timepoints == 5
+        assert source.playable.tolist() == [0, 1, 2, 3, 4]
+        assert source.timing is ReplayTiming.RECORDED  # from frames.csv
+        np.testing.assert_allclose(source.recorded_times, np.arange(5) * 0.5, atol=1e-9)
+    finally:
+        source.close()
 
 
 def test_tiff_has_ome_xml_with_plane_times(tmp_path: Path) -> None:

@@ -324,11 +324,9 @@ def test_bad_paths_and_csv(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="neither a zarr store nor a run folder"):
         ReplaySource(ReplaySettings(str(empty))).open()
     folder = _run_folder(tmp_path, n_t=3, spacing=0.1)
-    (folder / "frames.csv").write_text("seq,t_index,c,t_exposure\n0,0,0,1.0\n")
-    with pytest.raises(ConfigError, match=r"lacks columns \['z'\]"):
-        ReplaySource(ReplaySettings(str(folder))).open()
-    (folder / "frames.csv").write_text("seq,t_index,c,z,t_exposure\n0,7,0,0,1.0\n")
-    with pytest.raises(ConfigError, match=r"t_index=7.*outside the recording's 3 timepoints"):
+    (folder / "frames.csv").write_text("seq,t_index,c,z,t_exposure\n0,2,0,0,4.0\n"
+                                       "1,1,0,0,5.0\n")
+    with pytest.raises(ConfigError, match=r"go backwards \(timepoint 2 at 4 s after 5 s\)"):
         ReplaySource(ReplaySettings(str(folder))).open()
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, np.zeros((2, 1, 1, 8, 8), np.uint8))
@@ -371,3 +369,239 @@ def test_factory_and_pickle(tmp_path: Path) -> None:
         clone.close()
     with pytest.raises(ConfigError, match="not a replay"):
         make_replay_source(Config())
+
+
+# --------------------------------------------------------------------------- damaged recordings
+# Every class of damage: the replay either plays every recorded frame or names, in one WARNING
+# per class, what it cannot play and why, and counts it; the counts always add up.
+
+DT = 0.01  # recorded spacing of the damaged-recording fixtures
+
+
+def _saved_run(tmp_path: Path, fmt: str = "zarr", n_t: int = 12) -> Path:
+    """A run folder written by rt-eda's own Recording (2 channels, 1 z); plane (t, c) holds
+    t*100 + c*10 + 1 (never all zero)."""
+    from rt_eda.recording import Recording
+
+    folder = tmp_path / f"run-{fmt}"
+    folder.mkdir()
+    rec = Recording(folder, (2, 1, H, W), "uint16", fmt=fmt)
+    for t in range(n_t):
+        stack = np.empty((2, 1, H, W), np.uint16)
+        for c in range(2):
+            stack[c] = t * 100 + c * 10 + 1
+        rec.write_stack(t, stack, 500.0 + t * DT + np.array([0.0, 0.001]), DT)
+    rec.close()
+    return folder
+
+
+def _replay_all(path: Path, interval: float = 0.0,
+                timing: str = "auto") -> tuple[ReplaySource, list[int]]:
+    """Open, play to the end; the recorded indices played (pixels checked on the way)."""
+    source = ReplaySource(ReplaySettings(str(path), timing=timing))
+    source.open()
+    source.start(interval)
+    played = []
+    for index, _, _, values in _play(source):
+        assert values == [index * 100 + 1, index * 100 + 11]
+        played.append(index)
+    return source, played
+
+
+def _assert_accounted(stats: dict[str, float]) -> None:
+    """Every recorded timepoint is played, skipped, missing, damaged or not reached."""
+    parts = ("timepoints", "timepoints_skipped", "timepoints_missing", "timepoints_damaged",
+             "timepoints_not_reached")
+    assert sum(stats[k] for k in parts) == stats["recorded_timepoints"], stats
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_truncated_frames_csv_still_replays_every_timepoint(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The issue's repro: frames.csv cut to 300 bytes once replayed 5 of 41 timepoints."""
+    folder = _saved_run(tmp_path)
+    table = folder / "frames.csv"
+    table.write_bytes(table.read_bytes()[:300])  # 5 timepoints and a torn row
+    source, played = _replay_all(folder)
+    try:
+        assert played == list(range(12))
+        stats = source.statistics()
+        assert stats["timepoints_untimed"] > 0 and stats["exhausted"] == 1.0
+        assert stats["frames_csv_bad_rows"] <= 1  # the torn last row, if it is one
+        _assert_accounted(stats)
+        times = source.recorded_times
+        assert times is not None
+        np.testing.assert_allclose(np.diff(times), DT, rtol=1e-6)  # extrapolated at DT
+        (line,) = [w for w in _warnings(caplog) if "no recorded time" in w]
+        assert f"{int(stats['timepoints_untimed'])} of 12 replayable timepoints" in line
+    finally:
+        source.close()
+
+
+def test_garbage_rows_in_frames_csv_are_counted_and_skipped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _saved_run(tmp_path)
+    table = folder / "frames.csv"
+    lines = table.read_text().splitlines()
+    lines[3] = "3,not-a-number,0,0,1.0,0.01"  # timepoint 1, channel 0
+    lines[4] = "\x00\x01garbage"  # timepoint 1, channel 1: too few fields
+    lines[7] = "6,3,0,0,nan,0.01"  # timepoint 3, channel 0: not a time
+    lines.append("99,57,0,0,600.0,0.01")  # a timepoint the store does not have
+    table.write_text("\n".join(lines) + "\n")
+    source, played = _replay_all(folder)
+    try:
+        assert played == list(range(12))
+        stats = source.statistics()
+        assert stats["frames_csv_bad_rows"] == 4
+        assert stats["timepoints_untimed"] == 1  # timepoint 1 lost both rows; 3 kept one
+        _assert_accounted(stats)
+        warned = _warnings(caplog)
+        assert any("4 row(s) unusable" in w and "line 4" in w for w in warned), warned
+        assert any("(timepoints 1)" in w for w in warned), warned
+    finally:
+        source.close()
+
+
+def test_binary_frames_csv_falls_back_to_the_commanded_interval(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _saved_run(tmp_path)
+    (folder / "frames.csv").write_bytes(bytes(range(256)) * 4)
+    source, played = _replay_all(folder, interval=0.0)
+    try:
+        assert played == list(range(12)) and source.timing is ReplayTiming.COMMANDED
+        assert any("frames.csv is unusable" in w for w in _warnings(caplog))
+        _assert_accounted(source.statistics())
+    finally:
+        source.close()
+    with pytest.raises(ConfigError, match="timing 'recorded' asked"):
+        ReplaySource(ReplaySettings(str(folder), timing="recorded")).open()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "padded"])
+def test_a_damaged_chunk_is_skipped_and_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str) -> None:
+    """A deleted chunk once replayed as zeros without a word."""
+    folder = _saved_run(tmp_path)
+    chunk = folder / "images.ome.zarr" / "0" / "c.4.0.0.0.0"
+    if damage == "deleted":
+        chunk.unlink()
+    elif damage == "truncated":
+        chunk.write_bytes(chunk.read_bytes()[:100])
+    else:
+        chunk.write_bytes(chunk.read_bytes() + b"x")
+    source, played = _replay_all(folder)
+    try:
+        assert played == [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
+        stats = source.statistics()
+        key = "timepoints_missing" if damage == "deleted" else "timepoints_damaged"
+        assert stats[key] == 1 and stats["timepoints"] == 11
+        _assert_accounted(stats)
+        (line,) = [w for w in _warnings(caplog) if "cannot be replayed" in w]
+        assert "1 of 12 timepoints" in line and "(timepoints 4)" in line
+        assert ("no chunk file" in line) if damage == "deleted" else ("c.4.0.0.0.0 of" in line)
+    finally:
+        source.close()
+
+
+def test_zarr_shape_larger_than_the_data(tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    folder = _saved_run(tmp_path)
+    meta_path = folder / "images.ome.zarr" / "0" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["shape"][0] = 64  # what a writer that died leaves: the shape grows ahead of the data
+    meta_path.write_text(json.dumps(meta))
+    source, played = _replay_all(folder)
+    try:
+        assert played == list(range(12))
+        stats = source.statistics()
+        assert stats["recorded_timepoints"] == 64 and stats["timepoints_missing"] == 52
+        _assert_accounted(stats)
+        assert any("52 of 64 timepoints" in w and "12..63" in w for w in _warnings(caplog))
+    finally:
+        source.close()
+
+
+def test_tiff_cut_short_replays_what_is_in_the_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _saved_run(tmp_path, fmt="tiff")
+    image = folder / "images.ome.tif"
+    stack_bytes = 2 * H * W * 2
+    with tifffile.TiffFile(image) as tif:
+        offset = int(tif.pages.first.dataoffsets[0])
+    with image.open("r+b") as f:  # 7 whole stacks and half of the 8th
+        f.truncate(offset + 7 * stack_bytes + stack_bytes // 2)
+    source, played = _replay_all(folder)
+    try:
+        assert played == list(range(7))
+        assert source.timing is ReplayTiming.RECORDED  # from frames.csv
+        stats = source.statistics()
+        assert stats["timepoints_missing"] == 5
+        _assert_accounted(stats)
+        assert any("5 of 12 timepoints" in w and "cut short" in w for w in _warnings(caplog))
+    finally:
+        source.close()
+
+
+def test_corrupt_compressed_chunk_is_found_while_replaying(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A compressed chunk cannot be checked by its size: its read fails, it is skipped."""
+    path = tmp_path / "rec.ome.zarr"
+    _write_zarr(path, _recording(5, 1, 1) + 1)
+    chunk = path / "0" / "c" / "2" / "0" / "0" / "0" / "0"
+    chunk.write_bytes(b"not zstd at all")
+    source = ReplaySource(ReplaySettings(str(path)))
+    try:
+        source.open()
+        source.start(0.0)
+        assert [p[0] for p in _play(source)] == [0, 1, 3, 4]
+        stats = source.statistics()
+        assert stats["timepoints_damaged"] == 1 and stats["exhausted"] == 1.0
+        _assert_accounted(stats)
+        assert any("timepoint 2 cannot be read" in w for w in _warnings(caplog))
+    finally:
+        source.close()
+
+
+def test_generic_zarr_absent_chunk_plays_the_fill_value_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "rec.ome.zarr"
+    _write_zarr(path, _recording(4, 2, 1) + 1)
+    (path / "0" / "c" / "1" / "1" / "0" / "0" / "0").unlink()
+    source = ReplaySource(ReplaySettings(str(path)))
+    try:
+        source.open()
+        source.start(0.0)
+        played = _play(source)
+        assert [p[0] for p in played] == [0, 1, 2, 3]
+        assert played[1][3] == [101, 0]
+        assert source.statistics()["zarr_chunks_absent"] == 1
+        assert any("1 chunk file(s)" in w and "fill value 0" in w for w in _warnings(caplog))
+    finally:
+        source.close()
+
+
+def test_nothing_replayable_is_a_config_error(tmp_path: Path) -> None:
+    folder = _saved_run(tmp_path, n_t=3)
+    for chunk in (folder / "images.ome.zarr" / "0").glob("c.*"):
+        chunk.unlink()
+    with pytest.raises(ConfigError, match=r"nothing to replay in .*missing: no chunk file"):
+        ReplaySource(ReplaySettings(str(folder))).open()
+
+
+def test_slow_interval_to_the_end_accounts_for_every_timepoint(tmp_path: Path) -> None:
+    folder = _saved_run(tmp_path)
+    (folder / "images.ome.zarr" / "0" / "c.5.0.0.0.0").unlink()
+    source, played = _replay_all(folder, interval=0.035)
+    try:
+        stats = source.statistics()
+        assert stats["timepoints_skipped"] > 0 and stats["timepoints_missing"] == 1
+        assert stats["timepoints_not_reached"] == 0
+        _assert_accounted(stats)
+        assert source.end_reason.startswith(f"end of the recording: {len(played)} of 12")
+    finally:
+        source.close()

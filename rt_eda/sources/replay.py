@@ -16,8 +16,10 @@ count as size 1). A file without axis names (a plain TIFF or zarr array) must ha
 dimensions, taken as ``(t, c, z, y, x)``. Pixels must be integers or floats. Anything else is a
 :class:`~rt_eda.errors.ConfigError` naming the axes, shape or dtype found.
 
-Nothing is read up front but metadata: each :meth:`~ReplaySource.read_frame` reads one plane
-(one TIFF page, or one zarr selection).
+At :meth:`~ReplaySource.open` only metadata are read, and the files of the image data are
+checked with ``stat`` (see :mod:`rt_eda.sources._replay_files`). Each timepoint's stack is read
+when :meth:`~ReplaySource.next_timepoint` chooses it, before it waits for the timepoint to be
+due; :meth:`~ReplaySource.read_frame` copies from it.
 
 Recorded timing
 ---------------
@@ -25,8 +27,32 @@ The time of each recorded timepoint comes from, in order: ``frames.csv`` (column
 t_index, c, z, t_exposure, interval_s``; a timepoint's time is its earliest ``t_exposure``,
 and each frame keeps its offset from it), OME-TIFF ``Plane`` ``DeltaT`` (or ``Pixels``
 ``TimeIncrement``), ImageJ ``finterval``, or the NGFF scale of the ``t`` axis (with its unit).
-Timepoints missing from ``frames.csv`` (frames lost while recording) get times interpolated
-from their neighbours.
+Timepoints without a recorded time (rows missing from ``frames.csv``: it was cut short, or
+rows were unreadable) get times estimated from their neighbours: interpolated between
+recorded ones, extrapolated at the median recorded spacing after the last (or before the
+first) one. With fewer than two recorded times the recording is replayed at the commanded
+interval.
+
+What cannot be replayed (said loudly, never silently)
+-------------------------------------------------------
+Every timepoint the recording declares is replayed, except those whose data are not there or
+cannot be read; those are skipped, and each class of problem is logged once as a WARNING that
+names the timepoints and why, and counted in :meth:`~ReplaySource.statistics` (the run
+summary's ``source_statistics``):
+
+* ``timepoints_missing``: no data recorded (no chunk file; past the end of a TIFF that was cut
+  short; a zarr shape larger than the data written);
+* ``timepoints_damaged``: data present but unreadable (a chunk file of the wrong size, a read
+  that failed while replaying);
+* ``timepoints_untimed``: replayed, at an estimated time; ``frames_csv_bad_rows``: rows of
+  ``frames.csv`` that could not be used (an unusable ``frames.csv`` gives no timing at all,
+  also with a WARNING); ``zarr_chunks_absent``: chunk files absent from a zarr store not
+  written by rt-eda, replayed as its fill value (writers omit chunks holding only that).
+
+So ``timepoints + timepoints_skipped + timepoints_missing + timepoints_damaged +
+timepoints_not_reached == recorded_timepoints`` at any moment (``timepoints_not_reached`` is
+0 once the replay is exhausted). A recording with no replayable timepoint is a
+:class:`~rt_eda.errors.ConfigError` at :meth:`~ReplaySource.open` naming why.
 
 How it replays
 --------------
@@ -43,7 +69,8 @@ comes back late gets the timepoint nearest to now.
 commanded interval (free-run: as fast as the caller reads).
 
 When the recording is over, :meth:`~ReplaySource.next_timepoint` returns None and
-:attr:`~ReplaySource.exhausted` is True (the camera role then ends the acquisition).
+:attr:`~ReplaySource.exhausted` is True (the camera role then ends the acquisition, a normal
+end: :attr:`~ReplaySource.end_reason` says how far it got).
 
 Exposure times returned by :meth:`~ReplaySource.read_frame` are on the replay clock: the
 timepoint's time plus the frame's recorded offset within its timepoint (``frames.csv`` or OME
@@ -52,16 +79,14 @@ timepoint's time plus the frame's recorded offset within its timepoint (``frames
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
@@ -70,24 +95,32 @@ from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
 from ._protocol import StopFlag
+from ._replay_files import (
+    AXES,
+    CSV_COLUMNS,
+    FRAMES_CSV,
+    GapKind,
+    Reader,
+    format_indices,
+    open_reader,
+    read_frames_csv,
+)
 
 if TYPE_CHECKING:
     from rt_eda.config import Config
 
-__all__ = ["ReplaySettings", "ReplaySource", "ReplayTiming", "make_replay_source"]
+__all__ = [
+    "AXES",
+    "CSV_COLUMNS",
+    "FRAMES_CSV",
+    "ReplaySettings",
+    "ReplaySource",
+    "ReplayTiming",
+    "make_replay_source",
+]
 
 log = logging.getLogger(__name__)
 
-AXES: Final = "tczyx"
-FRAMES_CSV: Final = "frames.csv"
-CSV_COLUMNS: Final = ("seq", "t_index", "c", "z", "t_exposure")
-"""Columns ``frames.csv`` must have (``interval_s`` is read when present, not needed)."""
-_RUN_IMAGES: Final = ("images.ome.zarr", "images.ome.tif", "images.ome.tiff")
-_TIME_UNITS: Final = {
-    "": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "ms": 1e-3, "millisecond": 1e-3,
-    "us": 1e-6, "µs": 1e-6, "microsecond": 1e-6, "ns": 1e-9, "nanosecond": 1e-9,
-    "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0,
-}
 _POLL_S: Final = 0.02
 _SPIN_S: Final = 50e-6
 
@@ -166,345 +199,31 @@ def make_replay_source(config: Config) -> ReplaySource:
     )
 
 
-# --------------------------------------------------------------------------- readers
+# --------------------------------------------------------------------------- timing
 
 
-class _Reader(Protocol):
-    """One opened recording: its (t, c, z, y, x) shape, and one plane at a time."""
-
-    description: str
-    shape: tuple[int, int, int, int, int]
-    dtype: np.dtype[Any]
-    times_s: np.ndarray | None  # per timepoint, relative seconds; None: no timing recorded
-    offsets_s: np.ndarray | None  # (T, C, Z) seconds after the timepoint's time
-
-    def read(self, t: int, c: int, z: int, out: np.ndarray) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _axis_layout(
-    axes: str, shape: tuple[int, ...], where: str
-) -> tuple[tuple[int | None, ...], tuple[int, int, int, int, int]]:
-    """Where each of t, c, z, y, x sits in the file's axes, and the (t, c, z, y, x) shape.
-
-    Raises
-    ------
-    ConfigError
-        An axis outside ``tczyx``, a repeated one, ``y, x`` not the last two, or axes that do
-        not match the number of dimensions (all named).
-    """
-    axes = axes.lower()
-    allowed = f"axes among {', '.join(AXES)} with y, x last"
-    if len(axes) != len(shape):
-        raise ConfigError(
-            f"replay: {where} has {len(shape)} dimensions {shape} but axes {axes!r}"
-        )
-    bad = sorted({a for a in axes if a not in AXES})
-    if bad or len(set(axes)) != len(axes) or axes[-2:] != "yx":
-        raise ConfigError(
-            f"replay: {where} has axes {axes!r} (shape {shape}); expected {allowed}"
-            + (f" (unknown: {bad})" if bad else "")
-        )
-    pos = tuple(axes.index(a) if a in axes else None for a in AXES)
-    full = tuple(shape[p] if p is not None else 1 for p in pos)
-    return pos, (full[0], full[1], full[2], full[3], full[4])
-
-
-def _check_dtype(dtype: np.dtype[Any], where: str) -> np.dtype[Any]:
-    if dtype.kind not in "iuf":
-        raise ConfigError(
-            f"replay: {where} has pixel type {dtype} ({dtype.str}); expected an integer or "
-            "float type"
-        )
-    return dtype.newbyteorder("=")
-
-
-class _TiffReader:
-    times_s: np.ndarray | None
-    offsets_s: np.ndarray | None
-
-    def __init__(self, path: Path) -> None:
-        import tifffile
-
-        try:
-            self._tif = tifffile.TiffFile(path)
-        except (OSError, ValueError, tifffile.TiffFileError) as exc:
-            raise ConfigError(f"replay: {path} is not a readable TIFF: {exc}") from exc
-        try:
-            self._setup(path)
-        except BaseException:
-            self._tif.close()
-            raise
-
-    def _setup(self, path: Path) -> None:
-        tif = self._tif
-        if not tif.series:
-            raise ConfigError(f"replay: {path} holds no image series")
-        series = tif.series[0]
-        axes, shape = str(series.axes), tuple(int(n) for n in series.shape)
-        where = f"{path} (series 0, {series.kind})"
-        generic = set(axes[:-2]) <= set("QI") and axes[-2:] == "YX"
-        if generic and len(shape) == 5:
-            log.info("replay: %s has no axis names (%r): taking them as t, c, z, y, x",
-                     path, axes)
-            axes = AXES
-        elif generic:
-            raise ConfigError(
-                f"replay: {where} has {len(shape)} dimensions {shape} with unnamed axes "
-                f"{axes!r}; expected 5 dimensions (t, c, z, y, x), or axis names (OME-TIFF, "
-                "ImageJ hyperstack) among t, c, z, y, x"
-            )
-        _, self.shape = _axis_layout(axes, shape, where)
-        self.dtype = _check_dtype(np.dtype(series.dtype), where)
-        self._lead_shape = shape[:-2]
-        self._pages = series.pages
-        n_planes = math.prod(self._lead_shape)
-        if len(self._pages) != n_planes or any(
-            p is None for p in (self._pages[0], self._pages[n_planes - 1])
-        ):
-            raise ConfigError(
-                f"replay: {where} stores {len(self._pages)} pages for {n_planes} planes of "
-                f"axes {axes!r}; expected one page per y, x plane"
-            )
-        self._axes = axes.lower()
-        self.description = f"{path} ({series.kind} TIFF, axes {axes!r}, shape {shape})"
-        self.times_s, self.offsets_s = _tiff_timing(tif, self.shape)
-
-    def read(self, t: int, c: int, z: int, out: np.ndarray) -> None:
-        tcz = {"t": t, "c": c, "z": z}
-        index = tuple(tcz[a] for a in self._axes[:-2])
-        page = self._pages[int(np.ravel_multi_index(index, self._lead_shape))]
-        if page is None:
-            raise SourceError(f"replay: {self.description}: plane {index} is missing")
-        try:
-            page.asarray(out=out)
-        except (OSError, ValueError) as exc:
-            raise SourceError(
-                f"replay: reading plane t={t} c={c} z={z} of {self.description} failed: {exc}"
-            ) from exc
-
-    def close(self) -> None:
-        self._tif.close()
-
-
-def _tiff_timing(tif: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Per-timepoint times (and per-frame offsets) from OME or ImageJ metadata."""
-    n_t, n_c, n_z = shape[:3]
-    if tif.is_ome and tif.ome_metadata:
-        try:
-            root = ET.fromstring(tif.ome_metadata)
-        except ET.ParseError as exc:
-            log.warning("replay: OME-XML unreadable, no recorded timing from it: %s", exc)
-            return None, None
-        pixels = next((e for e in root.iter() if e.tag.endswith("}Pixels")), None)
-        if pixels is None:
-            return None, None
-        frame_t = np.full((n_t, n_c, n_z), np.nan)
-        for plane in pixels:
-            if not plane.tag.endswith("}Plane") or plane.get("DeltaT") is None:
-                continue
-            t, c, z = (int(plane.get(k, "0")) for k in ("TheT", "TheC", "TheZ"))
-            if t < n_t and c < n_c and z < n_z:
-                unit = _TIME_UNITS.get(plane.get("DeltaTUnit", "s"), 1.0)
-                frame_t[t, c, z] = float(plane.get("DeltaT", "nan")) * unit
-        if not np.isnan(frame_t).all():
-            return _times_from_frames(frame_t)
-        inc = pixels.get("TimeIncrement")
-        if inc is not None:
-            unit = _TIME_UNITS.get(pixels.get("TimeIncrementUnit", "s"), 1.0)
-            return np.arange(n_t) * float(inc) * unit, None
-    if tif.is_imagej and tif.imagej_metadata:
-        finterval = tif.imagej_metadata.get("finterval")
-        if finterval:
-            return np.arange(n_t) * float(finterval), None
-    return None, None
-
-
-def _times_from_frames(frame_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, C, Z) frame times (NaN = unknown) -> timepoint times and per-frame offsets."""
+def _starts_and_offsets(frame_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, C, Z) frame times (NaN = unknown) -> timepoint starts (NaN = unknown) and each
+    frame's offset from its timepoint's start (0 where unknown)."""
     known = ~np.isnan(frame_t).all(axis=(1, 2))
     starts = np.full(frame_t.shape[0], np.nan)
     starts[known] = np.nanmin(frame_t[known], axis=(1, 2))
-    idx = np.arange(frame_t.shape[0])
-    if not known.all():
-        log.warning("replay: %d of %d timepoints have no recorded time: interpolated",
-                    int((~known).sum()), frame_t.shape[0])
-        starts = np.interp(idx, idx[known], starts[known])
     offsets = np.nan_to_num(frame_t - starts[:, None, None], nan=0.0)
     return starts, offsets
 
 
-class _ZarrReader:
-    times_s: np.ndarray | None
-    offsets_s: np.ndarray | None
-
-    def __init__(self, path: Path) -> None:
-        import zarr
-
-        try:
-            node = zarr.open(store=str(path), mode="r")
-        except (OSError, ValueError, KeyError, zarr.errors.BaseZarrError) as exc:
-            raise ConfigError(f"replay: {path} is not a readable zarr group or array: {exc}") \
-                from exc
-        axes: str | None = None
-        t_step: float | None = None
-        if isinstance(node, zarr.Group):
-            attrs = dict(node.attrs)
-            ome = attrs.get("ome", attrs)
-            multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
-            if not multiscales:
-                raise ConfigError(
-                    f"replay: {path} is a zarr group without OME-NGFF 'multiscales' metadata "
-                    f"(attributes: {sorted(attrs)})"
-                )
-            ms = multiscales[0]
-            datasets = ms.get("datasets") or [{"path": "0"}]
-            name = str(datasets[0].get("path", "0"))
-            if name not in node:
-                raise ConfigError(f"replay: {path} has no array {name!r} (its first dataset)")
-            found = node[name]
-            if not isinstance(found, zarr.Array):
-                raise ConfigError(f"replay: {path}/{name} (its first dataset) is not an array")
-            array = found
-            raw_axes = ms.get("axes")
-            if raw_axes:
-                names = [str(a["name"] if isinstance(a, dict) else a) for a in raw_axes]
-                if any(len(n) != 1 for n in names):
-                    raise ConfigError(
-                        f"replay: {path} has axes {names} (shape {tuple(array.shape)}); "
-                        f"expected axes among {', '.join(AXES)} with y, x last"
-                    )
-                axes = "".join(names)
-                t_step = _ngff_t_step(ms, datasets[0], raw_axes, names)
-            where = f"{path}/{name}"
-        else:
-            array = node
-            where = str(path)
-        shape = tuple(int(n) for n in array.shape)
-        if axes is None:
-            if len(shape) != 5:
-                raise ConfigError(
-                    f"replay: {where} has {len(shape)} dimensions {shape} and no axis names; "
-                    "expected 5 dimensions (t, c, z, y, x) or OME-NGFF axes"
-                )
-            axes = AXES
-        self._pos, self.shape = _axis_layout(axes, shape, where)
-        self.dtype = _check_dtype(np.dtype(str(array.dtype)), where)
-        self._array: zarr.Array[Any] | None = array
-        self._axes = axes.lower()
-        self.description = f"{where} (zarr, axes {axes!r}, shape {shape})"
-        self.times_s = None if t_step is None else np.arange(self.shape[0]) * t_step
-        self.offsets_s = None
-
-    def read(self, t: int, c: int, z: int, out: np.ndarray) -> None:
-        tcz = {"t": t, "c": c, "z": z}
-        index = tuple(tcz[a] if a in tcz else slice(None) for a in self._axes)
-        if self._array is None:
-            raise SourceError(f"replay: {self.description} is closed")
-        try:
-            plane = np.asarray(self._array[index])
-        except (OSError, ValueError) as exc:
-            raise SourceError(
-                f"replay: reading plane t={t} c={c} z={z} of {self.description} failed: {exc}"
-            ) from exc
-        np.copyto(out, plane)
-
-    def close(self) -> None:
-        self._array = None
-
-
-def _ngff_t_step(
-    ms: dict[str, Any], dataset: dict[str, Any], raw_axes: list[Any], names: list[str]
-) -> float | None:
-    """Seconds per timepoint from the NGFF scale of the t axis, if there is one."""
-    if "t" not in names:
-        return None
-    i = names.index("t")
-    scale = 1.0
-    found = False
-    for transforms in (dataset.get("coordinateTransformations"), ms.get(
-            "coordinateTransformations")):
-        for tr in transforms or []:
-            if isinstance(tr, dict) and tr.get("type") == "scale" and "scale" in tr:
-                scale *= float(tr["scale"][i])
-                found = True
-    if not found:
-        return None
-    axis = raw_axes[i]
-    unit = str(axis.get("unit", "")) if isinstance(axis, dict) else ""
-    if unit not in _TIME_UNITS:
-        log.warning("replay: unknown time unit %r of the t axis; taking seconds", unit)
-    return scale * _TIME_UNITS.get(unit, 1.0)
-
-
-def _read_frames_csv(
-    path: Path, shape: tuple[int, int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``frames.csv`` -> per-timepoint times and per-frame offsets (see the module docstring).
-
-    Raises
-    ------
-    ConfigError
-        Missing columns, an unparsable row, or an index outside the recording's shape.
-    """
-    n_t, n_c, n_z = shape[:3]
-    frame_t = np.full((n_t, n_c, n_z), np.nan)
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        columns = list(reader.fieldnames or [])
-        missing = [c for c in CSV_COLUMNS if c not in columns]
-        if missing:
-            raise ConfigError(
-                f"replay: {path} lacks columns {missing} (has {columns}; expected "
-                f"{', '.join(CSV_COLUMNS)}, interval_s)"
-            )
-        for line, row in enumerate(reader, start=2):
-            try:
-                t, c, z = int(row["t_index"]), int(row["c"]), int(row["z"])
-                t_exp = float(row["t_exposure"])
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"replay: {path} line {line}: {exc} in {row}") from exc
-            if not (0 <= t < n_t and 0 <= c < n_c and 0 <= z < n_z):
-                raise ConfigError(
-                    f"replay: {path} line {line}: frame (t_index={t}, c={c}, z={z}) is "
-                    f"outside the recording's {n_t} timepoints x {n_c} channels x {n_z} "
-                    "z-slices"
-                )
-            frame_t[t, c, z] = t_exp
-    if np.isnan(frame_t).all():
-        raise ConfigError(f"replay: {path} lists no frames")
-    return _times_from_frames(frame_t)
-
-
-def _open_reader(path: Path) -> tuple[_Reader, Path | None]:
-    """The reader for ``path`` and the ``frames.csv`` that goes with it (if any)."""
-    if not path.exists():
-        raise ConfigError(f"replay: {path} does not exist")
-    images = path
-    if path.is_dir() and not _is_zarr(path):
-        found = [path / name for name in _RUN_IMAGES if (path / name).exists()]
-        if not found:
-            raise ConfigError(
-                f"replay: {path} is a folder but neither a zarr store nor a run folder "
-                f"(none of {list(_RUN_IMAGES)} in it)"
-            )
-        images = found[0]
-    csv_path = images.parent / FRAMES_CSV
-    reader: _Reader
-    if images.is_dir():
-        reader = _ZarrReader(images)
-    elif images.suffix.lower() in (".tif", ".tiff", ".btf", ".tf8"):
-        reader = _TiffReader(images)
-    else:
-        raise ConfigError(
-            f"replay: {images} is neither a TIFF (.tif, .tiff) nor a zarr store (a folder)"
-        )
-    return reader, csv_path if csv_path.is_file() else None
-
-
-def _is_zarr(path: Path) -> bool:
-    return any((path / name).is_file() for name in ("zarr.json", ".zgroup", ".zarray"))
+def _estimate(starts: np.ndarray, playable: np.ndarray) -> tuple[np.ndarray, float]:
+    """Fill unknown starts of playable timepoints (see the module docstring); the spacing
+    used beyond the recorded ones. Needs at least two known starts among the playable."""
+    idx = np.arange(starts.size)
+    known = playable & np.isfinite(starts)
+    k_idx, k_t = idx[known], starts[known]
+    spacing = float(np.median(np.diff(k_t) / np.diff(k_idx)))
+    out = np.interp(idx, k_idx, k_t)
+    out[idx < k_idx[0]] = k_t[0] - (k_idx[0] - idx[idx < k_idx[0]]) * spacing
+    out[idx > k_idx[-1]] = k_t[-1] + (idx[idx > k_idx[-1]] - k_idx[-1]) * spacing
+    out[known] = k_t
+    return out, spacing
 
 
 # --------------------------------------------------------------------------- the source
@@ -516,6 +235,11 @@ class _Counters:
     frames: int = 0
     skipped: int = 0
     late: int = 0
+    missing: int = 0
+    damaged: int = 0
+    untimed: int = 0
+    csv_bad_rows: int = 0
+    chunks_absent: int = 0
     read_s: float = 0.0
 
 
@@ -527,21 +251,26 @@ class ReplaySource(SettingsSource[ReplaySettings]):
 
     def __init__(self, settings: ReplaySettings) -> None:
         self._settings = settings
-        self._reader: _Reader | None = None
+        self._reader: Reader | None = None
         self._spec: StackSpec | None = None
         self._timing = ReplayTiming.COMMANDED
-        self._times: np.ndarray | None = None
+        self._times: np.ndarray | None = None  # per recorded timepoint (NaN: not playable)
         self._offsets: np.ndarray | None = None
+        self._order = np.zeros(0, np.int64)  # the playable recorded timepoints, in order
+        self._ptimes: np.ndarray | None = None  # their times (recorded timing)
+        self._stack: np.ndarray | None = None  # the current timepoint, read ahead
         self._csv: Path | None = None
         self._started = False
         self._running = False
         self._exhausted = False
+        self._first = True
         self._interval = 0.0
         self._t0 = 0.0
+        self._pos = -1  # position in _order of the timepoint being shown
         self._index = -1  # the recorded timepoint being shown
         self._due = 0.0
+        self._read_failures_warned = False
         self._counters = _Counters()
-
 
     # ------------------------------------------------------------------ properties
 
@@ -564,14 +293,33 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         return self._exhausted
 
     @property
+    def end_reason(self) -> str:
+        """How the replay ended, for the run summary (``""`` before it is exhausted)."""
+        if not self._exhausted:
+            return ""
+        c = self._counters
+        text = (f"end of the recording: {c.timepoints} of {self.n_timepoints} recorded "
+                f"timepoints replayed")
+        parts = [f"{n} {what}" for n, what in (
+            (c.skipped, "skipped by the interval"), (c.missing, "missing"),
+            (c.damaged, "damaged")) if n]
+        return text + (f" ({', '.join(parts)})" if parts else "")
+
+    @property
     def timing(self) -> ReplayTiming:
         """The timing in use (``recorded`` or ``commanded``; known after :meth:`open`)."""
         return self._timing
 
     @property
     def n_timepoints(self) -> int:
-        """Timepoints in the recording (after :meth:`open`)."""
+        """Timepoints the recording declares (after :meth:`open`)."""
         return 0 if self._reader is None else self._reader.shape[0]
+
+    @property
+    def playable(self) -> np.ndarray:
+        """The recorded timepoints that can be replayed (after :meth:`open`; a read that
+        fails while replaying removes one later)."""
+        return self._order.copy()
 
     @property
     def current_index(self) -> int:
@@ -580,63 +328,132 @@ class ReplaySource(SettingsSource[ReplaySettings]):
 
     @property
     def recorded_times(self) -> np.ndarray | None:
-        """Recorded time of each timepoint, seconds from the first; None if not recorded."""
+        """Time of each recorded timepoint, seconds from the first replayable one (estimated
+        where not recorded, NaN where the timepoint cannot be replayed); None without
+        recorded timing."""
         return None if self._times is None else self._times.copy()
 
     # ------------------------------------------------------------------ Source protocol
 
     def open(self) -> StackSpec:
-        """Open the recording (metadata only) and return the stack shape.
+        """Open the recording (metadata, and a ``stat`` of its data files) and return the
+        stack shape; log one WARNING per class of problem found (see the module docstring).
 
         Calling it again on an open source is a no-op.
 
         Raises
         ------
         ConfigError
-            Missing path, unknown format, wrong axes, dimensions or dtype, a bad
-            ``frames.csv``, or ``timing="recorded"`` for a recording without timing (what
-            was found is named).
+            Missing path, unknown format, wrong axes, dimensions or dtype, recorded times
+            that go backwards, no timepoint that can be replayed, or ``timing="recorded"``
+            for a recording without timing (what was found is named).
         """
         if self._reader is not None:
             return self.spec
-        reader, csv_path = _open_reader(Path(self._settings.path))
+        reader, csv_path = open_reader(Path(self._settings.path))
         try:
-            times, offsets = reader.times_s, reader.offsets_s
-            if csv_path is not None:
-                times, offsets = _read_frames_csv(csv_path, reader.shape)
-            if times is not None:
-                times = times - times[0]
-                if np.any(np.diff(times) < 0):
-                    raise ConfigError(
-                        f"replay: recorded times of {reader.description} go backwards "
-                        f"(first ones: {np.round(times[:8], 4).tolist()})"
-                    )
-            timing = ReplayTiming(self._settings.timing)
-            if timing is ReplayTiming.AUTO:
-                timing = ReplayTiming.RECORDED if times is not None else ReplayTiming.COMMANDED
-            elif timing is ReplayTiming.RECORDED and times is None:
-                raise ConfigError(
-                    f"replay: timing 'recorded' asked, but {reader.description} has no "
-                    f"recorded timing (no {FRAMES_CSV}, OME DeltaT/TimeIncrement, ImageJ "
-                    "finterval or NGFF t scale)"
-                )
-            _, n_c, n_z, h, w = reader.shape
-            spec = StackSpec(n_c, n_z, h, w, reader.dtype.name)
+            self._setup(reader, csv_path)
         except BaseException:
             reader.close()
             raise
+        return self.spec
+
+    def _setup(self, reader: Reader, csv_path: Path | None) -> None:
+        c = self._counters
+        n_t = reader.shape[0]
+        c.chunks_absent = reader.chunks_absent
+        for note in reader.notes:
+            log.warning("replay: %s", note)
+        playable = np.ones(n_t, bool)
+        for gap in reader.gaps:
+            playable[list(gap.timepoints)] = False
+            if gap.kind is GapKind.MISSING:
+                c.missing += len(gap.timepoints)
+            else:
+                c.damaged += len(gap.timepoints)
+            log.warning("replay: %d of %d timepoints cannot be replayed, %s: %s (timepoints "
+                        "%s); they are skipped", len(gap.timepoints), n_t, gap.kind.value,
+                        gap.why, format_indices(gap.timepoints))
+        if not playable.any():
+            why = "; ".join(f"{g.kind.value}: {g.why}" for g in reader.gaps) or "no timepoints"
+            raise ConfigError(f"replay: nothing to replay in {reader.description}: {why}")
+        frame_t = reader.frame_times
+        if csv_path is not None:
+            found = read_frames_csv(csv_path, reader.shape)
+            c.csv_bad_rows = found.bad_rows
+            if found.bad_rows:
+                log.warning("replay: %s: %d row(s) unusable, ignored (first: %s)", csv_path,
+                            found.bad_rows, found.first_bad)
+            if found.frame_times is not None:
+                frame_t = found.frame_times
+            else:
+                log.warning("replay: %s is unusable (%s): no recorded times from it",
+                            csv_path, found.unusable)
+        times, offsets = self._timepoint_times(reader, frame_t, playable)
+        timing = ReplayTiming(self._settings.timing)
+        if timing is ReplayTiming.AUTO:
+            timing = ReplayTiming.RECORDED if times is not None else ReplayTiming.COMMANDED
+        elif timing is ReplayTiming.RECORDED and times is None:
+            raise ConfigError(
+                f"replay: timing 'recorded' asked, but {reader.description} has no "
+                f"recorded timing (no usable {FRAMES_CSV}, OME DeltaT/TimeIncrement, ImageJ "
+                "finterval or NGFF t scale)"
+            )
+        _, n_c, n_z, h, w = reader.shape
+        spec = StackSpec(n_c, n_z, h, w, reader.dtype.name)
+        self._order = np.flatnonzero(playable)
+        self._ptimes = None if times is None else times[self._order]
+        self._stack = np.empty(spec.shape, spec.np_dtype)
         self._reader, self._spec, self._timing = reader, spec, timing
         self._times, self._offsets, self._csv = times, offsets, csv_path
         log.info(
-            "replay source open: %s, %d timepoints, %s timing%s%s", reader.description,
-            reader.shape[0], timing.value,
-            f" from {csv_path}" if csv_path is not None else "",
-            f" ({times[-1]:.4g} s recorded)" if times is not None else "",
+            "replay source open: %s, %d timepoints (%d replayable), %s timing%s%s",
+            reader.description, n_t, self._order.size, timing.value,
+            f" from {csv_path}" if csv_path is not None and frame_t is not None else "",
+            f" ({np.nanmax(times):.4g} s recorded)" if times is not None else "",
         )
-        return spec
+
+    def _timepoint_times(
+        self, reader: Reader, frame_t: np.ndarray | None, playable: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Times of the timepoints (estimated where not recorded) and per-frame offsets."""
+        n_t = reader.shape[0]
+        offsets = None
+        if frame_t is not None:
+            starts, offsets = _starts_and_offsets(frame_t)
+        elif reader.step_s is not None and math.isfinite(reader.step_s):
+            starts = np.arange(n_t) * reader.step_s
+        else:
+            return None, None
+        known = playable & np.isfinite(starts)
+        k_t = starts[known]
+        if k_t.size and np.any(np.diff(k_t) < 0):
+            at = int(np.flatnonzero(np.diff(k_t) < 0)[0])
+            raise ConfigError(
+                f"replay: recorded times of {reader.description} go backwards (timepoint "
+                f"{int(np.flatnonzero(known)[at + 1])} at {k_t[at + 1]:.6g} s after "
+                f"{k_t[at]:.6g} s)"
+            )
+        n_play = int(playable.sum())
+        if k_t.size == n_play:
+            times = np.where(playable, starts, np.nan)
+        elif k_t.size >= 2:
+            estimated, spacing = _estimate(starts, playable)
+            untimed = np.flatnonzero(playable & ~known)
+            self._counters.untimed = untimed.size
+            log.warning("replay: %d of %d replayable timepoints have no recorded time "
+                        "(timepoints %s): replayed at times estimated from their neighbours "
+                        "(recorded spacing %.4g s)", untimed.size, n_play,
+                        format_indices(untimed), spacing)
+            times = np.where(playable, estimated, np.nan)
+        else:
+            log.warning("replay: only %d of %d replayable timepoints have a recorded time: "
+                        "replayed at the commanded interval", k_t.size, n_play)
+            return None, None
+        return times - np.nanmin(times), offsets
 
     def start(self, interval_s: float) -> None:
-        """Start the replay clock now; the first recorded timepoint is due at once.
+        """Start the replay clock now; the first replayable timepoint is due at once.
 
         Raises
         ------
@@ -649,7 +466,8 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             raise SourceError("replay source: start() called before open()")
         self._interval = _checked_interval(interval_s)
         self._t0 = time.monotonic()
-        self._index = -1
+        self._pos = self._index = -1
+        self._first = True
         self._exhausted = False
         self._started = self._running = True
 
@@ -668,7 +486,11 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         self._interval = _checked_interval(interval_s)
 
     def next_timepoint(self, stop: StopFlag) -> float | None:
-        """Sleep until the next timepoint is due; return its time on the replay clock.
+        """Choose the next timepoint, read its stack, sleep until it is due; return its time
+        on the replay clock.
+
+        A stack that cannot be read is skipped (counted in ``timepoints_damaged``, the first
+        one logged as a WARNING) and the next one is chosen.
 
         Returns
         -------
@@ -685,49 +507,79 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             raise SourceError("replay source: next_timepoint() called before start()")
         if not self._running or self._exhausted or stop.is_set():
             return None
-        assert self._reader is not None
-        n_t = self._reader.shape[0]
-        nxt = self._index + 1
-        if nxt >= n_t:
-            self._end()
-            return None
-        now = time.monotonic()
-        interval = self._interval
-        if self._timing is ReplayTiming.RECORDED:
-            times = self._times
-            assert times is not None
-            if self._index < 0:
-                due, index = self._t0, 0
-            else:
-                due = max(self._due + interval, self._t0 + float(times[nxt]))
-                if due < now:
-                    self._counters.late += 1
-                    due = now
-                rec = due - self._t0
-                last_spacing = float(times[-1] - times[-2]) if n_t > 1 else 0.0
-                if rec > float(times[-1]) + 0.5 * last_spacing:
-                    self._end()
-                    return None
-                index = max(nxt, _nearest(times, rec))
-        else:
-            index = nxt
-            if self._index < 0 or interval == 0.0:
-                due = now
-            else:
-                due = self._due + interval
-                if due < now - interval:
-                    self._counters.late += 1
-                    due = now
+        nxt = self._pos + 1
+        while True:
+            chosen = self._choose(nxt)
+            if chosen is None:
+                return None
+            pos, due = chosen
+            self._counters.skipped += pos - nxt
+            if self._load(pos):
+                break
+            nxt = pos + 1
+            if stop.is_set():
+                return None
         while (remaining := due - time.monotonic()) > _SPIN_S:
             if stop.is_set():
                 return None
             time.sleep(min(remaining - _SPIN_S, _POLL_S))
         while time.monotonic() < due:  # at most _SPIN_S
             pass
-        self._counters.skipped += index - nxt
         self._counters.timepoints += 1
-        self._index, self._due = index, due
+        self._pos, self._index, self._due = pos, int(self._order[pos]), due
+        self._first = False
         return due
+
+    def _choose(self, nxt: int) -> tuple[int, float] | None:
+        """The position (in the playable order) of the next timepoint and when it is due;
+        None (and the replay ends) past the end of the recording."""
+        n = self._order.size
+        if nxt >= n:
+            self._end(nxt)
+            return None
+        now = time.monotonic()
+        interval = self._interval
+        if self._timing is ReplayTiming.RECORDED:
+            times = self._ptimes
+            assert times is not None
+            if self._first:
+                return nxt, self._t0 + float(times[nxt])
+            due = max(self._due + interval, self._t0 + float(times[nxt]))
+            if due < now:
+                self._counters.late += 1
+                due = now
+            rec = due - self._t0
+            last_spacing = float(times[-1] - times[-2]) if n > 1 else 0.0
+            if rec > float(times[-1]) + 0.5 * last_spacing:
+                self._end(nxt)
+                return None
+            return max(nxt, _nearest(times, rec)), due
+        if self._first or interval == 0.0:
+            return nxt, now
+        due = self._due + interval
+        if due < now - interval:
+            self._counters.late += 1
+            due = now
+        return nxt, due
+
+    def _load(self, pos: int) -> bool:
+        """Read the stack of playable position ``pos`` ahead; False if it cannot be read."""
+        assert self._reader is not None and self._stack is not None
+        index = int(self._order[pos])
+        t = time.perf_counter()
+        try:
+            self._reader.read_stack(index, self._stack)
+        except SourceError as exc:
+            self._counters.damaged += 1
+            if not self._read_failures_warned:
+                self._read_failures_warned = True
+                log.warning("replay: timepoint %d cannot be read, skipped (counted in "
+                            "timepoints_damaged; later ones only counted): %s", index, exc)
+            else:
+                log.debug("replay: timepoint %d cannot be read: %s", index, exc)
+            return False
+        self._counters.read_s += time.perf_counter() - t
+        return True
 
     def frame_order(self) -> Iterator[tuple[int, int]]:
         """Channel-major: every z of channel 0, then of channel 1, ..."""
@@ -737,7 +589,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
                 yield c, z
 
     def read_frame(self, c: int, z: int, out: np.ndarray) -> float:
-        """Read frame (c, z) of the current recorded timepoint into ``out`` (H, W).
+        """Copy frame (c, z) of the current recorded timepoint into ``out`` (H, W).
 
         Returns
         -------
@@ -747,11 +599,11 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         Raises
         ------
         SourceError
-            No current timepoint, ``c``/``z`` out of range, ``out`` of the wrong shape or
-            dtype (both named), or the file could not be read.
+            No current timepoint, ``c``/``z`` out of range, or ``out`` of the wrong shape or
+            dtype (both named).
         """
         spec = self.spec
-        if self._index < 0 or not self._started:
+        if self._index < 0 or not self._started or self._stack is None:
             raise SourceError("replay source: read_frame() called before next_timepoint()")
         if not (0 <= c < spec.channels and 0 <= z < spec.z_slices):
             raise SourceError(
@@ -763,10 +615,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
                 f"replay source: frame buffer {out.shape} {out.dtype}, expected "
                 f"{(spec.height, spec.width)} {spec.dtype}"
             )
-        assert self._reader is not None
-        t = time.perf_counter()
-        self._reader.read(self._index, c, z, out)
-        self._counters.read_s += time.perf_counter() - t
+        np.copyto(out, self._stack[c, z])
         self._counters.frames += 1
         if self._offsets is not None:
             return self._due + float(self._offsets[self._index, c, z])
@@ -782,37 +631,49 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         """Close the file. Safe to call twice, and on a source never opened."""
         self._running = False
         reader, self._reader = self._reader, None
+        self._stack = None
         if reader is not None:
             reader.close()
 
     def statistics(self) -> dict[str, float]:
-        """Counters since construction.
+        """Counters since construction (see the module docstring for how they add up).
 
-        Keys: ``timepoints`` (played), ``frames``, ``recorded_timepoints``,
-        ``timepoints_skipped`` (recorded timepoints passed over: slow interval or late
-        caller), ``timepoints_late`` (times the caller came back after the next timepoint was
+        Keys: ``timepoints`` (replayed), ``frames``, ``recorded_timepoints`` (declared by
+        the recording), ``timepoints_skipped`` (replayable ones passed over: slow interval or
+        late caller), ``timepoints_missing``, ``timepoints_damaged``,
+        ``timepoints_not_reached``, ``timepoints_untimed`` (replayable ones whose time was
+        estimated), ``frames_csv_bad_rows``, ``zarr_chunks_absent`` (replayed as the fill
+        value), ``timepoints_late`` (times the caller came back after the next timepoint was
         due), ``last_index`` (recorded timepoint last shown, -1 before), ``exhausted`` (1.0
-        once over), ``read_ms_mean`` (per frame).
+        once over), ``read_ms_mean`` (per stack read).
         """
         c = self._counters
+        accounted = c.timepoints + c.skipped + c.missing + c.damaged
         return {
             "timepoints": c.timepoints,
             "frames": c.frames,
             "recorded_timepoints": self.n_timepoints,
             "timepoints_skipped": c.skipped,
+            "timepoints_missing": c.missing,
+            "timepoints_damaged": c.damaged,
+            "timepoints_not_reached": max(0, self.n_timepoints - accounted),
+            "timepoints_untimed": c.untimed,
+            "frames_csv_bad_rows": c.csv_bad_rows,
+            "zarr_chunks_absent": c.chunks_absent,
             "timepoints_late": c.late,
             "last_index": self._index,
             "exhausted": 1.0 if self._exhausted else 0.0,
-            "read_ms_mean": 1e3 * c.read_s / c.frames if c.frames else 0.0,
+            "read_ms_mean": 1e3 * c.read_s / c.timepoints if c.timepoints else 0.0,
         }
 
     # ------------------------------------------------------------------ internals
 
-    def _end(self) -> None:
+    def _end(self, nxt: int) -> None:
+        """The recording is over; replayable timepoints not reached count as skipped."""
         if not self._exhausted:
+            self._counters.skipped += max(0, self._order.size - nxt)
             self._exhausted = True
-            log.info("replay source: recording over after %d timepoints (%d skipped)",
-                     self._counters.timepoints, self._counters.skipped)
+            log.info("replay source: %s", self.end_reason)
 
 
 def _nearest(times: np.ndarray, t: float) -> int:
