@@ -4,20 +4,51 @@
 ``rt-eda workers`` lists the selectable workers; ``rt-eda train-demo-model`` retrains the
 bundled demo model. Exit codes: 0 clean, 1 a fault during the run (summary still written),
 2 bad configuration or model (nothing started).
+
+Ctrl-C (SIGINT) and SIGTERM are taken from the first line of this module on: one that comes
+before the engine runs is handed to it (it stops before starting anything and writes its
+summary), one that comes after it has finished is ignored (the outputs are being written).
+Neither ever prints a traceback; ``--debug`` shows tracebacks of other errors.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import signal
 import sys
-from collections.abc import Sequence
+from pathlib import PurePath
+from types import FrameType
 from typing import Any
 
-from rt_eda import __version__
-from rt_eda.errors import ConfigError, ModelError, RtEdaError
+
+class _Interrupts:
+    """The command's SIGINT/SIGTERM handler while no engine has its own: records the signal
+    and passes it to the engine once there is one."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.engine: Any = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        reason = signal.Signals(signum).name
+        self.reasons.append(reason)
+        if self.engine is not None:
+            self.engine.request_stop(reason)
+
+
+_INTERRUPTS = _Interrupts()
+# As early as the command can (before the imports), but only when this is the command
+# (``rt-eda`` or ``python -m rt_eda.cli``), never on a plain import.
+if __name__ == "__main__" or PurePath(sys.argv[0]).name == "rt-eda":
+    signal.signal(signal.SIGINT, _INTERRUPTS)
+    signal.signal(signal.SIGTERM, _INTERRUPTS)
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from rt_eda import __version__  # noqa: E402
+from rt_eda.errors import ConfigError, ModelError, RtEdaError  # noqa: E402
 
 __all__ = ["main"]
 
@@ -110,47 +141,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.flush()
 
     engine = Engine(config, on_status=show)
-    code = engine.run()
-    # The run is over; what remains (summary, report) takes a moment and must not be cut
-    # short by a late Ctrl-C.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for reason in _INTERRUPTS.reasons:  # a Ctrl-C while the configuration was read
+        engine.request_stop(reason)
+    _INTERRUPTS.engine = engine
+    code = engine.run()  # writes every output (summary, run folder, profile) itself
+    _INTERRUPTS.engine = None  # from here on a late Ctrl-C is ignored
     if tty:
         sys.stdout.write("\n")
-    if engine.summary and config.run.summary:
-        engine.write_summary(config.run.summary)
-    if engine.summary and config.run.profile:
-        print(engine.write_profile(config.run.profile).read_text(), end="")
-    if engine.summary and config.run.save:
-        _finish_recording(config, engine.summary)
+    if code == EXIT_BAD_INPUT:  # nothing started: the lines that say why, once
+        _print_summary({}, engine.errors, code)
+        return code
+    _print_outputs(config, engine.outputs)
     _print_summary(engine.summary, engine.errors, code)
     return code
 
 
-def _finish_recording(config: Any, summary: dict[str, Any]) -> None:
-    """Summary and report into the run folder (the writer has written the rest)."""
-    from rt_eda.recording import write_summary
-    from rt_eda.report import write_report
-    from rt_eda.sources import make_source
-
-    folder = config.run.save
-    write_summary(folder, summary)
-    if not summary.get("started") or not summary.get("frames_written"):
-        print(f"saved to {folder} (no frames: the run ended before acquisition)")
+def _print_outputs(config: Any, outputs: Any) -> None:
+    """The profile's text and where the run folder is (what the engine wrote)."""
+    if outputs is None:
         return
-    events = None
-    source = make_source(config)
-    schedule = getattr(source, "events", None)
-    if schedule is not None:  # the synthetic source knows its ground truth
-        span = float(summary.get("acquisition_s", 0.0))
-        events = [(e.start_s, min(e.duration_s, span - e.start_s))
-                  for e in schedule if e.start_s <= span]
-    try:
-        path = write_report(folder, summary, events)
-    except (OSError, ValueError, RtEdaError) as exc:
-        log.error("run report not written: %s", exc)
-        return
-    print(f"saved to {folder} (report: {path})")
+    profile = outputs.paths.get("profile")
+    if profile is not None:
+        try:
+            print(profile.read_text(), end="")
+        except OSError as exc:
+            log.error("profile %s not readable: %s", profile, exc)
+    if config.run.save and "run_summary" in outputs.paths:
+        report = outputs.paths.get("report")
+        if report is not None:
+            print(f"saved to {config.run.save} (report: {report})")
+        elif any(s.startswith("report (no frames") for s in outputs.skipped):
+            print(f"saved to {config.run.save} (no frames: the run ended before acquisition)")
+        else:
+            print(f"saved to {config.run.save} (no report)")
 
 
 def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
@@ -295,7 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "%(message)s" if debug else "%(levelname)s: %(message)s")
     try:
         if args.command == "run":
-            return _cmd_run(args)
+            return _run_quietly(args, debug)
+        # Other commands: Ctrl-C interrupts them at once (and quietly, see below).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if _INTERRUPTS.reasons:
+            return 130
         if args.command == "workers":
             return _cmd_workers(args)
         if args.command == "bench":
@@ -314,8 +342,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"rt-eda: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        return 130
+    except RtEdaError as exc:  # a fault outside a run's own handling: one line, exit 1
+        if debug:
+            raise
+        print(f"rt-eda: error: {exc}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _run_quietly(args: argparse.Namespace, debug: bool) -> int:
+    """``rt-eda run`` with SIGINT/SIGTERM taken by :class:`_Interrupts` (and the engine)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in saved:
+        signal.signal(s, _INTERRUPTS)
+    try:
+        return _cmd_run(args)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

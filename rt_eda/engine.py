@@ -41,6 +41,7 @@ from rt_eda.errors import ConfigError, ModelError, RingClosedError, RtEdaError, 
 from rt_eda.interpreters import make_interpreter
 from rt_eda.latency import percentiles
 from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
+from rt_eda.outputs import WrittenOutputs
 from rt_eda.process import RoleChannels
 from rt_eda.queues import MessageQueue
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec, sweep_stale_blocks
@@ -171,6 +172,11 @@ class Engine:
         self._session: Path | None = None
         self._writer_stats: dict[str, Any] = {}
         self._salvaged = 0
+        self._bad_input = False
+        self._hurry = False  # a second Ctrl-C: kill what still runs, write what is known
+        self._cut_short = False  # a role was killed because of it
+        self._may_interrupt = False  # a second Ctrl-C may raise KeyboardInterrupt now
+        self.outputs: WrittenOutputs | None = None
 
     # -- public --------------------------------------------------------------------------
     def run(self) -> int:
@@ -249,6 +255,10 @@ class Engine:
         self._worker = cls(worker_settings(self.config))
         if isinstance(spec, StackSpec):
             self._worker.check(spec)  # ModelError / ConfigError: exit 2, nothing started
+        if self.config.run.save:  # last: a folder is created only for a run that starts
+            from rt_eda.recording import prepare_save_dir
+
+            prepare_save_dir(self.config.run.save)
 
     def _run(self, log_queue: Any) -> int:
         cfg = self.config
@@ -272,11 +282,16 @@ class Engine:
             spec = StackSpec(**json.loads(spec_event["camera"]))
             self._spec = spec
             try:
-                self._worker.check(spec)
+                with self._interruptible():
+                    self._worker.check(spec)
             except (ConfigError, ModelError) as exc:
                 self.errors.append(str(exc))
                 log.error("%s", exc)
+                self._bad_input = True
                 return EXIT_BAD_INPUT
+            except KeyboardInterrupt:  # a second Ctrl-C while the model is checked
+                self._finish(started=False)
+                return self._exit_code()
             slots = ring_slots(cfg, spec)
             self._ring = StackRing.create(spec, slots)
             log.info("ring %s: %d slots of %s %s (%.1f MiB)", self._ring.name, slots,
@@ -366,11 +381,17 @@ class Engine:
                "TF_CPP_MIN_LOG_LEVEL": "2"}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
+        # The child ignores SIGINT from its first instruction: an ignored signal stays
+        # ignored across fork and exec (and Python keeps it so), so a Ctrl-C that reaches the
+        # whole process group while the child imports cannot kill it; it leaves on the
+        # engine's word. (A Ctrl-C in these few milliseconds is not seen by the engine.)
+        on_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             process = self._ctx.Process(target=target, args=args, daemon=False,
                                         name=f"{role}-{index}")
             process.start()
         finally:
+            signal.signal(signal.SIGINT, on_sigint)
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -489,7 +510,9 @@ class Engine:
         error = how + (f": {detail}" if detail else "")
         self._viewer_exits += 1
         self._viewer_last_error = error
-        again = restart and not self._stop_requested and child.restarts < MAX_VIEWER_RESTARTS
+        shown = child.ready  # it had shown its window (one that cannot start will not now)
+        again = (restart and shown and not self._stop_requested
+                 and child.restarts < MAX_VIEWER_RESTARTS)
         if again:
             log.warning("viewer died (%s); starting it again (the run goes on)", error)
             from rt_eda.viewer import run as viewer_run
@@ -541,16 +564,30 @@ class Engine:
     def _join(self, children: list[_Child], timeout: float = _JOIN_S) -> None:
         deadline = time.monotonic() + timeout
         for c in children:
-            while c.process.is_alive() and time.monotonic() < deadline:
+            while c.process.is_alive() and time.monotonic() < deadline and not self._hurry:
                 self._next_event(0.05)
                 self._drain_orphaned_results()
-            if c.process.is_alive():
+            if c.process.is_alive() and self._hurry:
+                self._kill_cut_short(c)
+            elif c.process.is_alive():
                 self._fault_msg(f"{c.role} {c.index} did not stop within {timeout:.0f} s; "
                                 "terminated")
                 c.process.terminate()
                 c.process.join(5)
         while self._next_event(0.0) is not None:
             pass
+
+    def _kill_cut_short(self, c: _Child) -> None:
+        """A second Ctrl-C: kill a role that is still running (its report is lost)."""
+        if not self._cut_short:
+            msg = ("cut short by a second Ctrl-C: roles still running were killed; the "
+                   "counts and the recording may be incomplete")
+            self.errors.append(msg)
+            log.warning("%s", msg)
+        self._cut_short = True
+        log.warning("killing %s %d (cut short)", c.role, c.index)
+        c.process.kill()
+        c.process.join(5)
 
     def _salvage(self) -> None:
         """The writer died (not of a full disk: that one releases its pins): persist the
@@ -569,7 +606,7 @@ class Engine:
                         stack = pin.next_any(timeout=0.0)
                     except RingClosedError:
                         break
-                    if stack is None:
+                    if stack is None or self._hurry:
                         break
                     if recording is None:
                         folder = prepare_save_dir(Path(self.config.run.save) / "salvage")
@@ -606,7 +643,9 @@ class Engine:
             remove_session(self._session)
             self._session = None
         for c in self._children:
-            if c.process.is_alive():
+            if c.process.is_alive() and self._hurry:
+                self._kill_cut_short(c)
+            elif c.process.is_alive():
                 c.process.kill()
             c.process.join(5)
         for shared in (self._ring, self._out_ring, self._trace):
@@ -675,9 +714,29 @@ class Engine:
             self._stop_requested = f"fault: {message}"
 
     def _exit_code(self) -> int:
-        if getattr(self, "_bad_input", False):
+        if self._bad_input:
             return EXIT_BAD_INPUT
-        return EXIT_FAULT if self._fault else EXIT_OK
+        return EXIT_FAULT if self._fault or self._cut_short else EXIT_OK
+
+    def _write_outputs(self) -> None:
+        """Every output of the run, each attempted whatever happens to the others (bad
+        input writes none: nothing started)."""
+        from rt_eda.outputs import write_outputs
+
+        if self._bad_input:
+            return
+        if not self.summary:
+            self._build_summary(started=False)
+        self.summary["cut_short"] = self._cut_short
+        self.summary["errors"] = list(self.errors)
+        self.outputs = write_outputs(self.config, self.summary, self.write_profile,
+                                     full=not self._cut_short)
+        for line in self.outputs.failures:
+            log.error("%s", line)
+            if line not in self.errors:
+                self.errors.append(line)
+            self._fault = True
+        self.summary["errors"] = list(self.errors)
 
     # -- summary ---------------------------------------------------------------------------
     def _build_summary(self, started: bool) -> None:
@@ -729,6 +788,7 @@ class Engine:
             # Beyond the contract:
             "started": started,
             "stop_reason": self._stop_requested,
+            "cut_short": self._cut_short,
             "worker": cfg.analysis.worker,
             "source": cfg.camera.source,
             "stack_shape": list(self._spec.shape) if self._spec else None,
@@ -821,21 +881,22 @@ class Engine:
         return path
 
     def write_summary(self, path: str | Path) -> None:
-        """Write the summary as JSON (creating parent folders)."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.summary, indent=2) + "\n")
-        tmp.replace(p)
+        """Write the summary as JSON, atomically (creating parent folders); :meth:`run`
+        already writes it to ``run.summary``. Raises OSError if it cannot be written."""
+        from rt_eda.outputs import write_json_atomic
+
+        write_json_atomic(path, self.summary)
 
     # -- plumbing --------------------------------------------------------------------------
     @contextmanager
     def _signal_handlers(self) -> Iterator[None]:
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            self._signals += 1
-            if self._signals >= 2 and signum == signal.SIGINT:
-                raise KeyboardInterrupt  # second Ctrl-C: leave now (cleanup still runs)
-            self._stop_requested = self._stop_requested or signal.Signals(signum).name
+            self.request_stop(signal.Signals(signum).name)
+            if self._hurry and self._may_interrupt:
+                # A second Ctrl-C inside a long call that does not poll (a model loaded in
+                # this process): leave it; the caller knows nothing has started.
+                self._may_interrupt = False
+                raise KeyboardInterrupt
 
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         for s in saved:
@@ -845,6 +906,18 @@ class Engine:
         finally:
             for s, h in saved.items():
                 signal.signal(s, h)
+
+    @contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """A region where a second Ctrl-C may raise KeyboardInterrupt (the caller catches
+        it): a long call that polls nothing and starts nothing."""
+        if self._hurry:
+            raise KeyboardInterrupt
+        self._may_interrupt = True
+        try:
+            yield
+        finally:
+            self._may_interrupt = False
 
     @contextmanager
     def _log_listener(self) -> Iterator[Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import subprocess
@@ -12,18 +14,57 @@ from typing import Any
 
 from rt_eda.shm import list_blocks
 
+# Only this test session's processes count (other runs may share the machine): this process
+# becomes a subreaper, so a role orphaned by its engine is re-parented here, not to init,
+# and "ours" means "a descendant of this process".
+_PR_SET_CHILD_SUBREAPER = 36
+if sys.platform == "linux":
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _stat(pid: int) -> tuple[str, int]:
+    """(state, parent pid) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
+def _descends_from_us(pid: int) -> bool:
+    me = os.getpid()
+    for _ in range(64):
+        try:
+            _, pid = _stat(pid)
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == me:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
 
 def role_processes() -> list[str]:
-    """Kernel names of live rt-eda role processes (any process named rt-eda-*)."""
+    """Kernel names of live rt-eda role processes (named rt-eda-*) of this test session.
+
+    Roles orphaned here that have exited are reaped (they are never a test's own child)."""
     names = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                comm = (entry / "comm").read_text().strip()
-            except OSError:
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            comm = (entry / "comm").read_text().strip()
+            if not comm.startswith("rt-eda-"):
                 continue
-            if comm.startswith("rt-eda-"):
-                names.append(f"{entry.name}:{comm}")
+            state, ppid = _stat(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+        if state == "Z":
+            if ppid == os.getpid():
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            continue
+        if _descends_from_us(pid):
+            names.append(f"{pid}:{comm}")
     return names
 
 

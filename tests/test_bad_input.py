@@ -1,0 +1,196 @@
+"""Bad input, as a hostile user gives it: every class refused before anything starts (exit 2,
+one line naming the flag or key, the path or value and why, no traceback, nothing started),
+and outputs that fail after the run never cost the others (exit 1, every failure listed)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from engine_helpers import (
+    assert_clean,
+    assert_counts_add_up,
+    role_processes,
+    rt_eda,
+    start_rt_eda,
+    summary,
+    wait_for_role,
+)
+
+from rt_eda.shm import list_blocks
+
+SMALL = ["--worker", "ImageWorker", "--no-viewer", "--set", "camera.synthetic.height=64",
+         "--set", "camera.synthetic.width=64"]
+
+
+def problem_lines(stderr: str) -> list[str]:
+    """What the command said, without its INFO log lines."""
+    return [line for line in stderr.splitlines() if line and not line.startswith("INFO")]
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    """Exit 2, one line that holds every word, no traceback, no role process."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = problem_lines(proc.stderr)
+    assert len(lines) == 1, lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert role_processes() == []
+    return lines[0]
+
+
+@contextlib.contextmanager
+def read_only_mount(path: Path) -> Iterator[bool]:
+    """A read-only tmpfs at ``path`` (True), or False where mounting is not allowed."""
+    path.mkdir()
+    mount = shutil.which("mount")
+    if mount is None or os.geteuid() != 0:
+        yield False
+        return
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+# -- item 1: output paths -----------------------------------------------------------------
+
+def test_unwritable_output_paths_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    before = {n for n, _ in list_blocks()}
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    folder = tmp_path / "afolder"
+    folder.mkdir()
+    (folder / "profile.json").mkdir()  # a folder where the profile's file goes
+    run = tmp_path / "run"
+    cases: list[tuple[list[str], list[str]]] = [
+        (["--save", str(run), "--summary", str(afile / "s.json")],
+         ["--summary", str(afile / "s.json"), "is a file, not a folder"]),
+        (["--summary", str(afile / "deeper" / "s.json")],
+         ["--summary", str(afile), "is a file, not a folder"]),
+        (["--save", str(run), "--profile", str(afile / "p")],
+         ["--profile", str(afile / "p"), "is a file, not a folder"]),
+        (["--save", str(afile / "run")], ["--save", str(afile), "is a file, not a folder"]),
+        (["--save", str(run), "--summary", str(folder)],
+         ["--summary", str(folder), "is a folder; expected a file name"]),
+        (["--profile", str(afile)], ["--profile", str(afile), "expected a folder"]),
+        (["--profile", str(folder)], ["--profile", str(folder / "profile.json"), "folder"]),
+        (["--summary", "/dev/null"], ["--summary", "/dev/null", "device"]),
+        (["--save", str(run), "--summary", "/proc/rt-eda-test/s.json"],
+         ["--summary", "/proc/rt-eda-test/s.json", "cannot create files in /proc"]),
+        (["--save", "/dev/null/run"], ["--save", "/dev/null", "not a folder"]),
+    ]
+    for args, words in cases:
+        proc = rt_eda(*args, "--duration", "1", *SMALL, cwd=tmp_path, timeout=60)
+        assert_refused(proc, *words)
+        assert not run.exists(), args  # nothing was created for a run that never started
+    with read_only_mount(tmp_path / "ro") as mounted:
+        if mounted:
+            ro = tmp_path / "ro"
+            for args, flag in [(["--summary", str(ro / "s.json")], "--summary"),
+                               (["--save", str(ro / "run")], "--save"),
+                               (["--profile", str(ro / "prof")], "--profile")]:
+                proc = rt_eda(*args, "--duration", "1", *SMALL, cwd=tmp_path, timeout=60)
+                assert_refused(proc, flag, str(ro), "Read-only file system")
+    assert_clean(before)
+    if not mounted:
+        pytest.skip("read-only members not tried: mounting a read-only tmpfs needs root")
+
+
+def test_outputs_that_fail_after_the_run_do_not_cost_the_others(tmp_path: Path) -> None:
+    """Sabotage three outputs while the run goes: each failure is one line and listed in
+    the summary's errors (exit 1), and every other output is still written."""
+    before = {n for n, _ in list_blocks()}
+    run, out, prof = tmp_path / "run", tmp_path / "out", tmp_path / "prof"
+    out.mkdir()
+    proc = start_rt_eda("--save", str(run), "--summary", str(out / "s.json"), "--profile",
+                        str(prof), "--duration", "4", "--interpreter", "manual",
+                        "--interval", "0.05", *SMALL, cwd=tmp_path)
+    try:
+        wait_for_role("interp")
+        shutil.rmtree(out)
+        out.write_text("the summary's folder is a file now\n")
+        prof.write_text("the profile's folder is a file now\n")
+        (run / "report.png").mkdir()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    s = summary(run / "summary.json")  # the run folder's summary is written
+    assert_counts_add_up(s)
+    failures = [e for e in s["errors"] if "not written" in e]
+    assert len(failures) == 3, s["errors"]
+    assert any(e.startswith("run report in") for e in failures)
+    assert any(e.startswith("profile in") for e in failures)
+    assert any(e.startswith(f"--summary {out / 's.json'}") for e in failures)
+    for line in failures:  # each logged as one line
+        assert sum(line in x for x in err.splitlines() if x.startswith("ERROR")) == 1, line
+    assert (run / "frames.csv").exists()
+    assert s["frames_written"] == s["frames_acquired"] > 0
+    assert_clean(before)
+
+
+def test_a_run_folder_summary_that_fails_is_listed_in_the_summary_file(tmp_path: Path) -> None:
+    before = {n for n, _ in list_blocks()}
+    run, out, prof = tmp_path / "run", tmp_path / "s.json", tmp_path / "prof"
+    proc = start_rt_eda("--save", str(run), "--summary", str(out), "--profile", str(prof),
+                        "--duration", "3", "--interpreter", "manual", "--interval", "0.05",
+                        *SMALL, cwd=tmp_path)
+    try:
+        wait_for_role("interp")
+        (run / "summary.json").mkdir()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    s = summary(out)
+    assert_counts_add_up(s)
+    assert [e for e in s["errors"] if "not written" in e] == [
+        e for e in s["errors"] if e.startswith(f"summary in {run}")], s["errors"]
+    assert len(s["errors"]) == 1, s["errors"]
+    assert (run / "report.png").is_file() and (run / "report.json").is_file()
+    assert (prof / "profile.json").is_file() and (prof / "profile.txt").is_file()
+    assert "Traceback" not in err
+    assert_clean(before)
+
+
+def test_engine_run_leaves_the_run_folder_finished(tmp_path: Path) -> None:
+    """A Python user driving Engine gets the same run folder as the command line."""
+    before = {n for n, _ in list_blocks()}
+    code = textwrap.dedent(f"""
+        import sys
+        from rt_eda.config import load_config
+        from rt_eda.engine import Engine
+        cfg = load_config(None).with_overrides({{
+            "analysis.worker": "ImageWorker", "viewer.enabled": False, "run.duration": 2.0,
+            "camera.synthetic.height": 64, "camera.synthetic.width": 64,
+            "interpreter.kind": "manual", "camera.interval": 0.05,
+            "run.save": {str(tmp_path / "run")!r},
+        }})
+        sys.exit(Engine(cfg).run())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "run"
+    for name in ("summary.json", "report.png", "report.json", "frames.csv", "config.toml"):
+        assert (run / name).is_file(), name
+    s = json.loads((run / "summary.json").read_text())
+    assert_counts_add_up(s)
+    assert s["errors"] == [] and s["cut_short"] is False
+    assert_clean(before)
