@@ -1,16 +1,20 @@
-"""Image-source benchmarks against Micro-Manager's DemoCamera, each beside a bare pymmcore-plus
-baseline measured in the same run, same process, same camera settings.
+"""Image-source benchmarks against Micro-Manager's DemoCamera: each times one source
+operation, beside a bare pymmcore-plus baseline timed the same way in the same run, same
+process, same camera settings.
 
     pytest bench/test_sources_bench.py --benchmark-only [--quick] -p no:cacheprovider
 
-- free-run throughput: frames/s through ``MicroManagerSource.read_frame`` into a ring-sized
-  numpy buffer vs a bare ``popNextImage`` loop, spinning and sleeping 0.2 ms when no frame
-  waits as the source does (target: ratio >= 0.9). 512x512 uint16,
-  exposure 1 ms; with the DemoCamera's ``FastImage=1`` (the camera reuses its image, so the
-  camera is not the bottleneck) and with its default generated images;
-- achieved interval error ``|achieved - requested|`` p50/p99 at a fast interval (20 ms:
-  sequence acquisition, decimated) and a slow one (200 ms: timed snaps), vs a bare loop of
-  ``time.sleep``-scheduled ``snapImage`` calls (targets: p99 <= 2 ms fast, <= 10 ms slow).
+- ``test_frame_read``: one free-run frame through ``MicroManagerSource`` (``next_timepoint``
+  + ``read_frame`` into a ring-sized numpy buffer) vs a bare ``popNextImage`` loop, spinning,
+  and sleeping 0.2 ms when no frame waits as the source does (target: the source's frame rate
+  >= 0.9 x the bare loop's). 512x512 uint16, exposure 1 ms; with the DemoCamera's
+  ``FastImage=1`` (the camera reuses its image, so the camera is not the bottleneck) and with
+  its default generated images;
+- ``test_timepoint``: one timepoint at a requested interval, a fast one (20 ms: sequence
+  acquisition, decimated) and a slow one (200 ms: timed snaps): the round times are the
+  achieved intervals, so their spread is the interval error; vs a bare loop of
+  ``time.sleep``-scheduled ``snapImage`` calls (targets: error p99 <= 2 ms fast, <= 10 ms
+  slow).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench_timing import figures, median, pct, per_op, times
 
 from rt_eda.sources.micromanager import (
     DEMO_CONFIG_NAME,
@@ -36,11 +41,6 @@ NEVER = threading.Event()
 SLOTS = 8
 
 
-def pct(values: Any, q: float) -> float:
-    arr = np.asarray(values, dtype=np.float64)
-    return float(np.percentile(arr, q)) if arr.size else float("nan")
-
-
 def bare_core(fast_image: bool) -> Any:
     from pymmcore_plus import CMMCorePlus
 
@@ -52,136 +52,151 @@ def bare_core(fast_image: bool) -> Any:
     return core
 
 
-def bare_freerun(fast_image: bool, duration: float, poll_s: float = 0.0) -> dict[str, float]:
-    """popNextImage in a tight loop (``poll_s`` 0: spinning; else sleeping that long when no
-    frame is waiting, as the source does): frames/s and CPU milliseconds per frame."""
-    core = bare_core(fast_image)
-    try:
-        core.startContinuousSequenceAcquisition(0)
-        n = 0
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        while time.perf_counter() - t0 < duration:
-            if core.getRemainingImageCount():
-                core.popNextImage()
-                n += 1
-            elif poll_s:
+def bare_pop(core: Any, poll_s: float) -> Any:
+    """Wait for the camera's next frame and pop it (``poll_s`` 0: spinning; else sleeping
+    that long while no frame waits, as the source does)."""
+
+    def pop_one() -> None:
+        while not core.getRemainingImageCount():
+            if poll_s:
                 time.sleep(poll_s)
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        core.stopSequenceAcquisition()
-    finally:
-        core.unloadAllDevices()
-    return {"fps": n / elapsed, "cpu_ms_per_frame": 1e3 * cpu / max(n, 1)}
+        core.popNextImage()
+
+    return pop_one
 
 
-def source_freerun(fast_image: bool, duration: float) -> dict[str, float]:
-    """MicroManagerSource free-run into a ring-sized buffer: frames/s, CPU, frames lost."""
+@pytest.mark.parametrize("fast_image", [True, False], ids=["FastImage", "generated"])
+def test_frame_read(benchmark: Any, quick: bool, report: Any, fast_image: bool) -> None:
+    """Timed: one free-run frame through ``MicroManagerSource`` (``next_timepoint``, then
+    ``read_frame`` into one of 8 ring-sized buffers): the wait for the camera's next frame
+    and its copy; rounds x iterations, per frame.
+
+    Baselines, same rounds x iterations, in the same process with the same settings: a bare
+    ``popNextImage`` loop, spinning, and sleeping 0.2 ms while no frame waits.
+    """
+    if fast_image:
+        rounds, iterations = (5, 50) if quick else (10, 200)
+    else:
+        rounds, iterations = (3, 20) if quick else (10, 50)
     source = MicroManagerSource(MicroManagerSettings(
         exposure_ms=1.0, properties=(("Camera", "FastImage", "1" if fast_image else "0"),)))
     ring = np.empty((SLOTS, 1, 1, 512, 512), np.uint16)
+    step = iter(range(1 << 62))
     try:
         source.open()
         source.start(0.0)
-        n = 0
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        while time.perf_counter() - t0 < duration:
+
+        def read_frame() -> None:
             source.next_timepoint(NEVER)
-            source.read_frame(0, 0, ring[n % SLOTS, 0, 0])
-            n += 1
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            source.read_frame(0, 0, ring[next(step) % SLOTS, 0, 0])
+
+        benchmark.pedantic(read_frame, rounds=rounds, iterations=iterations, warmup_rounds=1)
         source.stop()
         stats = source.statistics()
     finally:
         source.close()
-    return {"fps": n / elapsed, "cpu_ms_per_frame": 1e3 * cpu / max(n, 1),
-            "lost": stats["mm_frames_lost"]}
-
-
-@pytest.mark.parametrize("fast_image", [True, False], ids=["FastImage", "generated"])
-def test_freerun_throughput(benchmark: Any, quick: bool, report: Any, fast_image: bool) -> None:
-    duration = 1.0 if quick else 3.0
-    rounds = 1 if quick else 2
-
-    def experiment() -> dict[str, Any]:
-        bare, polled, src = [], [], []
-        for _ in range(rounds):  # alternate, so drift in machine load hits all three
-            bare.append(bare_freerun(fast_image, duration))
-            polled.append(bare_freerun(fast_image, duration, poll_s=0.0002))
-            src.append(source_freerun(fast_image, duration))
-        bare_fps = float(np.mean([b["fps"] for b in bare]))
-        polled_fps = float(np.mean([b["fps"] for b in polled]))
-        src_fps = float(np.mean([s["fps"] for s in src]))
-        return {
-            "camera": "DemoCamera FastImage=1" if fast_image else "DemoCamera generated",
-            "bare_fps": bare_fps, "bare_sleeping_fps": polled_fps, "source_fps": src_fps,
-            "ratio": src_fps / bare_fps, "ratio_vs_sleeping": src_fps / polled_fps,
-            "bare_cpu_ms_per_frame": float(np.mean([b["cpu_ms_per_frame"] for b in bare])),
-            "source_cpu_ms_per_frame": float(np.mean([s["cpu_ms_per_frame"] for s in src])),
-            "source_frames_lost": sum(s["lost"] for s in src), "seconds": duration * rounds,
-        }
-
-    result = benchmark.pedantic(experiment, rounds=1, iterations=1)
+    source_t = times(benchmark)
+    base: dict[str, np.ndarray] = {}
+    for name, poll_s in (("bare", 0.0), ("bare_sleeping", 0.0002)):
+        core = bare_core(fast_image)
+        try:
+            core.startContinuousSequenceAcquisition(0)
+            base[name] = per_op(bare_pop(core, poll_s), rounds=rounds, iterations=iterations,
+                                warmup_rounds=1)
+            core.stopSequenceAcquisition()
+        finally:
+            core.unloadAllDevices()
+    result = {
+        "camera": "DemoCamera FastImage=1" if fast_image else "DemoCamera generated",
+        **figures(source_t, "read_frame"), **figures(base["bare"], "bare_pop"),
+        **figures(base["bare_sleeping"], "bare_sleeping_pop"),
+        "source_fps": 1 / float(np.mean(source_t)),
+        "bare_fps": 1 / float(np.mean(base["bare"])),
+        "bare_sleeping_fps": 1 / float(np.mean(base["bare_sleeping"])),
+        "ratio": median(base["bare"]) / median(source_t),
+        "ratio_vs_sleeping": median(base["bare_sleeping"]) / median(source_t),
+        "source_frames_lost": stats["mm_frames_lost"],
+    }
     benchmark.extra_info.update(result)
-    report("mm-demo free-run 512x512 uint16, exposure 1 ms: source vs bare popNextImage "
-           "(target ratio >= 0.9)", result)
+    report("mm-demo free-run 512x512 uint16, exposure 1 ms: one frame through the source vs "
+           "bare popNextImage (target ratio >= 0.9)", {
+               "camera": result["camera"], "source us": result["read_frame_median_us"],
+               "bare us": result["bare_pop_median_us"],
+               "bare sleeping us": result["bare_sleeping_pop_median_us"],
+               "source fps": result["source_fps"], "bare fps": result["bare_fps"],
+               "ratio": result["ratio"], "ratio vs sleeping": result["ratio_vs_sleeping"],
+               "lost": result["source_frames_lost"],
+           })
 
 
 def bare_snap_errors(interval: float, n: int) -> list[float]:
     """``time.sleep`` to each due time, then snapImage: |achieved - requested| in ms."""
     core = bare_core(True)
     try:
-        times = []
+        stamps = []
         due = time.monotonic()
         for _ in range(n):
             time.sleep(max(0.0, due - time.monotonic()))
-            times.append(time.monotonic())
+            stamps.append(time.monotonic())
             core.snapImage()
             core.getImage()
             due += interval
     finally:
         core.unloadAllDevices()
-    return list(np.abs(np.diff(times) - interval) * 1e3)
+    return list(np.abs(np.diff(stamps) - interval) * 1e3)
 
 
-def source_interval_stats(interval: float, n: int) -> dict[str, Any]:
+@pytest.mark.parametrize(("interval", "target_p99"), [(0.02, 2.0), (0.2, 10.0)],
+                         ids=["fast-20ms", "slow-200ms"])
+def test_timepoint(benchmark: Any, quick: bool, report: Any, interval: float,
+                   target_p99: float) -> None:
+    """Timed: one timepoint of ``MicroManagerSource`` at ``interval`` (``next_timepoint``,
+    which waits until it is due, then ``read_frame``), one per round (rounds x 1 iteration):
+    each round lasts one achieved interval, so the mean is the interval kept and the spread
+    (min, max, stddev) its error.
+
+    Baseline, same number of timepoints: a bare loop of ``time.sleep`` to each due time then
+    ``snapImage``. ``extra_info``: |achieved - requested| from the round times, from the
+    source's own exposure times, and from the bare loop.
+    """
+    seconds = 1.5 if quick else 6.0
+    n = max(8, round(seconds / interval))
     source = MicroManagerSource(MicroManagerSettings(
         exposure_ms=1.0, properties=(("Camera", "FastImage", "1"),)))
     out = np.empty((512, 512), np.uint16)
     try:
         source.open()
         source.start(interval)
-        for _ in range(n):
+
+        def timepoint() -> None:
             source.next_timepoint(NEVER)
             source.read_frame(0, 0, out)
+
+        benchmark.pedantic(timepoint, rounds=n, warmup_rounds=2)
         mode = source.mode
         source.stop()
         stats = source.statistics()
     finally:
         source.close()
-    return {"mode": str(mode), **stats}
-
-
-@pytest.mark.parametrize(("interval", "target_p99"), [(0.02, 2.0), (0.2, 10.0)],
-                         ids=["fast-20ms", "slow-200ms"])
-def test_interval_error(benchmark: Any, quick: bool, report: Any, interval: float,
-                        target_p99: float) -> None:
-    seconds = 1.5 if quick else 6.0
-    n = max(8, round(seconds / interval))
-
-    def experiment() -> dict[str, Any]:
-        stats = source_interval_stats(interval, n)
-        bare = bare_snap_errors(interval, n)
-        return {
-            "interval_ms": interval * 1e3, "mode": stats["mode"], "timepoints": n,
-            "source_p50_ms": stats["interval_error_ms_p50"],
-            "source_p99_ms": stats["interval_error_ms_p99"],
-            "source_max_ms": stats["interval_error_ms_max"],
-            "target_p99_ms": target_p99,
-            "bare_snap_p50_ms": pct(bare, 50), "bare_snap_p99_ms": pct(bare, 99),
-            "late": stats["timepoints_late"], "decimated": stats["mm_frames_skipped"],
-            "lost": stats["mm_frames_lost"],
-        }
-
-    result = benchmark.pedantic(experiment, rounds=1, iterations=1)
+    achieved = times(benchmark)
+    errors = np.abs(achieved - interval) * 1e3
+    bare = bare_snap_errors(interval, n)
+    result = {
+        "interval_ms": interval * 1e3, "mode": str(mode), "timepoints": n,
+        **figures(achieved, "timepoint", "ms"),
+        "round_error_p50_ms": pct(errors, 50), "round_error_p99_ms": pct(errors, 99),
+        "source_p50_ms": stats["interval_error_ms_p50"],
+        "source_p99_ms": stats["interval_error_ms_p99"],
+        "source_max_ms": stats["interval_error_ms_max"],
+        "target_p99_ms": target_p99,
+        "bare_snap_p50_ms": pct(bare, 50), "bare_snap_p99_ms": pct(bare, 99),
+        "late": stats["timepoints_late"], "decimated": stats["mm_frames_skipped"],
+        "lost": stats["mm_frames_lost"],
+    }
     benchmark.extra_info.update(result)
-    report("mm-demo achieved interval error |achieved - requested| (ms), exposure 1 ms",
-           result)
+    report("mm-demo achieved interval error |achieved - requested| (ms), exposure 1 ms", {
+        k: result[k] for k in ("interval_ms", "mode", "timepoints", "timepoint_mean_ms",
+                               "round_error_p50_ms", "round_error_p99_ms", "source_p50_ms",
+                               "source_p99_ms", "source_max_ms", "target_p99_ms",
+                               "bare_snap_p50_ms", "bare_snap_p99_ms", "late", "decimated",
+                               "lost")})
