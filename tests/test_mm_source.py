@@ -4,6 +4,7 @@ of these tests, driven through pymmcore-plus exactly as hardware would be."""
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -169,7 +170,7 @@ def test_configuration_errors(sources: list[MicroManagerSource]) -> None:
         _open(sources, channel_group="Colour", channels=("FITC",))
     with pytest.raises(SourceError, match=r"setting Camera.Binning = '3'.*Binning"):
         _open(sources, properties=(("Camera", "Binning", "3"),))
-    with pytest.raises(SourceError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         _open(sources, config_path="/nonexistent/scope.cfg")
     with pytest.raises(ConfigError, match=r"micromanager\.exposure_ms"):
         MicroManagerSettings(exposure_ms=0)
@@ -210,3 +211,61 @@ def test_engine_side_import_does_not_load_micromanager() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _demo_cfg() -> str:
+    from rt_eda.sources.micromanager import DEMO_CONFIG_NAME, demo_adapter_path
+
+    with open(f"{demo_adapter_path()}/{DEMO_CONFIG_NAME}") as f:
+        return f.read()
+
+
+# Each member: what is written as the .cfg, and what Micro-Manager says (kept, on one line).
+BAD_CFGS = {
+    "missing-library": (
+        lambda cfg: cfg.replace("Device,Camera,DemoCamera,DCam", "Device,Camera,NoSuchLib,DCam"),
+        r'Line 8: Device,Camera,NoSuchLib,DCam Failed to load device adapter "NoSuchLib"'),
+    "missing-device": (
+        lambda cfg: cfg.replace("Device,Camera,DemoCamera,DCam",
+                                "Device,Camera,DemoCamera,NoSuchCam"),
+        r'failed to instantiate device "NoSuchCam"'),
+    "bad-property-value": (
+        lambda cfg: cfg + "\nProperty,Camera,Binning,3\n",
+        r'Property,Camera,Binning,3 Cannot set property "Binning" to "3".*Invalid property '
+        r'value: Binning \(3\)'),
+    "syntax-error": (lambda cfg: "Device,Camera,DemoCamera\nnot a configuration line\n",
+                     r"Wrong number of tokens"),
+    "empty": (lambda cfg: "", r"sets no camera device"),
+    "no-camera": (
+        lambda cfg: "\n".join(line for line in cfg.splitlines()
+                              if line.split(",")[1:2] != ["Camera"]
+                              and not line.startswith("Property,Core,Camera,")),
+        r"No device with label \"Camera\"|sets no camera device"),
+}
+
+
+@pytest.mark.parametrize("member", sorted(BAD_CFGS))
+def test_configuration_that_does_not_load_is_a_config_error_on_one_line(
+        tmp_path: object, sources: list[MicroManagerSource], member: str) -> None:
+    from pathlib import Path
+
+    write, said = BAD_CFGS[member]
+    cfg = Path(str(tmp_path)) / f"{member}.cfg"
+    cfg.write_text(write(_demo_cfg()))
+    from rt_eda.sources.micromanager import demo_adapter_path
+
+    with pytest.raises(ConfigError, match=said) as info:
+        _open(sources, config_path=str(cfg), adapter_path=demo_adapter_path())
+    message = str(info.value)
+    assert "\n" not in message and str(cfg) in message, message
+    assert message.startswith("camera.source: Micro-Manager"), message
+
+
+def test_exposure_outside_the_cameras_limits(sources: list[MicroManagerSource]) -> None:
+    for exposure in (1e12, 10_000.5):
+        asked = re.escape(f"{exposure:g}")
+        with pytest.raises(ConfigError, match=(
+                rf"camera\.exposure_ms: {asked} ms is outside what camera 'Camera' "
+                r"\(DemoCamera DCam\) allows: 0 to 10000 ms")):
+            _open(sources, exposure_ms=exposure)
+    assert _open(sources, exposure_ms=10_000.0).core.getExposure() == 10_000.0

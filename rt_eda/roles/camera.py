@@ -7,11 +7,18 @@ Lifecycle (the engine's side in brackets)::
     [every role is ready]     <- CameraControl('start', interval)
     loop: next timepoint -> fill a slot frame by frame -> publish
           commands from the interpreter are applied between timepoints
-    [stop event] -> source stopped and closed -> STATS -> STOPPED
+    [stop event] or source exhausted -> source stopped and closed -> STATS -> STOPPED
 
 The camera never waits for analysis. When every slot is claimed or pinned (an overrun) the
 timepoint's frames are still read from the source, into a scratch buffer, and counted as
 lost: a camera's own buffer must keep draining.
+
+A stop is seen between timepoints (every source's wait for the next one polls it) and between
+the frames of a stack: a stack cut short by the stop is given back unpublished, its frames
+counted in ``frames_abandoned`` (never acquired, never lost), so a run with a long exposure
+ends one frame after the stop, not one stack. A source that runs out (a replay at the end of
+its recording) is a normal end: STOPPED carries ``"source exhausted: <why>"``, which the
+engine takes as the run's stop reason.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class CameraStatistics:
         self.stacks_published = 0
         self.overruns = 0
         self.frames_lost = 0
+        self.frames_abandoned = 0  # read for a stack the stop cut short; never published
         self.lost: list[tuple[int, float]] = []  # (timepoint index, exposure time)
         self.actuation_ms = Reservoir()
         self.interval_error_ms = Reservoir()  # |achieved - requested| per timepoint
@@ -78,6 +86,7 @@ class CameraStatistics:
             "stacks_published": self.stacks_published,
             "overruns": self.overruns,
             "frames_lost": self.frames_lost,
+            "frames_abandoned": self.frames_abandoned,
             "lost": self.lost[:_MAX_LOST_LISTED],
             "actuation_ms": self.actuation_ms.summary(),
             "interval_error_ms": self.interval_error_ms.summary(),
@@ -131,6 +140,7 @@ def run(config: Config, channels: RoleChannels) -> None:
         logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)
     source: Source | None = None
     stats = CameraStatistics()
+    ended = ""
     try:
         source = make_source(config)
         spec = source.open()
@@ -142,11 +152,11 @@ def run(config: Config, channels: RoleChannels) -> None:
         try:
             start = _wait_control(channels, "start")
             if start is not None:
-                _acquire(source, ring, channels, float(start.value), stats)
+                ended = _acquire(source, ring, channels, float(start.value), stats)
         finally:
             ring.close()
-    except RtEdaError as exc:
-        log.error("camera: %s", exc)
+    except RtEdaError as exc:  # the engine logs and reports it (once)
+        log.debug("camera: %s", exc)
         report(channels, "camera", 0, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
         raise SystemExit(1) from None
     except Exception as exc:  # the role's top loop: report, then exit non-zero
@@ -162,11 +172,13 @@ def run(config: Config, channels: RoleChannels) -> None:
             finally:
                 source.close()
         report(channels, "camera", 0, RoleEventKind.STATS, stats.to_json(source_stats))
-    report(channels, "camera", 0, RoleEventKind.STOPPED)
+    report(channels, "camera", 0, RoleEventKind.STOPPED, ended)
 
 
 def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: float,
-             stats: CameraStatistics) -> None:
+             stats: CameraStatistics) -> str:
+    """Acquire until the stop (returns ``""``) or the source runs out (returns
+    ``"source exhausted: <why>"``)."""
     spec = ring.spec
     order = list(source.frame_order())
     scratch = np.empty(spec.shape, dtype=spec.np_dtype)
@@ -186,14 +198,17 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         stats.time_s["wait_s"] += t1 - t0
         if t_due is None:
             if source_finished(source, channels):
-                break
+                return _exhausted(source) if not channels.stop.is_set() else ""
             continue
         index = stats.timepoints
         stats.timepoints += 1
         try:
             slot = ring.write_slot()
         except RingOverrunError:
-            t_exp = _read_frames(source, order, scratch, None)
+            t_exp = _read_frames(source, order, scratch, None, channels.stop)
+            if t_exp is None:
+                stats.frames_abandoned += len(order)
+                break
             stats.overruns += 1
             stats.frames_lost += len(order)
             stats.frames_acquired += len(order)
@@ -208,7 +223,12 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             if set_sequence is not None:
                 set_sequence(slot.seq)
             t2 = time.perf_counter()
-            t_exp = _read_frames(source, order, slot.pixels, slot.frame_times)
+            t_exp = _read_frames(source, order, slot.pixels, slot.frame_times, channels.stop)
+            if t_exp is None:  # the stop cut the stack short: give the slot back
+                slot.abort()
+                stats.frames_abandoned += len(order)
+                log.info("camera: stopped in the middle of a stack; it is not published")
+                break
             t3 = time.perf_counter()
             slot.publish(interval_s=interval)
             t4 = time.perf_counter()
@@ -229,6 +249,13 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             if cmd.after_seq >= 0:  # the start announcement is not a decision on a stack
                 stats.actuation_ms.add((t_exp - cmd.t_decided) * 1e3)
         pending.clear()
+    return ""
+
+
+def _exhausted(source: Source) -> str:
+    reason = str(getattr(source, "end_reason", "") or "the source has no more images")
+    log.info("camera: source exhausted: %s", reason)
+    return f"source exhausted: {reason}"
 
 
 def source_finished(source: Source, channels: RoleChannels) -> bool:
@@ -239,9 +266,13 @@ def source_finished(source: Source, channels: RoleChannels) -> bool:
 
 
 def _read_frames(source: Source, order: list[tuple[int, int]], pixels: np.ndarray,
-                 frame_times: np.ndarray | None) -> float:
+                 frame_times: np.ndarray | None, stop: Any) -> float | None:
+    """Read one timepoint's frames; the first one's exposure time, or None if ``stop`` was
+    set before the last frame (the frames read are abandoned)."""
     first = 0.0
     for i, (c, z) in enumerate(order):
+        if i and stop.is_set():
+            return None
         t = source.read_frame(c, z, pixels[c, z])
         if i == 0:
             first = t

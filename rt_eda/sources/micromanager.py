@@ -55,7 +55,21 @@ buffer and carries on, so ``isBufferOverflowed`` alone would miss it): each gap 
 ``mm_buffer_overflows`` and its size in ``mm_frames_lost``, with a warning in the log. A
 sequence that stops by itself raises :class:`~rt_eda.errors.SourceError` (naming the overflow
 when the buffer reports one). Every Micro-Manager call that fails raises
-:class:`~rt_eda.errors.SourceError` with Micro-Manager's own message.
+:class:`~rt_eda.errors.SourceError` with Micro-Manager's own message, on one line.
+
+Bad configuration is found at :meth:`~MicroManagerSource.open` and raised as
+:class:`~rt_eda.errors.ConfigError` (the run exits 2 before acquisition starts), keeping
+Micro-Manager's message on one line: a hardware configuration that does not load (a device
+library or device that does not exist, a property value refused, a syntax error, an empty
+file), one that sets no camera, and an exposure outside the camera's own limits of its
+``Exposure`` property (the DemoCamera allows 0 to 10 000 ms unless its
+``MaximumExposureMs`` pre-init property says more). A camera that sets an exposure other than
+the one asked (rounding) is logged, and the exposure it reports is used for the timestamps.
+
+A stop is seen between frames (the camera role checks it) and while waiting for a timepoint
+or a sequence frame; a snap or the stop of a sequence waits for the exposure in progress (the
+DemoCamera cannot abort one, and leaving a device mid-exposure could leave its shutter open),
+so a run with a long exposure ends within about one exposure of the stop.
 
 Lifecycle (the :class:`~rt_eda.sources.Source` protocol; one thread drives it)::
 
@@ -326,6 +340,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._last_number = -1
         self._prev_pop_t: float | None = None
         self._period = settings.exposure_s
+        self._exposure_s = settings.exposure_s  # what the camera reports after open()
         self._held: np.ndarray | None = None
         self._held_t = 0.0
         self._warned_timestamps = False
@@ -386,10 +401,12 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         Raises
         ------
         SourceError
-            pymmcore-plus missing, the configuration fails to load, a property, the exposure
-            or the stage refuses a value (Micro-Manager's message kept), or the camera is
-            missing or colour.
+            pymmcore-plus missing, a property, the exposure or the stage refuses a value
+            (Micro-Manager's message kept), or the camera is colour or of an unsupported
+            pixel size.
         ConfigError
+            The configuration does not load (Micro-Manager's message kept, on one line) or
+            sets no camera; the exposure is outside the camera's limits (named);
             ``channel_group`` or a preset of ``channels`` is not in the configuration, or z
             positions are given without a focus device (available names listed).
         """
@@ -411,7 +428,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             adapters = found if found is not None else demo_adapter_path()
         cfg = s.config_path if s.config_path is not None else str(Path(adapters) / DEMO_CONFIG_NAME)
         if not Path(cfg).is_file():
-            raise SourceError(f"micromanager source: configuration {cfg} does not exist")
+            raise ConfigError(f"camera.source: Micro-Manager configuration {cfg} does not exist")
         t = time.perf_counter()
         core = CMMCorePlus(mm_path=adapters)
         self._core = core
@@ -435,13 +452,21 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
 
     def _configure(self, core: CMMCorePlus, cfg: str) -> None:
         s = self._settings
-        _call(f"loading configuration {cfg}", core.loadSystemConfiguration, cfg)
+        try:
+            core.loadSystemConfiguration(cfg)
+        except (RuntimeError, OSError) as exc:  # pymmcore-plus re-raises load errors as OSError
+            raise ConfigError(
+                f"camera.source: Micro-Manager could not load {cfg}: {_one_line(exc)}"
+            ) from None
         for device, prop, value in s.properties:
             _call(f"setting {device}.{prop} = {value!r}", core.setProperty, device, prop, value)
         camera = core.getCameraDevice()
         if not camera:
-            raise SourceError(f"micromanager source: configuration {cfg} sets no camera device")
-        _call(f"setting exposure {s.exposure_ms} ms on {camera}", core.setExposure, s.exposure_ms)
+            raise ConfigError(
+                f"camera.source: Micro-Manager configuration {cfg} sets no camera device "
+                f"(devices: {list(core.getLoadedDevices())[:12]})"
+            )
+        self._set_exposure(core, camera)
         if s.buffer_mb is not None:
             _call(
                 f"setting the circular buffer to {s.buffer_mb} MB",
@@ -482,6 +507,25 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             max(1, len(s.channels)), max(1, len(s.z_positions)),
             core.getImageHeight(), core.getImageWidth(), _DTYPES[nbytes],
         )
+
+    def _set_exposure(self, core: CMMCorePlus, camera: str) -> None:
+        """Set the exposure after checking it against the camera's own limits."""
+        asked = self._settings.exposure_ms
+        if core.hasProperty(camera, "Exposure") and core.hasPropertyLimits(camera, "Exposure"):
+            low = core.getPropertyLowerLimit(camera, "Exposure")
+            high = core.getPropertyUpperLimit(camera, "Exposure")
+            if not low <= asked <= high:
+                raise ConfigError(
+                    f"camera.exposure_ms: {asked:g} ms is outside what camera {camera!r} "
+                    f"({core.getDeviceLibrary(camera)} {core.getDeviceName(camera)}) allows: "
+                    f"{low:g} to {high:g} ms (the limits of its Exposure property)"
+                )
+        _call(f"setting exposure {asked:g} ms on {camera}", core.setExposure, asked)
+        got = float(core.getExposure())
+        if not math.isclose(got, asked, rel_tol=0.01, abs_tol=1e-3):
+            log.warning("micromanager source: camera %s set exposure %.6g ms (asked %.6g ms); "
+                        "using %.6g ms", camera, got, asked, got)
+        self._exposure_s = self._period = got / 1000.0
 
     def start(self, interval_s: float) -> None:
         """Begin acquiring: a sequence starts now if the interval asks for one.
@@ -803,7 +847,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
                 self._timestamp_fallback(f"{_TAG_TIME} {stamp!r}")
         else:
             self._timestamp_fallback(f"no {_TAG_TIME} tag")
-        t -= self._settings.exposure_s
+        t -= self._exposure_s
         if self._prev_pop_t is not None and t > self._prev_pop_t:
             self._period += 0.1 * (t - self._prev_pop_t - self._period)
         self._prev_pop_t = t
@@ -904,12 +948,18 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._prev_first, self._prev_interval = t_first, interval
 
 
+def _one_line(exc: BaseException) -> str:
+    """Micro-Manager's message on one line (it spans several: the line of the .cfg, then
+    what went wrong, nested in brackets)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """``fn(*args)``; a Micro-Manager failure becomes SourceError keeping its message."""
     try:
         return fn(*args, **kwargs)
     except RuntimeError as exc:
-        raise SourceError(f"Micro-Manager: {what} failed: {exc}") from exc
+        raise SourceError(f"Micro-Manager: {what} failed: {_one_line(exc)}") from exc
 
 
 def _wall_to_monotonic() -> float:
