@@ -442,6 +442,11 @@ class Engine:
                 if child.role == "viewer":
                     self._viewer_gone(child)  # never ends the run; a death restarts it once
                     continue
+                if child.role == "camera":  # its STOPPED may say the source ran out
+                    while self._next_event(0.0) is not None:
+                        pass
+                    if self._stop_requested:
+                        continue
                 if child.role == "worker":
                     self._restart_worker(child)
                 else:
@@ -527,7 +532,9 @@ class Engine:
         """Stop every role in order and build the summary."""
         ch = self._channels
         ch.stop.set()
-        self._join([c for c in self._children if c.role == "camera"])
+        # A stop is seen between frames; a device may finish the exposure in progress first.
+        self._join([c for c in self._children if c.role == "camera"],
+                   timeout=_JOIN_S + 2 * self.config.camera.exposure_ms / 1000.0)
         for ring in (self._ring, self._out_ring):
             if ring is not None:
                 ring.shutdown()
@@ -685,10 +692,14 @@ class Engine:
                 log.warning("worker %d failed: %s", event.index, event.detail)
                 self.errors.append(f"worker {event.index}: {event.detail}")
             else:
-                bad_input = event.detail.split(":", 1)[0] in ("ConfigError", "ModelError")
+                bad_input = event.detail.split(":", 1)[0] in (
+                    "ConfigError", "ModelError", "SourceError")  # before start: at open
                 if bad_input and not self._t_start:
                     self._bad_input = True
                 self._fault_msg(f"{event.role} {event.index}: {event.detail}")
+        elif (event.kind is RoleEventKind.STOPPED and event.role == "camera" and event.detail
+              and not self._stop_requested):
+            self._stop_requested = event.detail  # "source exhausted: ...": a normal end
         elif event.kind is RoleEventKind.STATS:
             data = json.loads(event.detail) if event.detail else {}
             if event.role == "camera":
