@@ -41,8 +41,11 @@ Guarantees
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
+import os
 import re
+import stat
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -81,6 +84,8 @@ __all__ = [
     "load_config",
     "load_config_with_notes",
     "parse_source_spec",
+    "path_problem",
+    "read_text_input",
 ]
 
 log = logging.getLogger(__name__)
@@ -111,7 +116,138 @@ def _resolve_path(text: str, info: ValidationInfo) -> Path:
         context = info.context if isinstance(info.context, Mapping) else {}
         base = context.get("base_dir")
         path = (Path(base) if base is not None else Path.cwd()) / path
-    return path.resolve()
+    try:
+        return _resolved(path)
+    except ConfigError as exc:
+        raise _value_error(f"{text!r}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Files the user names: read, or refused with one line that says what is wrong
+
+MAX_CONFIG_BYTES = 16 * MIB
+"""The largest configuration file read (anything larger is not a configuration)."""
+
+_ELOOP = errno.ELOOP
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` made absolute with symbolic links resolved; ConfigError for a link loop."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+        raise ConfigError(f"{path} is a symbolic link loop") from None
+    except OSError as exc:
+        if exc.errno == _ELOOP:
+            raise ConfigError(f"{path} is a symbolic link loop") from None
+        raise ConfigError(f"{path} cannot be looked at: {exc.strerror or exc}") from None
+
+
+def _node_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def path_problem(path: Path, *, folder_ok: bool = False, empty_ok: bool = False) -> str | None:
+    """Why ``path`` cannot be read as an input (None when it can).
+
+    Parameters
+    ----------
+    path
+        An absolute path (symbolic links are followed).
+    folder_ok
+        A folder is acceptable (a run folder, an OME-Zarr); otherwise only a regular file.
+    empty_ok
+        A file of 0 bytes is acceptable.
+
+    Returns
+    -------
+    str | None
+        "does not exist", "is a folder, not a file", "is a FIFO ...", "is empty (0 bytes)",
+        "cannot be read: Permission denied", ...: the words after the path in a message.
+        Never blocks (a FIFO or device is never opened) and never raises.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "is a symbolic link to nothing" if path.is_symlink() else "does not exist"
+    except NotADirectoryError:
+        return "does not exist (a folder on its way is a file)"
+    except OSError as exc:
+        if exc.errno == _ELOOP:
+            return "is a symbolic link loop"
+        return f"cannot be looked at: {exc.strerror or exc}"
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            if not folder_ok:
+                return "is a folder, not a file"
+            with os.scandir(path) as entries:
+                next(entries, None)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            kind = _node_kind(st.st_mode)
+            return f"is {kind}, not a {'file or folder' if folder_ok else 'regular file'}"
+        if st.st_size == 0 and not empty_ok:
+            return "is empty (0 bytes)"
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def read_text_input(path: str | Path, what: str) -> tuple[Path, str]:
+    """Read a configuration-like file the user named, as UTF-8 text.
+
+    Parameters
+    ----------
+    path
+        The file (``~`` expanded, relative to the current folder).
+    what
+        How messages name it, e.g. ``"configuration file"``.
+
+    Returns
+    -------
+    tuple[Path, str]
+        The absolute path (links resolved) and the text.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and what is wrong: a link loop, missing, a folder, a FIFO or
+        device (never opened, so never waited on), empty, larger than
+        :data:`MAX_CONFIG_BYTES`, unreadable, or not UTF-8 text.
+    """
+    raw = Path(path).expanduser()
+    try:
+        resolved = _resolved(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{what} {exc}") from None
+    problem = path_problem(resolved)
+    if problem is not None:
+        raise ConfigError(f"{what} {resolved} {problem}")
+    size = resolved.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{what} {resolved} is {size / MIB:.0f} MiB; a configuration is at "
+                          f"most {MAX_CONFIG_BYTES // MIB} MiB (is it the right file?)")
+    try:
+        data = resolved.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {resolved} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return resolved, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {resolved} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}): is it a binary file?"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +395,11 @@ class CameraConfig(_Section):
     interval: float = _field(
         1.0, "a number >= 0 (starting interval in seconds; 0 = free-run)", ge=0
     )
-    exposure_ms: float = _field(10.0, "a number > 0 (milliseconds)", gt=0)
+    # 1 hour: longer is not a microscope frame but a unit slip (us or ns given as ms); a
+    # camera's own limits are checked when it opens (Micro-Manager's Exposure limits).
+    exposure_ms: float = _field(
+        10.0, "a number > 0 and at most 3600000 (milliseconds: 1 hour)", gt=0, le=3_600_000
+    )
     channels: tuple[str, ...] = _field(
         (), "a list of strings (Micro-Manager channel preset names)", strict=False
     )
@@ -284,10 +424,14 @@ class CameraConfig(_Section):
         if parsed.path is None:
             return value
         path = _resolve_path(str(parsed.path), info)
-        if not path.exists():
-            raise _value_error(f"{value!r}: {path} does not exist")
-        if parsed.kind is SourceKind.MMCONFIG and not path.is_file():
-            raise _value_error(f"{value!r}: {path} is not a file (a Micro-Manager .cfg)")
+        if parsed.kind is SourceKind.MMCONFIG:
+            problem = path_problem(path)
+            expected = "a Micro-Manager configuration (.cfg) file"
+        else:
+            problem = path_problem(path, folder_ok=True)
+            expected = "a recording: a run folder, an OME-Zarr or an (OME-)TIFF file"
+        if problem is not None:
+            raise _value_error(f"{value!r}: {path} {problem}; expected {expected}")
         return f"{parsed.kind.value}:{path}"
 
     @field_validator("channel_group")
@@ -385,8 +529,9 @@ class AnalysisConfig(_Section):
                 f"{value!r} is not a model file; expected '' or a path ending in "
                 + ", ".join(_MODEL_SUFFIXES)
             )
-        if not path.is_file():
-            raise _value_error(f"{value!r}: model file {path} does not exist")
+        problem = path_problem(path)
+        if problem is not None:
+            raise _value_error(f"{value!r}: model file {path} {problem}")
         return str(path)
 
     @field_validator("channels_to_use")
@@ -703,16 +848,15 @@ def _apply_dotted(data: dict[str, Any], overrides: Mapping[str, object]) -> list
     return problems
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path) -> tuple[Path, dict[str, Any]]:
+    path, text = read_text_input(path, "configuration file")
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"configuration file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"configuration file {path} is a folder, not a file") from None
+        return path, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"configuration file {path} nests tables or arrays too deeply to "
+                          "be read") from None
 
 
 def load_config_with_notes(path: str | Path | None) -> tuple[Config, list[str]]:
@@ -737,11 +881,12 @@ def load_config_with_notes(path: str | Path | None) -> tuple[Config, list[str]]:
     """
     if path is None:
         return Config(), []
-    path = Path(path).expanduser().resolve()
+    path = Path(path).expanduser()
     if path.suffix.lower() == ".json":
         from rt_eda.legacy_settings import read_legacy_settings
 
         imported = read_legacy_settings(path)
+        path = imported.path or path
         data: dict[str, Any] = {}
         problems = _apply_dotted(data, imported.values)
         if problems:  # pragma: no cover - the mapping only produces known keys
@@ -756,7 +901,7 @@ def load_config_with_notes(path: str | Path | None) -> tuple[Config, list[str]]:
         for note in imported.notes:
             log.info("settings.json import: %s", note)
         return config, list(imported.notes)
-    data = _read_toml(path)
+    path, data = _read_toml(path)
     return _validate(Config, data, source=str(path), base_dir=path.parent), []
 
 
