@@ -478,6 +478,8 @@ def test_pickle_round_trip_before_open() -> None:
         ("event_every_s", -2.0),
         ("event_duration_s", float("nan")),
         ("exposure_s", "fast"),
+        ("exposure_s", 1e9),
+        ("exposure_s", 3600.5),
         ("verify", "yes"),
         ("noise_frames", 1),
         ("focus_sigma_px", 0.0),
@@ -534,3 +536,24 @@ def test_render_speed_report() -> None:
         f"{render:.3f} ms per frame rendering"
     )
     assert per_stack > 0
+
+
+def test_a_long_exposure_is_cheap_and_a_stop_ends_the_wait() -> None:
+    """An hour's exposure (the most allowed) renders at once; the next timepoint's wait still
+    ends on the stop within the 20 ms poll."""
+    src = SyntheticSource(SyntheticSettings(height=32, width=32, z_slices=4,
+                                            exposure_s=3600.0, seed=3))
+    src.open()
+    src.start(30.0)
+    out = np.empty((32, 32), np.uint16)
+    t = time.perf_counter()
+    assert src.next_timepoint(threading.Event()) is not None
+    times = [src.read_frame(c, z, out) for c, z in src.frame_order()]
+    assert time.perf_counter() - t < 2.0  # ~7 h of events scheduled, not 31 000 years
+    assert times[-1] - times[0] == pytest.approx(7 * 3600.0)
+    stop = threading.Event()
+    threading.Timer(0.1, stop.set).start()
+    t = time.monotonic()
+    assert src.next_timepoint(stop) is None  # the next one is due in 30 s
+    assert time.monotonic() - t < 1.0
+    src.close()

@@ -52,7 +52,7 @@ from rt_eda.sources._settings import SettingsSource
 
 from ._protocol import StopFlag
 
-__all__ = ["SyntheticEvent", "SyntheticSettings", "SyntheticSource"]
+__all__ = ["MAX_EXPOSURE_S", "SyntheticEvent", "SyntheticSettings", "SyntheticSource"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,9 @@ _POLL_S: Final = 0.02  # longest sleep between checks of the stop flag
 # shared): 50 us of CPU per timepoint, nothing in free-run.
 _SPIN_S: Final = 50e-6
 _MASK64: Final = (1 << 64) - 1
+MAX_EXPOSURE_S: Final = 3600.0
+"""The longest exposure (seconds): ``camera.exposure_ms`` allows no more. 1e12 ms once hung the
+source for minutes, generating random events up to the frame's time 31 000 years ahead."""
 
 EventTuple = tuple[float, float, float, float, int]
 """An explicit event as configured: ``(start_s, duration_s, y, x, z)``."""
@@ -133,6 +136,8 @@ class SyntheticSettings:
     exposure_s
         Exposure of one frame: frame ``i`` of a timepoint (in :meth:`SyntheticSource.frame_order`)
         is stamped ``t + i * exposure_s``. It labels time only; it does not slow the source.
+        At most :data:`MAX_EXPOSURE_S` (1 hour): events are rendered at each frame's time, and
+        the random schedule is generated up to it.
     verify
         Stamp every frame read with :meth:`SyntheticSource.read_frame` with its sequence
         number (:func:`rt_eda.shm.stamp_frame`) so readers can prove they saw no torn stack.
@@ -184,6 +189,8 @@ class SyntheticSettings:
             value = getattr(self, key)
             if not _is_number(value) or not math.isfinite(value) or value < 0:
                 _bad(key, value, "a finite number >= 0 (seconds)")
+        if self.exposure_s > MAX_EXPOSURE_S:
+            _bad("exposure_s", self.exposure_s, f"at most {MAX_EXPOSURE_S:g} (seconds: 1 hour)")
         if not _is_number(self.focus_sigma_px) or not 0.5 <= self.focus_sigma_px <= 50:
             _bad("focus_sigma_px", self.focus_sigma_px, "a number from 0.5 to 50 (pixels)")
         if 0 < self.event_every_s < self.event_duration_s:
