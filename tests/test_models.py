@@ -206,7 +206,10 @@ def test_channel_mismatch_names_both_shapes_and_setting(models: dict[str, Path])
         check_fit(info, StackSpec(1, 1, 512, 512))
     msg = str(err.value)
     assert "expects 2 channel(s) (input (None, None, None, 2))" in msg
-    assert "acquisition gives 1" in msg and "camera.channels = 1" in msg
+    assert "acquisition gives 1 (all 1 acquisition channel(s)" in msg
+    assert "the synthetic source makes 1 channel(s)" in msg
+    with pytest.raises(ModelError, match=r"acquire 2 channels \(camera\.channels"):
+        check_fit(info, StackSpec(1, 1, 512, 512), source="mmconfig")
     with pytest.raises(ModelError, match=r"analysis.channels_to_use = \[1\]"):
         check_fit(info, StackSpec(3, 1, 64, 64), channels_to_use=(1,))
     check_fit(info, StackSpec(3, 1, 64, 64), channels_to_use=(2, 0))
@@ -216,14 +219,19 @@ def test_channel_mismatch_names_both_shapes_and_setting(models: dict[str, Path])
 
 def test_z_and_window_mismatch(models: dict[str, Path]) -> None:
     info = inspect_model(models["dynamic.keras"])
-    with pytest.raises(ModelError, match=r"takes a single z-slice.*camera.z_slices = 4"):
+    with pytest.raises(ModelError,
+                       match=r"takes a single z-slice.*has 4 z-slices.*camera\.synthetic\."
+                             r"z_slices = 1"):
         check_fit(info, StackSpec(2, 4, 64, 64))
+    with pytest.raises(ModelError, match=r"give camera\.z_positions 1 position"):
+        check_fit(info, StackSpec(2, 4, 64, 64), source="mm-demo")
     # no _n<N>_f in the name: a window of 2 must come on the channel axis (2 x 2 = 4 != 2)
     with pytest.raises(ModelError, match=r"2 channel\(s\) x 2 timepoints = 4"):
         check_fit(info, StackSpec(2, 1, 64, 64), n_timepoints=2)
     five = inspect_model(models["five.h5"])
     check_fit(five, StackSpec(2, 3, 64, 64))
-    with pytest.raises(ModelError, match=r"expects 3 slice\(s\).*gives 5.*camera.z_slices = 3"):
+    with pytest.raises(ModelError,
+                       match=r"expects 3 slice\(s\).*gives 5.*camera\.synthetic\.z_slices = 3"):
         check_fit(five, StackSpec(2, 5, 64, 64))
 
 
@@ -234,6 +242,7 @@ def test_spatial_mismatch_and_tiling(models: dict[str, Path]) -> None:
         check_fit(info, spec)
     assert "64x48 px" in str(err.value) and "512x512" in str(err.value)
     assert "KerasTilingWorker" in str(err.value)
+    assert "camera.synthetic.height = 64 and camera.synthetic.width = 48" in str(err.value)
     check_fit(info, spec, tiled=True)
     check_fit(info, StackSpec(1, 1, 64, 48))
     with pytest.raises(ModelError, match=r"only 40x40 px"):

@@ -16,10 +16,21 @@ Lifecycle (one instance per worker process, never shared between processes)::
 ``setup`` loads what the worker needs (a model) and raises :class:`~rt_eda.errors.ModelError`
 if it does not fit the acquisition, naming both shapes; the engine runs the same check in the
 parent before anything starts (:meth:`Worker.check`), so a misfit exits 2 with nothing started.
+For a worker with a model (:func:`probes_before_start`) the engine also runs ``setup`` and
+``warm_up`` once in a short-lived probe process before anything starts
+(:mod:`rt_eda.workers._probe`): a model that fails on the real input shape exits 2 too.
+
+Network images: :meth:`Worker.network_image_shape` declares the ``(height, width)`` of every
+image :meth:`Worker.post_process_output` returns. An image that breaks the declaration (another
+rank or shape, a dtype that is not a real number) is refused, counted and never stored
+(:func:`network_image_problem`); it is never broadcast or reshaped into the declared shape.
+Non-finite values (NaN, inf) are allowed in a network image: it is stored as the model made it
+(float32 keeps them), counted, and the viewer's overlay scales by the finite values.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -28,7 +39,17 @@ import numpy as np
 
 from rt_eda.shm import StackSpec
 
-__all__ = ["Analysis", "Worker", "WorkerSettings"]
+__all__ = [
+    "Analysis",
+    "Worker",
+    "WorkerSettings",
+    "exception_line",
+    "network_image_problem",
+    "probes_before_start",
+]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_MAX_LINE = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +58,9 @@ class WorkerSettings:
 
     ``model`` is a path or ``""`` (no model / the worker's default); ``channels_to_use`` maps
     model input channel i to acquisition channel ``channels_to_use[i]`` (empty: all, in order);
-    ``options`` holds worker-specific settings (``[analysis.options]``).
+    ``options`` holds worker-specific settings (``[analysis.options]``); ``source`` is the kind
+    of ``camera.source`` (``synthetic``, ``mm-demo``, ``mmconfig``, ``replay``), so that advice
+    on a misfit names the settings that change the acquisition of that source.
     """
 
     model: str = ""
@@ -45,6 +68,7 @@ class WorkerSettings:
     n_timepoints: int = 1
     channels_to_use: tuple[int, ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
+    source: str = "synthetic"
 
     def option(self, key: str, default: Any = None) -> Any:
         """A worker-specific option, or ``default``."""
@@ -76,10 +100,16 @@ class Worker:
         The name users select it by (``--worker NAME``); defaults to the class name.
     needs_model
         Whether the worker needs a model file (the engine refuses to start without one).
+    probe_before_start
+        Whether the engine runs ``setup`` and ``warm_up`` in a probe process before anything
+        starts (:mod:`rt_eda.workers._probe`); ``None`` (the default) means "when it needs a
+        model". Keras workers always do; a model-free worker is spared the probe's start-up
+        cost.
     """
 
     name: ClassVar[str] = ""
     needs_model: ClassVar[bool] = False
+    probe_before_start: ClassVar[bool | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -112,14 +142,17 @@ class Worker:
         self.check(spec)
         self.spec = spec
 
-    def warm_up(self) -> None:
-        """Run one analysis of the real input shape so the first real stack is not slow."""
+    def warm_up(self) -> Analysis | None:
+        """Run one analysis of the real input shape (zeros) so the first real stack is not
+        slow; returns it, so the caller can check what the worker makes (its network image
+        against :meth:`network_image_shape`). An override may return None (nothing checked).
+        """
         if self.spec is None:
             raise RuntimeError("warm_up() called before setup()")
         shape: tuple[int, ...] = self.spec.shape
         if self.settings.n_timepoints > 1:
             shape = (self.settings.n_timepoints, *shape)
-        self.analyse(np.zeros(shape, dtype=self.spec.np_dtype))
+        return self.analyse(np.zeros(shape, dtype=self.spec.np_dtype))
 
     def teardown(self) -> None:
         """Release what :meth:`setup` acquired. Called once, also after a failure."""
@@ -174,3 +207,48 @@ class Worker:
         image = self.post_process_output(output, data)
         t3 = time.perf_counter()
         return Analysis(decision, image, t1 - t0, t2 - t1, t3 - t2)
+
+
+def probes_before_start(cls: type[Worker]) -> bool:
+    """Whether the engine probes ``cls`` before anything starts (see
+    :attr:`Worker.probe_before_start`)."""
+    flag = cls.probe_before_start
+    return bool(cls.needs_model) if flag is None else bool(flag)
+
+
+def network_image_problem(image: object, declared: tuple[int, int] | None) -> str | None:
+    """Why ``image`` may not be stored as a network image of ``declared`` shape, or None.
+
+    Accepted: a 2-D :class:`numpy.ndarray` of exactly ``declared`` ``(height, width)`` whose
+    dtype is a real number (bool, integer or floating point; stored as float32, NaN and inf
+    included). Refused: anything else (another rank, another shape, complex, object or
+    string dtypes, not an array), and any image when the worker declares none. The reason
+    names both shapes. Never copies the image.
+    """
+    if not isinstance(image, np.ndarray):
+        return (f"it is a {type(image).__name__}, not a numpy array (the worker declares "
+                f"{_shape_text(declared)})")
+    got = f"{tuple(image.shape)} {image.dtype}"
+    if declared is None:
+        return (f"the worker declares no network image (network_image_shape() is None) but "
+                f"made one of {got}")
+    if image.ndim != 2 or tuple(image.shape) != tuple(declared):
+        return f"it is {got}, but the worker declares {tuple(declared)} (height, width)"
+    if image.dtype.kind not in "biuf":
+        return (f"its dtype {image.dtype} is not a real number (bool, integer or float); "
+                f"shape {tuple(image.shape)}")
+    return None
+
+
+def _shape_text(declared: tuple[int, int] | None) -> str:
+    return "no network image" if declared is None else f"{tuple(declared)} (height, width)"
+
+
+def exception_line(exc: BaseException) -> str:
+    """``Type: message`` in one line for a user: Keras' multi-line texts (ANSI emphasis,
+    the "Arguments received by" appendix) collapsed, at most about 400 characters."""
+    text = _ANSI.sub("", str(exc)).split("Arguments received by", 1)[0]
+    text = " ".join(text.split())
+    if len(text) > _MAX_LINE:
+        text = text[: _MAX_LINE - 3].rstrip() + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

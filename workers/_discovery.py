@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -50,11 +51,31 @@ def _import(name: str, *, builtin: bool) -> ModuleType | None:
         raise ConfigError(
             f"analysis.worker_modules: cannot import {name!r}: {type(exc).__name__}: {exc}"
         ) from exc
-    except SyntaxError as exc:
+    except SyntaxError as exc:  # IndentationError and TabError included
         raise ConfigError(
             f"analysis.worker_modules: {name!r} has a syntax error: {exc.filename}:{exc.lineno}: "
             f"{exc.msg}"
         ) from exc
+    # Importing runs the module's own code, which may raise anything (a ZeroDivisionError,
+    # a NameError, sys.exit()): the user's module is broken, which is bad input, not a fault
+    # of rt-eda. KeyboardInterrupt still propagates.
+    except (Exception, SystemExit) as exc:
+        raise ConfigError(
+            f"analysis.worker_modules: importing {name!r} raised {_where(exc)}"
+        ) from exc
+
+
+def _where(exc: BaseException) -> str:
+    """``Type: message (file:line)``: the exception and the deepest line of the module (or of
+    the code it imported) that raised it, in one line."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, SystemExit):
+        text = f"exit code {exc.code!r}" if not isinstance(exc.code, str) else text
+    # skip importlib's own frames: the last frame outside the import machinery raised
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "importlib" not in f.filename]
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {text}{where}" if text else f"{type(exc).__name__}{where}"
 
 
 def _workers_of(module: ModuleType) -> list[type[Worker]]:

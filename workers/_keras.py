@@ -36,8 +36,15 @@ import numpy as np
 from rt_eda.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
-from ._base import Worker, WorkerSettings
-from ._models import ModelInfo, check_fit, inspect_loaded, inspect_model, load_model
+from ._base import Analysis, Worker, WorkerSettings, exception_line
+from ._models import (
+    ModelInfo,
+    _fmt,
+    check_fit,
+    inspect_loaded,
+    inspect_model,
+    load_model,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -172,6 +179,8 @@ class KerasWorker(Worker):
     """
 
     needs_model: ClassVar[bool] = True
+    #: Probed before anything starts, the bundled demo model's worker included.
+    probe_before_start: ClassVar[bool | None] = True
     #: The worker cuts tiles of the model's fixed size (the image need only be large enough).
     tiled: ClassVar[bool] = False
 
@@ -181,6 +190,8 @@ class KerasWorker(Worker):
         self.info: ModelInfo | None = None
         self._infer: Callable[[np.ndarray], np.ndarray] | None = None
         self._network_shape: tuple[int, int] | None = None
+        #: The model output's shape for one stack, from a real forward pass (after setup).
+        self.output_shape: tuple[int, ...] | None = None
         mode = str(settings.option("inference", DEFAULT_INFERENCE))
         if mode not in INFERENCE_MODES:
             raise ConfigError(
@@ -232,6 +243,7 @@ class KerasWorker(Worker):
             self.settings.channels_to_use,
             image_shape=self.fed_image_shape(spec, info),
             tiled=self.tiled,
+            source=self.settings.source,
         )
 
     def setup(self, spec: StackSpec) -> None:
@@ -287,33 +299,53 @@ class KerasWorker(Worker):
     def _check_output(
         self, model: keras.Model, spec: StackSpec, info: ModelInfo
     ) -> tuple[int, int] | None:
-        """The network image shape for ``spec``, from the model's output shape.
+        """The network image shape for ``spec``, from one real forward pass (zeros) of the
+        input this worker feeds the model.
 
-        Uses ``model.compute_output_shape``; if the model cannot compute it symbolically, one
-        forward pass of zeros.
+        Not from ``model.compute_output_shape``: on a loaded legacy model it can report None
+        for dimensions that a real forward pass fixes, and a model that fits must never be
+        refused for what a symbolic reading cannot tell. The pass also traces the inference
+        call, so the warm-up that follows is the second call.
+
+        Raises
+        ------
+        ModelError
+            The model fails on that input; the message names the input fed, the model's
+            declared input and the model's own error, in one line.
         """
-        shape = self.model_input_shape(spec)
-        try:
-            out = tuple(model.compute_output_shape(shape))
-        except (NotImplementedError, ValueError, TypeError):
-            assert self._infer is not None
-            out = self._infer(np.zeros(shape, np.float32)).shape
-        if len(out) == 1 and isinstance(out[0], (tuple, list)):
-            out = tuple(out[0])  # a functional model gives its one output's shape in a list
+        out = self._forward_shape(self.model_input_shape(spec), info)
+        self.output_shape = out
         if len(out) < 3:
             return None  # a classifier: no image
         return (int(out[1]), int(out[2]))
+
+    def _forward_shape(self, shape: tuple[int, ...], info: ModelInfo) -> tuple[int, ...]:
+        """The output shape of one forward pass of zeros of ``shape``."""
+        assert self._infer is not None
+        try:
+            out = self._infer(np.zeros(shape, np.float32))
+        # The user's model runs here for the first time; whatever it raises on the input it
+        # will get (a shape TensorFlow rejects, a layer that cannot take this size) means it
+        # does not fit. The cause is chained and its text kept.
+        except Exception as exc:
+            raise ModelError(
+                f"model {Path(info.path).name} fails on the input {self.name} feeds it, "
+                f"{shape} (the model's declared input is {_fmt(info.input_shape)}): "
+                f"{exception_line(exc)}"
+            ) from exc
+        return tuple(int(d) for d in out.shape)
 
     def teardown(self) -> None:
         """Drop the model and its compiled call."""
         self.model = None
         self._infer = None
 
-    def warm_up(self) -> None:
-        """One analysis of the real input shape (zeros), timed and logged."""
+    def warm_up(self) -> Analysis | None:
+        """One analysis of the real input shape (zeros), timed and logged; returns it."""
         t0 = time.perf_counter()
-        super().warm_up()
+        analysis = super().warm_up()
         log.info("%s: warm-up took %.0f ms", self.name, 1e3 * (time.perf_counter() - t0))
+        return analysis
 
     def network_image_shape(self) -> tuple[int, int] | None:
         """``(height, width)`` of the network image (the model output's spatial axes).

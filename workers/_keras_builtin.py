@@ -38,7 +38,7 @@ from rt_eda.shm import StackSpec
 
 from ._base import WorkerSettings
 from ._keras import KerasWorker, network_image, to_model_layout
-from ._models import ModelInfo, demo_model_path
+from ._models import ModelInfo, _size_advice, demo_model_path
 
 __all__ = [
     "DemoModelWorker",
@@ -404,10 +404,17 @@ class KerasTilingWorker(KerasWorker):
         th, tw = self.tile_size(info)
         h, w = self.fed_image_shape(spec, info)
         if h < th or w < tw:
+            if info.dynamic:
+                fix = f"set analysis.options.tile_size to at most {min(h, w)}"
+            else:
+                need = (math.ceil(th / self.factor), math.ceil(tw / self.factor))
+                fix = (f"the model's input is fixed: acquire a larger image "
+                       f"({_size_advice(self.settings.source, spec, *need)})")
             raise ModelError(
                 f"{self.name}: tiles of {th}x{tw} px do not fit the resampled {h}x{w} px image "
                 f"(camera {spec.height}x{spec.width} at {self.pixel_size_nm:g} nm -> "
-                f"{self.model_pixel_size_nm:g} nm): set analysis.options.tile_size"
+                f"{self.model_pixel_size_nm:g} nm, analysis.options.pixel_size_nm and "
+                f"analysis.options.model_pixel_size_nm): {fix}"
             )
         for size in (th, tw):
             if self.min_overlap >= size:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -296,6 +297,41 @@ def _find_input_shapes(config: dict[str, Any]) -> list[list[Any]] | None:
     return None
 
 
+def _count_refs(refs: Any) -> int | None:
+    """Leaf layer references (``[name, node, tensor]``) in an output structure, or None."""
+    if isinstance(refs, list) and refs and isinstance(refs[0], str):
+        return 1
+    if isinstance(refs, dict):
+        refs = list(refs.values())
+    if not isinstance(refs, list):
+        return None
+    total = 0
+    for ref in refs:
+        n = _count_refs(ref)
+        if n is None:
+            return None
+        total += n
+    return total
+
+
+def _count_outputs(config: dict[str, Any]) -> int | None:
+    """How many outputs a model configuration declares (None when it does not say)."""
+    class_name = config.get("class_name", "")
+    body = config.get("config", {})
+    if class_name in ("Functional", "Model") and isinstance(body, dict):
+        return _count_refs(body.get("output_layers"))
+    if class_name == "Sequential":
+        return 1
+    return None
+
+
+def _outputs_error(path: Path, n: int) -> ModelError:
+    return ModelError(
+        f"model {str(path)!r} has {n} outputs; rt-eda workers read exactly one (the decision "
+        "and the network image come from it): save a model with a single output"
+    )
+
+
 def _time_window(path: Path) -> int | None:
     match = _TIME_WINDOW.search(path.name)
     if match is None:
@@ -385,6 +421,9 @@ def inspect_model(path: str | Path) -> ModelInfo:
             f"{str(p)!r} is not a model file: it is neither a Keras 3 archive (zip) nor a "
             f"Keras 2 HDF5 file (first bytes {head!r})"
         )
+    outputs = _count_outputs(config)
+    if outputs is not None and outputs != 1:
+        raise _outputs_error(p, outputs)
     shapes = _find_input_shapes(config)
     if shapes is None:
         log.info("%s does not state its input shape; loading it to find out", p)
@@ -404,9 +443,7 @@ def inspect_loaded(model: keras.Model, path: str | Path) -> ModelInfo:
     shapes: list[Shape] = [tuple(t.shape) for t in inputs]
     outputs = model.outputs
     if len(outputs) != 1:
-        raise ModelError(
-            f"model {str(p)!r} has {len(outputs)} outputs; rt-eda workers read exactly one"
-        )
+        raise _outputs_error(p, len(outputs))
     output_shape: Shape = tuple(outputs[0].shape)
     fmt: Literal["keras", "h5"]
     if _magic(p).startswith(_ZIP_MAGIC):
@@ -417,6 +454,39 @@ def inspect_loaded(model: keras.Model, path: str | Path) -> ModelInfo:
 
 
 # -- checking the fit --------------------------------------------------------------------------
+def _more_channels(source: str, spec: StackSpec, k: int) -> str:
+    """Advice when the model wants ``k`` channels and the acquisition has fewer."""
+    if source == "synthetic":
+        return (f"the synthetic source makes {spec.channels} channel(s): use a model that "
+                f"takes at most {spec.channels}")
+    if source == "replay":
+        return (f"the recording has {spec.channels} channel(s): use a model that takes at "
+                f"most {spec.channels}")
+    return (f"acquire {k} channels (camera.channels: one Micro-Manager preset each) or use "
+            "another model")
+
+
+def _z_advice(source: str, spec: StackSpec, per: int | str) -> str:
+    """Advice to acquire ``per`` z-slices per timepoint."""
+    if source == "synthetic":
+        return f"set camera.synthetic.z_slices = {per}"
+    if source == "replay":
+        return (f"the recording has {spec.z_slices} z-slice(s) per timepoint: use a model "
+                f"that takes {spec.z_slices}")
+    return f"give camera.z_positions {per} position(s)"
+
+
+def _size_advice(source: str, spec: StackSpec, h: int, w: int) -> str:
+    """Advice to acquire ``h`` x ``w`` px frames."""
+    if source == "synthetic":
+        return f"set camera.synthetic.height = {h} and camera.synthetic.width = {w}"
+    if source == "replay":
+        return (f"the recording's frames are {spec.height}x{spec.width} px and cannot be "
+                "changed")
+    return (f"set the camera's region of interest to {h}x{w} px (in its Micro-Manager "
+            "configuration)")
+
+
 def check_fit(
     info: ModelInfo,
     spec: StackSpec,
@@ -425,6 +495,7 @@ def check_fit(
     *,
     image_shape: tuple[int, int] | None = None,
     tiled: bool = False,
+    source: str = "synthetic",
 ) -> None:
     """Refuse a model that does not fit the acquisition, naming both shapes and the setting.
 
@@ -445,12 +516,17 @@ def check_fit(
     tiled
         The worker cuts tiles of the model's fixed size, so the image need only be at least
         that size.
+    source
+        The kind of ``camera.source`` (``synthetic``, ``mm-demo``, ``mmconfig``,
+        ``replay``): the advice names the settings that change that source's acquisition.
+        Every configuration key a message names is a valid key.
 
     Raises
     ------
     ModelError
         Channels, z-slices, time window or spatial size do not fit. Checks run in that order
-        and the first misfit is reported.
+        and the first misfit is reported. A dimension the model leaves dynamic (None) never
+        counts as a misfit.
     """
     name = Path(info.path).name
     shape = _fmt(info.input_shape)
@@ -463,7 +539,7 @@ def check_fit(
     if bad:
         raise ModelError(
             f"analysis.channels_to_use = {list(channels)} names channel(s) {bad}, but the "
-            f"acquisition has {spec.channels} channel(s) (camera.channels = {spec.channels})"
+            f"acquisition has {spec.channels} channel(s) (0..{spec.channels - 1})"
         )
     if n_timepoints < 1:
         raise ModelError(f"analysis.n_timepoints must be >= 1, got {n_timepoints}")
@@ -471,7 +547,7 @@ def check_fit(
     where = (
         f"analysis.channels_to_use = {list(channels)}"
         if channels
-        else f"camera.channels = {spec.channels}, analysis.channels_to_use = [] (all)"
+        else f"all {spec.channels} acquisition channel(s), analysis.channels_to_use = []"
     )
     # time window named by the file
     if info.time_window_from_name and info.time_window != n_timepoints:
@@ -487,9 +563,8 @@ def check_fit(
         if spec.z_slices != 1:
             raise ModelError(
                 f"model {name} takes a single z-slice (input {shape} has no slice axis), the "
-                f"{acq} has {spec.z_slices} z-slices (camera.z_slices = {spec.z_slices}): set "
-                "camera.z_slices = 1 or use a model with a 5-D (batch, y, x, channels, slices) "
-                "input"
+                f"{acq} has {spec.z_slices} z-slices: {_z_advice(source, spec, 1)}, or use a "
+                "model with a 5-D (batch, y, x, channels, slices) input"
             )
         if k is not None and k != used * window:
             if window > 1:
@@ -504,8 +579,7 @@ def check_fit(
                 fix = (
                     f"set analysis.channels_to_use to {k} acquisition channel(s)"
                     if k <= spec.channels
-                    else f"the acquisition has only {spec.channels}: acquire {k} channels "
-                    f"(camera.channels) or use another model"
+                    else _more_channels(source, spec, k)
                 )
             raise ModelError(
                 f"model {name} expects {k} channel(s) (input {shape}), the acquisition gives "
@@ -517,19 +591,18 @@ def check_fit(
             fix = (
                 f"set analysis.channels_to_use to {k} acquisition channel(s)"
                 if k <= spec.channels
-                else f"the acquisition has only {spec.channels}: acquire {k} channels "
-                "(camera.channels) or use another model"
+                else _more_channels(source, spec, k)
             )
             raise ModelError(
                 f"model {name} expects {k} channel(s) (input {shape}), the acquisition gives "
                 f"{used} ({where}): {fix}"
             )
         if s is not None and s != spec.z_slices * window:
-            per = f"{s // window}" if s % window == 0 else f"{s}/{window}"
+            per = s // window if s % window == 0 else f"{s}/{window}"
             raise ModelError(
                 f"model {name} expects {s} slice(s) on its last axis (input {shape}: "
                 f"{per} z-slice(s) x {window} timepoint(s)), the {acq} gives "
-                f"{spec.z_slices * window}: set camera.z_slices = {per}"
+                f"{spec.z_slices * window}: {_z_advice(source, spec, per)}"
                 + (" or change analysis.n_timepoints" if window > 1 else "")
             )
     # spatial size
@@ -539,18 +612,22 @@ def check_fit(
         return
     if tiled:
         if h < size[0] or w < size[1]:
+            # the camera size whose preprocessed image holds one tile
+            need_h = max(spec.height, math.ceil(size[0] * spec.height / h))
+            need_w = max(spec.width, math.ceil(size[1] * spec.width / w))
             raise ModelError(
                 f"model {name} takes tiles of {size[0]}x{size[1]} px (input {shape}), the "
                 f"preprocessed image is only {h}x{w} px (from camera {spec.height}x"
-                f"{spec.width}): acquire a larger image (camera.height/width) or use a model "
-                "with a smaller or dynamic input"
+                f"{spec.width}): acquire a larger image "
+                f"({_size_advice(source, spec, need_h, need_w)}) or use a model with a "
+                "smaller or dynamic input"
             )
     elif (h, w) != size:
         raise ModelError(
             f"model {name} takes {size[0]}x{size[1]} px images (input {shape}), the worker "
-            f"feeds {h}x{w} px (camera {spec.height}x{spec.width}): set camera.height/width "
-            f"to give {size[0]}x{size[1]}, or use KerasTilingWorker (analysis.worker) which "
-            "cuts tiles of the model's size"
+            f"feeds {h}x{w} px (camera {spec.height}x{spec.width}): "
+            f"{_size_advice(source, spec, size[0], size[1])}, or use KerasTilingWorker "
+            "(analysis.worker) which cuts tiles of the model's size"
         )
 
 

@@ -8,8 +8,14 @@ The loop::
       prepare_images -> run_model -> extract_decision_parameter / post_process_output
     release the claim -> Result on the results queue
 
-A hook that raises ends the process (FAILED, exit 1); the engine recovers the claim and
-restarts the worker, a bounded number of times.
+A hook that raises hands its claim back counted as *failed* (never as analysed) and ends the
+process (FAILED, exit 1, one line naming the exception; the traceback only with ``--debug``);
+the engine restarts the worker, a bounded number of times.
+
+Network images are checked against the shape the worker declares
+(:func:`~rt_eda.workers._base.network_image_problem`): one that breaks it is refused, counted
+(``network_images_refused``), logged once per distinct shape and dtype, and never stored. At
+start-up, a warm-up image that breaks the declaration is a :class:`~rt_eda.errors.ModelError`.
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ from typing import Any
 import numpy as np
 
 from rt_eda.config import Config
-from rt_eda.errors import ClaimRecoveredError, RingClosedError, RingOverrunError
+from rt_eda.errors import (
+    ClaimRecoveredError,
+    ModelError,
+    RingClosedError,
+    RingOverrunError,
+)
 from rt_eda.messages import Result, Role, RoleEventKind
 from rt_eda.process import RoleChannels, enter_role, report
 from rt_eda.shm import StackRing, check_stack
 
-from ._base import Worker, WorkerSettings
+from ._base import Analysis, Worker, WorkerSettings, exception_line, network_image_problem
 
 __all__ = ["run", "worker_settings"]
 
@@ -45,7 +56,26 @@ def worker_settings(config: Config) -> WorkerSettings:
         n_timepoints=a.n_timepoints,
         channels_to_use=tuple(a.channels_to_use),
         options=tuple(sorted(a.options.items())),
+        source=config.camera.source.partition(":")[0],
     )
+
+
+def check_warm_up(worker: Worker, analysis: Analysis | None) -> None:
+    """Refuse a worker whose warm-up network image breaks its own declared shape.
+
+    Raises
+    ------
+    ModelError
+        Naming the worker, the image made and the shape declared.
+    """
+    if analysis is None or analysis.network_image is None:
+        return
+    problem = network_image_problem(analysis.network_image, worker.network_image_shape())
+    if problem is not None:
+        raise ModelError(
+            f"worker {worker.name}: the network image of its warm-up on the real input shape "
+            f"is refused: {problem}"
+        )
 
 
 def _intact(pixels: np.ndarray, seq: int, n_timepoints: int) -> bool:
@@ -67,7 +97,8 @@ def run(config: Config, channels: RoleChannels, index: int, control: Any) -> Non
     After warm-up the worker reports READY with the shape of its network images and waits on
     ``control`` for the name of the output ring ("" for none) before it claims anything.
     """
-    enter_role(f"{Role.WORKER.value}-{index}", channels)
+    enter_role(f"{Role.WORKER.value}-{index}", channels,
+               level=logging.DEBUG if config.run.debug else logging.INFO)
     os.nice(WORKER_NICENESS)
     from ._discovery import discover_workers
     from ._keras import KerasWorker, configure_threads
@@ -76,7 +107,8 @@ def run(config: Config, channels: RoleChannels, index: int, control: Any) -> Non
     ring: StackRing | None = None
     out_ring: StackRing | None = None
     counts = {"analysed": 0, "torn": 0, "recovered": 0, "network_images": 0,
-              "network_images_lost": 0}
+              "network_images_lost": 0, "network_images_refused": 0,
+              "network_images_nonfinite": 0}
     times = {"wait_s": 0.0, "prepare_s": 0.0, "infer_s": 0.0, "post_s": 0.0, "queue_s": 0.0}
     try:
         cls = discover_workers(config.analysis.worker_modules)[config.analysis.worker]
@@ -85,7 +117,7 @@ def run(config: Config, channels: RoleChannels, index: int, control: Any) -> Non
         ring = StackRing.attach(channels.ring)
         worker = cls(worker_settings(config))
         worker.setup(ring.spec)
-        worker.warm_up()
+        check_warm_up(worker, worker.warm_up())
         shape = worker.network_image_shape()
         report(channels, "worker", index, RoleEventKind.READY,
                json.dumps({"network_image_shape": list(shape) if shape else None}))
@@ -96,8 +128,9 @@ def run(config: Config, channels: RoleChannels, index: int, control: Any) -> Non
             out_ring = StackRing.attach(name)
         _loop(worker, ring, out_ring, channels, config, index, counts, times)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
-        log.exception("worker %d failed", index)
-        report(channels, "worker", index, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
+        # The engine reports the FAILED event in one line; the traceback only with --debug.
+        log.debug("worker %d failed", index, exc_info=True)
+        report(channels, "worker", index, RoleEventKind.FAILED, exception_line(exc))
         raise SystemExit(1) from None
     finally:
         if worker is not None:
@@ -144,6 +177,8 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
     verify = config.run.verify or config.camera.synthetic.verify
     n_t = config.analysis.n_timepoints
     results = channels.results
+    declared = worker.network_image_shape()
+    refused: set[tuple[object, ...]] = set()
     while True:
         t0 = time.perf_counter()
         try:
@@ -181,7 +216,22 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
         ))
         times["queue_s"] += time.perf_counter() - tq
         image = analysis.network_image
-        if out_ring is not None and image is not None:
+        if image is None:
+            continue
+        problem = network_image_problem(image, declared)
+        if problem is not None:
+            counts["network_images_refused"] += 1
+            key = (type(image).__name__, getattr(image, "shape", None),
+                   str(getattr(image, "dtype", "")))
+            if key not in refused:
+                refused.add(key)
+                log.warning("worker %d: network image of stack %d refused, not stored: %s "
+                            "(logged once per shape; counted in network_images_refused)",
+                            index, claim.seq, problem)
+            continue
+        if image.dtype.kind == "f" and not np.isfinite(image).all():
+            counts["network_images_nonfinite"] += 1
+        if out_ring is not None:
             tp = time.perf_counter()
             _publish_image(out_ring, claim.seq, image, claim.t_exposure, claim.interval_s,
                            counts)
