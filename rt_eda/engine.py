@@ -198,7 +198,7 @@ class Engine:
                     self._preflight()
             except (ConfigError, ModelError) as exc:
                 self.errors.append(str(exc))
-                log.error("%s", exc)
+                log.debug("bad input: %s", exc)  # the CLI prints self.errors, once
                 return EXIT_BAD_INPUT
             except KeyboardInterrupt:
                 pass  # a second Ctrl-C during preflight: nothing had started
@@ -235,6 +235,7 @@ class Engine:
         from rt_eda.outputs import check_output_paths
         from rt_eda.sources import make_source
         from rt_eda.workers._discovery import discover_workers
+        from rt_eda.workers._probe import probe_worker
         from rt_eda.workers._process import worker_settings
 
         check_output_paths(self.config)
@@ -255,6 +256,7 @@ class Engine:
         self._worker = cls(worker_settings(self.config))
         if isinstance(spec, StackSpec):
             self._worker.check(spec)  # ModelError / ConfigError: exit 2, nothing started
+            probe_worker(self.config, spec, cancelled=lambda: bool(self._stop_requested))
         if self.config.run.save:  # last: a folder is created only for a run that starts
             from rt_eda.recording import prepare_save_dir
 
@@ -284,9 +286,12 @@ class Engine:
             try:
                 with self._interruptible():
                     self._worker.check(spec)
+                    from rt_eda.workers._probe import probe_worker  # known only now for a camera
+
+                    probe_worker(cfg, spec, cancelled=lambda: bool(self._stop_requested))
             except (ConfigError, ModelError) as exc:
                 self.errors.append(str(exc))
-                log.error("%s", exc)
+                log.debug("bad input: %s", exc)  # the CLI prints self.errors, once
                 self._bad_input = True
                 return EXIT_BAD_INPUT
             except KeyboardInterrupt:  # a second Ctrl-C while the model is checked
@@ -818,6 +823,10 @@ class Engine:
             "source_statistics": cam.get("source", {}),
             "writer": self._writer_stats,
             "frames_salvaged": self._salvaged,
+            **{key: sum(int(d.get(key, 0)) for runs in self._worker_stats.values()
+                        for d in runs)
+               for key in ("network_images", "network_images_refused",
+                           "network_images_nonfinite", "network_images_lost")},
             "viewer_exits": self._viewer_exits,
             "viewer_last_error": self._viewer_last_error,
             "save": cfg.run.save,
