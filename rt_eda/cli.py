@@ -92,6 +92,9 @@ def _parse_value(text: str) -> object:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ConfigError(f"--set value {shown!r} nests arrays or tables too deeply") from None
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -130,8 +133,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for note in notes:
             log.info("settings.json: %s", note)
         config = config.with_overrides(_overrides(args))
-    except ConfigError as exc:
-        print(f"rt-eda: configuration error:\n{exc}", file=sys.stderr)
+    except ConfigError as exc:  # one line per problem (a file that cannot be read: one)
+        print(f"rt-eda: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     tty = sys.stdout.isatty()
 
@@ -176,10 +179,18 @@ def _print_outputs(config: Any, outputs: Any) -> None:
             print(f"saved to {config.run.save} (no report)")
 
 
+def _one_line(message: str) -> str:
+    """A configuration error with a single problem, as one line (header: problem)."""
+    lines = message.splitlines()
+    if len(lines) == 2 and lines[0].endswith(": 1 problem"):
+        return f"{lines[0].removesuffix(': 1 problem')}: {lines[1]}"
+    return message
+
+
 def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
     if not s:
         for e in errors:
-            print(f"rt-eda: {e}", file=sys.stderr)
+            print(f"rt-eda: {_one_line(e)}", file=sys.stderr)
         return
     lat = s["latency_ms"]
     print(
@@ -340,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ModelError) as exc:
         if debug:
             raise
-        print(f"rt-eda: {exc}", file=sys.stderr)
+        print(f"rt-eda: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if debug:

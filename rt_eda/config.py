@@ -187,7 +187,7 @@ def path_problem(path: Path, *, folder_ok: bool = False, empty_ok: bool = False)
     try:
         if stat.S_ISDIR(st.st_mode):
             if not folder_ok:
-                return "is a folder, not a file"
+                return "is a folder: it is not a file"
             with os.scandir(path) as entries:
                 next(entries, None)
             return None
@@ -225,14 +225,15 @@ def read_text_input(path: str | Path, what: str) -> tuple[Path, str]:
         device (never opened, so never waited on), empty, larger than
         :data:`MAX_CONFIG_BYTES`, unreadable, or not UTF-8 text.
     """
-    raw = Path(path).expanduser()
+    raw = Path(path).expanduser().absolute()
     try:
         resolved = _resolved(raw)
     except ConfigError as exc:
         raise ConfigError(f"{what} {exc}") from None
     problem = path_problem(resolved)
     if problem is not None:
-        raise ConfigError(f"{what} {resolved} {problem}")
+        named = f"{raw} (a link to {resolved})" if raw != resolved else str(raw)
+        raise ConfigError(f"{what} {named} {problem}")
     size = resolved.stat().st_size
     if size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{what} {resolved} is {size / MIB:.0f} MiB; a configuration is at "
@@ -424,11 +425,13 @@ class CameraConfig(_Section):
         if parsed.path is None:
             return value
         path = _resolve_path(str(parsed.path), info)
+        # What a file holds is the source's to judge (at open, before anything starts);
+        # here: that it is there and can be read.
         if parsed.kind is SourceKind.MMCONFIG:
-            problem = path_problem(path)
+            problem = path_problem(path, empty_ok=True)
             expected = "a Micro-Manager configuration (.cfg) file"
         else:
-            problem = path_problem(path, folder_ok=True)
+            problem = path_problem(path, folder_ok=True, empty_ok=True)
             expected = "a recording: a run folder, an OME-Zarr or an (OME-)TIFF file"
         if problem is not None:
             raise _value_error(f"{value!r}: {path} {problem}; expected {expected}")
@@ -529,7 +532,7 @@ class AnalysisConfig(_Section):
                 f"{value!r} is not a model file; expected '' or a path ending in "
                 + ", ".join(_MODEL_SUFFIXES)
             )
-        problem = path_problem(path)
+        problem = path_problem(path, empty_ok=True)  # what it holds: the model loader's
         if problem is not None:
             raise _value_error(f"{value!r}: model file {path} {problem}")
         return str(path)
@@ -694,10 +697,29 @@ class Config(_Section):
         if not overrides:
             return self
         data = self.model_dump(mode="python")
-        problems = _apply_dotted(data, overrides)
+        problems = [f"{key}: {_show(value)} is not valid UTF-8 text (rt-eda writes every "
+                    "value into its TOML and JSON records)"
+                    for key, value in overrides.items() if not _utf8(value)]
+        problems += _apply_dotted(data, overrides)
         if problems:
             raise ConfigError(_header("overrides", len(problems)) + "\n".join(problems))
         return _validate(Config, data, source="overrides", base_dir=None)
+
+
+def _utf8(value: object) -> bool:
+    """False for a string (or a string in a list or table) that cannot be UTF-8 encoded: a
+    command-line byte that was not UTF-8 arrives as a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, list | tuple):
+        return all(_utf8(v) for v in value)
+    if isinstance(value, dict):
+        return all(_utf8(k) and _utf8(v) for k, v in value.items())
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -885,8 +907,8 @@ def load_config_with_notes(path: str | Path | None) -> tuple[Config, list[str]]:
     if path.suffix.lower() == ".json":
         from rt_eda.legacy_settings import read_legacy_settings
 
-        imported = read_legacy_settings(path)
-        path = imported.path or path
+        imported = read_legacy_settings(path)  # ConfigError: one line for an unreadable file
+        path = _resolved(path)
         data: dict[str, Any] = {}
         problems = _apply_dotted(data, imported.values)
         if problems:  # pragma: no cover - the mapping only produces known keys

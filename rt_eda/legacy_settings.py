@@ -241,21 +241,32 @@ def map_legacy_settings(data: Mapping[str, Any], base_dir: Path) -> LegacyImport
     return LegacyImport(values=values, origins=origins, notes=tuple(notes))
 
 
+def _json_kind(value: object) -> str:
+    """The JSON name of a parsed value's type."""
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
 def read_legacy_settings(path: str | Path) -> LegacyImport:
     """Read an original eda_plugin ``settings.json`` and map it (see the module docstring).
 
     Raises
     ------
     ConfigError
-        The file is missing, is not JSON, or is not a ``settings.json`` of the plugin.
+        One line naming the file and what is wrong: it cannot be read (see
+        :func:`rt_eda.config.read_text_input`), is not JSON, nests too deeply, is not an
+        object, or is not a ``settings.json`` of the plugin.
     """
-    path = Path(path).expanduser().resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"settings file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"settings file {path} is a folder, not a file") from None
+    from rt_eda.config import read_text_input
+
+    path, text = read_text_input(path, "settings file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -263,11 +274,16 @@ def read_legacy_settings(path: str | Path) -> LegacyImport:
             f"settings file {path} is not valid JSON: {exc.msg} "
             f"(line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"settings file {path} nests objects or arrays too deeply to be "
+                          "read") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"settings file {path} holds a JSON {type(data).__name__}, not an object")
+        raise ConfigError(f"settings file {path} holds a JSON {_json_kind(data)}, not an object")
     try:
         imported = map_legacy_settings(data, path.parent)
     except ConfigError as exc:
         raise ConfigError(f"settings file {path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"settings file {path} nests objects too deeply to be read") from None
     log.debug("read %s: %d keys mapped", path, len(imported.values))
     return imported

@@ -194,3 +194,101 @@ def test_engine_run_leaves_the_run_folder_finished(tmp_path: Path) -> None:
     assert_counts_add_up(s)
     assert s["errors"] == [] and s["cut_short"] is False
     assert_clean(before)
+
+
+# -- item 12: configuration inputs that cannot be read or decoded ----------------------------
+
+def _config_inputs(d: Path) -> list[tuple[str, list[str]]]:
+    """(--config PATH, words of the one line) for every member of the class."""
+    (d / "binary.toml").write_bytes(b"\xff\xfe\x00\x01 not text")
+    (d / "deep.toml").write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    (d / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (d / "deep_objects.json").write_text('{"a":' * 990 + "1" + "}" * 990)
+    (d / "loop.toml").symlink_to(d / "loop.toml")
+    (d / "folder.toml").mkdir()
+    os.mkfifo(d / "fifo.toml")
+    (d / "empty.toml").write_bytes(b"")
+    (d / "empty.json").write_bytes(b"")
+    (d / "array.json").write_text("[1, 2]\n")
+    (d / "null.json").write_text("null\n")
+    (d / "dangling.toml").symlink_to(d / "nothing.toml")
+    (d / "huge.toml").write_bytes(b"# " + b"x" * (17 * 2**20) + b"\n")
+    return [
+        ("binary.toml", ["binary.toml", "not UTF-8 text", "0xff"]),
+        ("deep.toml", ["deep.toml", "too deeply"]),
+        ("deep.json", ["deep.json", "too deeply"]),
+        ("deep_objects.json", ["deep_objects.json", "too deeply"]),
+        ("loop.toml", ["loop.toml", "symbolic link loop"]),
+        ("folder.toml", ["folder.toml", "is a folder: it is not a file"]),
+        ("fifo.toml", ["fifo.toml", "FIFO"]),
+        ("/dev/zero", ["/dev/zero", "device"]),
+        ("empty.toml", ["empty.toml", "empty (0 bytes)"]),
+        ("empty.json", ["empty.json", "empty (0 bytes)"]),
+        ("array.json", ["array.json", "JSON list, not an object"]),
+        ("null.json", ["null.json", "JSON null, not an object"]),
+        ("dangling.toml", ["dangling.toml", "nothing.toml", "does not exist"]),
+        ("huge.toml", ["huge.toml", "17 MiB", "at most 16 MiB"]),
+    ]
+
+
+def test_configuration_files_that_cannot_be_read_exit_2_in_one_line(tmp_path: Path) -> None:
+    before = {n for n, _ in list_blocks()}
+    for name, words in _config_inputs(tmp_path):
+        proc = rt_eda("--config", name, "--duration", "1", cwd=tmp_path, timeout=60)
+        line = assert_refused(proc, *words)
+        assert line.startswith(("rt-eda: configuration file", "rt-eda: settings file")), line
+    # The same file access for `rt-eda workers --config`.
+    proc = subprocess.run([sys.executable, "-m", "rt_eda.cli", "workers", "--config",
+                           "binary.toml"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert_refused(proc, "binary.toml", "not UTF-8 text")
+    assert_clean(before)
+
+
+def test_unreadable_configuration_file_exits_2(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file of mode 000: no EACCES to provoke")
+    before = {n for n, _ in list_blocks()}
+    secret = tmp_path / "secret.toml"
+    secret.write_text("[analysis]\nworkers = 1\n")
+    secret.chmod(0)
+    proc = rt_eda("--config", str(secret), "--duration", "1", cwd=tmp_path, timeout=60)
+    assert_refused(proc, str(secret), "Permission denied")
+    assert_clean(before)
+
+
+def test_model_replay_and_mmconfig_paths_that_cannot_be_read_exit_2(tmp_path: Path) -> None:
+    before = {n for n, _ in list_blocks()}
+    d = tmp_path
+    (d / "folder.keras").mkdir()
+    os.mkfifo(d / "fifo.keras")
+    (d / "loop.keras").symlink_to(d / "loop.keras")
+    os.mkfifo(d / "fifo.tif")
+    (d / "loop.tif").symlink_to(d / "loop.tif")
+    (d / "folder.cfg").mkdir()
+    os.mkfifo(d / "fifo.cfg")
+    cases: list[tuple[list[str], list[str]]] = [
+        (["--model", "folder.keras"], ["analysis.model", "folder.keras", "is a folder"]),
+        (["--model", "fifo.keras"], ["analysis.model", "fifo.keras", "FIFO"]),
+        (["--model", "loop.keras"], ["analysis.model", "loop.keras", "symbolic link loop"]),
+        (["--source", "replay:fifo.tif"], ["camera.source", "fifo.tif", "FIFO", "recording"]),
+        (["--source", "replay:/dev/null"], ["camera.source", "/dev/null", "device"]),
+        (["--source", "replay:loop.tif"], ["camera.source", "loop.tif", "symbolic link loop"]),
+        (["--source", "replay:gone.tif"], ["camera.source", "gone.tif", "does not exist"]),
+        (["--source", "mmconfig:folder.cfg"], ["camera.source", "folder.cfg", "folder"]),
+        (["--source", "mmconfig:fifo.cfg"], ["camera.source", "fifo.cfg", "FIFO"]),
+        (["--set", "analysis.options={a=" + "[" * 3000 + "]" * 3000 + "}"],
+         ["--set", "too deeply"]),
+        (["--summary", "loop.keras"], ["run.summary", "symbolic link loop"]),
+    ]
+    for args, words in cases:
+        proc = rt_eda(*args, "--duration", "1", *SMALL, cwd=tmp_path, timeout=60)
+        assert_refused(proc, *words)
+    # A command-line byte that is not UTF-8 (it reaches Python as a lone surrogate).
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"rt_eda.cli", b"run", b"--set",
+                           b"camera.source=synthetic\xff", b"--duration", b"1"],
+                          cwd=tmp_path, capture_output=True, timeout=60)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and "not valid UTF-8" in err and "camera.source" in err
+    assert_clean(before)
