@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numba import njit
 
 from rt_eda.errors import RingClosedError, RingOverrunError
-from rt_eda.shm import SharedBlock, StackRing, check_stack, stamp_frame
+from rt_eda.shm import SharedBlock, StackRing, _doorbell, check_stack, stamp_frame
 from rt_eda.shm._atomics import atomic_add, atomic_cas, atomic_load
 
 
 @njit(cache=True)
 def _hammer(words: np.ndarray, n: int) -> int:
+    """n increments of word 0 by CAS loops and of word 1 by fetch-add; the CAS retries are
+    added to word 2 (proof that the processes raced) and returned."""
     retries = 0
     for _ in range(n):
         atomic_add(words, 1, 1)
@@ -24,17 +27,27 @@ def _hammer(words: np.ndarray, n: int) -> int:
             if atomic_cas(words, 0, old, old + 1) == old:
                 break
             retries += 1
+    atomic_add(words, 2, retries)
     return retries
 
 
 def hammer_atomics(name: str, n: int, start: Any, out: Any) -> None:
-    """Increment word 0 by CAS loops and word 1 by fetch-add, n times each."""
+    """Hammer the block's words (see :func:`_hammer`) in rounds of ``n``, from the start line
+    on, until some process has seen a CAS retry (the processes really raced) or 60 s pass.
+    Reports ("ready", pid) once compiled, then ("done", increments, retries)."""
     block = SharedBlock.attach(name)
-    words = np.frombuffer(block.buf, dtype=np.int64, count=2)
-    _hammer(words[:1].copy(), 1)  # compile before the start line
+    words = np.frombuffer(block.buf, dtype=np.int64, count=3)
+    _hammer(np.zeros(3, dtype=np.int64), 1)  # compile before the start line
+    out.put(("ready", os.getpid()))
     start.wait()
-    retries = _hammer(words, n)
-    out.put(retries)
+    increments = retries = 0
+    deadline = time.monotonic() + 60.0
+    while True:
+        retries += _hammer(words, n)
+        increments += n
+        if int(words[2]) > 0 or time.monotonic() > deadline:
+            break
+    out.put(("done", increments, retries))
     del words
     block.close()
 
@@ -82,9 +95,13 @@ def producer(name: str, n_stacks: int, period_s: float, out: Any) -> None:
         ring.close()
 
 
-def reader(name: str, actor: int, work_s: float, n_timepoints: int, out: Any) -> None:
-    """Claim newest stacks until the ring closes; check each; report the seqs analysed."""
-    ring = StackRing.attach(name)
+def reader(name: str, actor: int, work_s: float, n_timepoints: int, out: Any,
+           ready: Any = None) -> None:
+    """Claim newest stacks until the ring closes; check each; report the seqs analysed.
+    Puts ``actor`` on ``ready`` once attached (and compiled)."""
+    ring = StackRing.attach(name)  # compiles the ring's kernels
+    if ready is not None:
+        ready.put(actor)
     seqs: list[int] = []
     torn = 0
     try:
@@ -122,6 +139,52 @@ def claim_and_hang(name: str, actor: int, ready: Any) -> None:
     claim = ring.claim(actor, timeout=10.0)
     ready.put(None if claim is None else claim.seq)
     time.sleep(60)
+
+
+def doorbell_reader(name: str, actor: int, out: Any) -> None:
+    """Sleep for stacks on the doorbell alone and report each wake-up.
+
+    The ring's readers also wake by themselves every 0.25 s (``StackRing._sleep``'s cap, a
+    safety net); here it is 60 s, so within a test's few seconds only the doorbell wakes this
+    process. Reports ("address", doorbell address), then ("claimed", seq) after a publish,
+    then ("closed", None) after the owner's shutdown.
+    """
+    assert StackRing._sleep.__defaults__ == (0.25,)
+    StackRing._sleep.__defaults__ = (60.0,)
+    ring = StackRing.attach(name)
+    out.put(("address", ring._doorbell_address))
+    try:
+        claim = ring.claim(actor, timeout=60.0)
+        out.put(("claimed", None if claim is None else claim.seq))
+        if claim is not None:
+            claim.release()
+        claim = ring.claim(actor, timeout=60.0)
+        out.put(("claimed", None if claim is None else claim.seq))
+    except RingClosedError:
+        out.put(("closed", None))
+    finally:
+        ring.close()
+
+
+def asleep_on(task: str, address: int) -> bool:
+    """True when the thread ``task`` (``/proc/PID/task/TID``) sleeps in ``futex(2)`` on the
+    word at ``address`` (its own address space's)."""
+    try:
+        fields = Path(task, "syscall").read_text().split()
+    except OSError:
+        return False
+    return (len(fields) > 2 and fields[0] == str(_doorbell._nr)
+            and int(fields[1], 16) == address)
+
+
+def wait_asleep_on(task: str, address: int, timeout: float = 60.0) -> None:
+    """Wait until :func:`asleep_on` (the reader really sleeps in the kernel on the doorbell)."""
+    deadline = time.monotonic() + timeout
+    while not asleep_on(task, address):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{task} never went to sleep on the doorbell at "
+                                 f"{address:#x} within {timeout} s")
+        time.sleep(0.001)
 
 
 def create_and_hang(ready: Any) -> None:

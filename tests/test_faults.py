@@ -8,6 +8,7 @@ import signal
 import subprocess
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,9 @@ from engine_helpers import (
     wait_for_role,
 )
 
+from rt_eda.errors import RingError
 from rt_eda.recording import open_run
-from rt_eda.shm import list_blocks
+from rt_eda.shm import StackRing, list_blocks
 
 SMALL = ["--set", "camera.synthetic.height=64", "--set", "camera.synthetic.width=64",
          "--no-viewer"]
@@ -54,33 +56,87 @@ def finish(proc: subprocess.Popen[str], sig: int = signal.SIGINT,
     return proc.returncode, err
 
 
+def _until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _stack_ring(engine_pid: int, timeout: float = 120.0) -> StackRing:
+    """The running engine's stack ring (two channels), attached once it exists."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, pid in list_blocks():
+            if pid != engine_pid or "_ring_" not in name:
+                continue
+            try:
+                ring = StackRing.attach(name)
+            except RingError:
+                continue  # unlinked or not yet initialised
+            if ring.spec.channels == 2:
+                return ring
+            ring.close()  # the network-image ring
+        time.sleep(0.05)
+    raise TimeoutError(f"engine {engine_pid} made no stack ring within {timeout} s")
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _stop_inside_a_claim(ring: StackRing, pid: int, timeout: float = 60.0) -> None:
+    """SIGSTOP ``pid``, the ring's only reader, at a moment it holds a claim (checked while
+    it is stopped, so the claim cannot be released meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ring.statistics().slots_claimed == 1:
+            os.kill(pid, signal.SIGSTOP)
+            assert _until(lambda: _state(pid) == "T", 10.0)
+            if ring.statistics().slots_claimed == 1:
+                return
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(0.005)
+    raise TimeoutError(f"worker {pid} never held a claim within {timeout} s")
+
+
 def test_a_sigkilled_worker_is_recovered_and_restarted(tmp_path: Path) -> None:
     before = {n for n, _ in list_blocks()}
     out = tmp_path / "s.json"
     proc = start_rt_eda("--worker", "Sleepy", "--set",
-                        "analysis.worker_modules=['sleepy_workers']", "--interpreter",
-                        "manual", "--interval", "0.02", "--summary", str(out),
-                        "--save", str(tmp_path / "run"), *SMALL,
+                        "analysis.worker_modules=['sleepy_workers']", "--workers", "1",
+                        "--interpreter", "manual", "--interval", "0.02", "--summary",
+                        str(out), "--save", str(tmp_path / "run"), *SMALL,
                         cwd=tmp_path, env=sleepy_module(tmp_path))
+    ring = None
     try:
+        ring = _stack_ring(proc.pid)
+        rs = ring
         victim = wait_for_role("worker-1")
-        wait_for_role("interp")
-        time.sleep(2.0)  # running, the worker mostly inside a claim
+        assert _until(lambda: rs.statistics().completed >= 3, 120.0), "no analysis"
+        _stop_inside_a_claim(ring, victim)  # the worker holds a claim: then it is killed
+        at_kill = ring.statistics()
+        assert at_kill.slots_claimed == 1 and at_kill.recovered == 0
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # restarted under the same name
-            if wait_for_role("worker-1") != victim:
-                break
-            time.sleep(0.1)
-        time.sleep(2.0)
+        # The engine takes the dead worker's claim back, and restarts it under its name.
+        assert _until(lambda: rs.statistics().recovered == 1, 60.0), (
+            f"the claim of the killed worker was not recovered: {rs.statistics()}")
+        assert _until(lambda: wait_for_role("worker-1") != victim, 60.0), "no restart"
+        assert _until(lambda: rs.statistics().completed >= at_kill.completed + 3, 120.0), (
+            "the restarted worker analyses nothing")
     finally:
+        if ring is not None:
+            ring.close()
         code, err = finish(proc)
     assert code == 0, err
     s = summary(out)
     assert s["worker_restarts"] == 1
-    assert s["claims_recovered"] <= 1
+    assert s["claims_recovered"] == 1  # exactly the claim it held when it was killed
     assert_counts_add_up(s)
-    assert s["stacks_analysed"] > 3
+    assert s["stacks_analysed"] >= at_kill.completed + 3
     assert s["frames_written"] == s["frames_acquired"] and s["frames_lost"] == 0
     assert_clean(before)
 

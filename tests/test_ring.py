@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import ring_procs
 
 from rt_eda.errors import ClaimRecoveredError, RingClosedError, RingError, RingOverrunError
 from rt_eda.shm import StackRing, StackSpec
@@ -253,31 +254,54 @@ def test_drain_counts_unclaimed_stacks_as_skipped(make_ring: MakeRing) -> None:
     assert stats.published == stats.completed + stats.skipped + stats.recovered == 3
 
 
-def test_claim_sleeps_until_publish_and_shutdown_wakes_it(make_ring: MakeRing) -> None:
+@pytest.fixture
+def doorbell_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers also wake by themselves every 0.25 s (``StackRing._sleep``'s cap, a safety
+    net), which would hide a broken doorbell; at 60 s, within a test's few seconds only the
+    doorbell can wake them."""
+    assert StackRing._sleep.__defaults__ == (0.25,)
+    monkeypatch.setattr(StackRing._sleep, "__defaults__", (60.0,))
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def test_claim_sleeps_until_publish_and_shutdown_wakes_it(
+    make_ring: MakeRing, doorbell_only: None
+) -> None:
     ring = make_ring()
     got: list[object] = []
+    tid: list[int] = []
 
     def wait_for_claim() -> None:
-        claim = ring.claim(1, timeout=5.0)
+        tid.append(threading.get_native_id())
+        claim = ring.claim(1, timeout=60.0)
         got.append(claim.seq if claim else None)
         if claim:
             claim.release()
         try:
-            ring.claim(1, timeout=5.0)
+            ring.claim(1, timeout=60.0)
         except RingClosedError:
             got.append("closed")
 
-    thread = threading.Thread(target=wait_for_claim)
+    thread = threading.Thread(target=wait_for_claim, daemon=True)
     thread.start()
-    time.sleep(0.05)
+    assert _wait_for(lambda: bool(tid), 10.0)
+    task = f"/proc/self/task/{tid[0]}"
+    ring_procs.wait_asleep_on(task, ring._doorbell_address)  # asleep in the kernel
     publish(ring)
-    time.sleep(0.05)
-    t0 = time.monotonic()
+    assert _wait_for(lambda: got == [0], 10.0), f"a publish did not wake the reader: {got}"
+    ring_procs.wait_asleep_on(task, ring._doorbell_address)
     ring.shutdown()
-    thread.join(timeout=5)
-    assert not thread.is_alive()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "a shutdown did not wake the reader"
     assert got == [0, "closed"]
-    assert time.monotonic() - t0 < 1.0  # woken, not timed out
     with pytest.raises(RingClosedError):
         ring.write_slot()
 
