@@ -195,3 +195,102 @@ def test_report_png_and_data(tmp_path: Path) -> None:
     assert [r["interval_s"] for r in data["intervals_in_force"]] == [0.5, 0.1]
     assert len(data["events"]) == 2
     assert data["publish_to_decision_ms"]["p50"] == pytest.approx(30.0)
+
+
+# Each member of "a damaged run folder": how to damage it, the part named DAMAGED and what the
+# text says about it. describe() names the damage and describes everything else.
+DAMAGES = {
+    "corrupt-summary": (lambda d: (d / "summary.json").write_text('{"frames_acquired": 8'),
+                        "summary", "Expecting"),
+    "summary-not-an-object": (lambda d: (d / "summary.json").write_text("[1, 2]"),
+                              "summary", "a JSON list, not an object"),
+    "corrupt-group-zarr-json": (
+        lambda d: (d / "images.ome.zarr" / "zarr.json").write_text('{"zarr_format": 3, "no'),
+        "images", "not a readable zarr group or array"),
+    "corrupt-array-zarr-json": (
+        lambda d: (d / "images.ome.zarr" / "0" / "zarr.json").write_text('{"shape": [1'),
+        "images", "(its first dataset) is not a readable zarr array"),
+    "binary-frames-csv": (lambda d: (d / "frames.csv").write_bytes(bytes(range(128, 256)) * 8),
+                          "frames", "frames.csv is not a CSV table"),
+    "frames-csv-with-nul": (lambda d: (d / "frames.csv").write_bytes(b"seq,t_index\0\n1,2\n"),
+                            "frames", "frames.csv"),
+    "binary-decisions-csv": (lambda d: (d / "decisions.csv").write_bytes(b"\xff\xfe\x00" * 50),
+                             "decisions", "decisions.csv is not a CSV table"),
+    "text-in-decisions": (
+        lambda d: (d / "decisions.csv").write_text(
+            (d / "decisions.csv").read_text().replace("0.0,", "zero,", 1)),
+        "decisions", "not a number"),
+    "corrupt-config": (lambda d: (d / "config.toml").write_text("[camera\nsource = "),
+                       "config", "Expected ']'"),
+    "missing-images": (lambda d: __import__("shutil").rmtree(d / "images.ome.zarr"),
+                       "images", "no image store"),
+}
+
+
+@pytest.mark.parametrize("member", sorted(DAMAGES))
+def test_describe_names_what_is_damaged_and_describes_the_rest(tmp_path: Path,
+                                                               member: str) -> None:
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "zarr", 6)
+    write_summary(run_dir, {"frames_acquired": 36, "frames_written": 36, "errors": []})
+    damage, part, said = DAMAGES[member]
+    damage(run_dir)
+    text = describe(run_dir)
+    (line,) = [x for x in text.splitlines() if x.startswith(f"{part:<12} DAMAGED: ")]
+    assert said in line, line
+    assert "damaged      1 part(s) could not be read in full:" in text
+    others = {"images", "frames", "decisions", "intervals", "controls", "network", "summary",
+              "config"} - {part}
+    for other in others:  # every other part is still described
+        assert any(x.startswith(f"{other:<12} ") and "DAMAGED" not in x
+                   for x in text.splitlines()), (other, text)
+
+
+def test_describe_names_missing_chunks_and_rows_without_times(tmp_path: Path) -> None:
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "zarr", 8)
+    (run_dir / "images.ome.zarr" / "0" / "c.3.0.0.0.0").unlink()
+    frames = run_dir / "frames.csv"
+    frames.write_text("\n".join(frames.read_text().splitlines()[:1 + 6 * 5]) + "\n")
+    text = describe(run_dir)
+    assert "7 timepoints x (C, Z, Y, X) (2, 3, 16, 20) uint16, 42 frames" in text
+    assert "the store declares 8 timepoints; 1 cannot be read:" in text
+    assert "1 timepoint(s) missing: no chunk file" in text and "(timepoints 3)" in text
+    assert "3 of them have no row in frames.csv (timepoints 5..7)" in text
+    assert "damaged      2 part(s)" in text
+
+
+def test_describe_a_tiff_cut_short(tmp_path: Path) -> None:
+    import tifffile
+
+    run_dir = prepare_save_dir(tmp_path / "run")
+    fill(run_dir, "tiff", 6, network=False)
+    image = run_dir / "images.ome.tif"
+    with tifffile.TiffFile(image) as tif:
+        offset = int(tif.pages.first.dataoffsets[0])
+    with image.open("r+b") as f:
+        f.truncate(offset + 4 * stack(0).nbytes + 10)
+    text = describe(run_dir)
+    assert "4 timepoints x (C, Z, Y, X) (2, 3, 16, 20) uint16" in text
+    assert "2 timepoint(s) missing: past the end of images.ome.tif" in text
+    assert "cut short" in text
+
+
+@pytest.mark.parametrize("member", ["empty", "not-a-run", "a-file", "nothing-readable",
+                                    "does-not-exist"])
+def test_describe_refuses_what_is_not_a_run_folder(tmp_path: Path, member: str) -> None:
+    folder = tmp_path / "x"
+    if member != "does-not-exist":
+        folder.mkdir()
+    if member == "not-a-run":
+        (folder / "notes.txt").write_text("hello")
+    elif member == "a-file":
+        folder.rmdir()
+        folder.write_text("hello")
+    elif member == "nothing-readable":
+        (folder / "summary.json").write_text("{broken")
+    expected = {"nothing-readable": "nothing in this run folder could be read: images.ome.zarr: "
+                                    "no image store",
+                "a-file": "not a folder", "does-not-exist": "it does not exist"}
+    with pytest.raises(WriterError, match=expected.get(member, "none of images.ome.zarr")):
+        describe(folder)

@@ -415,9 +415,15 @@ class _ZarrReader:
             ms = multiscales[0]
             datasets = ms.get("datasets") or [{"path": "0"}]
             name = str(datasets[0].get("path", "0"))
-            if name not in node:
-                raise ConfigError(f"replay: {path} has no array {name!r} (its first dataset)")
-            found = node[name]
+            try:
+                found = node[name]
+            except KeyError:
+                raise ConfigError(
+                    f"replay: {path} has no array {name!r} (its first dataset)") from None
+            except (OSError, ValueError, TypeError) as exc:
+                raise ConfigError(
+                    f"replay: {path}/{name} (its first dataset) is not a readable zarr "
+                    f"array: {exc}") from exc
             if not isinstance(found, zarr.Array):
                 raise ConfigError(f"replay: {path}/{name} (its first dataset) is not an array")
             array = found

@@ -86,7 +86,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
@@ -253,6 +253,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         self._settings = settings
         self._reader: Reader | None = None
         self._spec: StackSpec | None = None
+        self._probed: StackSpec | None = None  # spec asked before open()
         self._timing = ReplayTiming.COMMANDED
         self._times: np.ndarray | None = None  # per recorded timepoint (NaN: not playable)
         self._offsets: np.ndarray | None = None
@@ -276,16 +277,26 @@ class ReplaySource(SettingsSource[ReplaySettings]):
 
     @property
     def spec(self) -> StackSpec:
-        """The shape of one stack, ``(C, Z, Y, X)`` of the recording (after :meth:`open`).
+        """The shape of one stack, ``(C, Z, Y, X)`` of the recording.
+
+        Known before :meth:`open`: on an unopened source the first call checks the recording
+        as :meth:`open` would (metadata and a ``stat`` of the data, nothing logged), so the
+        engine refuses a recording with nothing to replay before any process starts.
 
         Raises
         ------
-        SourceError
-            The source is not open.
+        ConfigError
+            The recording cannot be replayed (what :meth:`open` would raise).
         """
-        if self._spec is None:
-            raise SourceError("replay source: spec is known only after open()")
-        return self._spec
+        if self._spec is not None:
+            return self._spec
+        if self._probed is None:
+            probe = ReplaySource(self._settings)
+            try:
+                self._probed = probe._open(quiet=True)
+            finally:
+                probe.close()
+        return self._probed
 
     @property
     def exhausted(self) -> bool:
@@ -348,22 +359,25 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             that go backwards, no timepoint that can be replayed, or ``timing="recorded"``
             for a recording without timing (what was found is named).
         """
+        return self._open(quiet=False)
+
+    def _open(self, *, quiet: bool) -> StackSpec:
         if self._reader is not None:
             return self.spec
         reader, csv_path = open_reader(Path(self._settings.path))
         try:
-            self._setup(reader, csv_path)
+            self._setup(reader, csv_path, log.debug if quiet else log.warning)
         except BaseException:
             reader.close()
             raise
         return self.spec
 
-    def _setup(self, reader: Reader, csv_path: Path | None) -> None:
+    def _setup(self, reader: Reader, csv_path: Path | None, warn: Any) -> None:
         c = self._counters
         n_t = reader.shape[0]
         c.chunks_absent = reader.chunks_absent
         for note in reader.notes:
-            log.warning("replay: %s", note)
+            warn("replay: %s", note)
         playable = np.ones(n_t, bool)
         for gap in reader.gaps:
             playable[list(gap.timepoints)] = False
@@ -371,7 +385,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
                 c.missing += len(gap.timepoints)
             else:
                 c.damaged += len(gap.timepoints)
-            log.warning("replay: %d of %d timepoints cannot be replayed, %s: %s (timepoints "
+            warn("replay: %d of %d timepoints cannot be replayed, %s: %s (timepoints "
                         "%s); they are skipped", len(gap.timepoints), n_t, gap.kind.value,
                         gap.why, format_indices(gap.timepoints))
         if not playable.any():
@@ -382,14 +396,14 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             found = read_frames_csv(csv_path, reader.shape)
             c.csv_bad_rows = found.bad_rows
             if found.bad_rows:
-                log.warning("replay: %s: %d row(s) unusable, ignored (first: %s)", csv_path,
+                warn("replay: %s: %d row(s) unusable, ignored (first: %s)", csv_path,
                             found.bad_rows, found.first_bad)
             if found.frame_times is not None:
                 frame_t = found.frame_times
             else:
-                log.warning("replay: %s is unusable (%s): no recorded times from it",
+                warn("replay: %s is unusable (%s): no recorded times from it",
                             csv_path, found.unusable)
-        times, offsets = self._timepoint_times(reader, frame_t, playable)
+        times, offsets = self._timepoint_times(reader, frame_t, playable, warn)
         timing = ReplayTiming(self._settings.timing)
         if timing is ReplayTiming.AUTO:
             timing = ReplayTiming.RECORDED if times is not None else ReplayTiming.COMMANDED
@@ -406,7 +420,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         self._stack = np.empty(spec.shape, spec.np_dtype)
         self._reader, self._spec, self._timing = reader, spec, timing
         self._times, self._offsets, self._csv = times, offsets, csv_path
-        log.info(
+        (log.debug if warn is log.debug else log.info)(
             "replay source open: %s, %d timepoints (%d replayable), %s timing%s%s",
             reader.description, n_t, self._order.size, timing.value,
             f" from {csv_path}" if csv_path is not None and frame_t is not None else "",
@@ -414,7 +428,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         )
 
     def _timepoint_times(
-        self, reader: Reader, frame_t: np.ndarray | None, playable: np.ndarray
+        self, reader: Reader, frame_t: np.ndarray | None, playable: np.ndarray, warn: Any
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Times of the timepoints (estimated where not recorded) and per-frame offsets."""
         n_t = reader.shape[0]
@@ -441,13 +455,13 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             estimated, spacing = _estimate(starts, playable)
             untimed = np.flatnonzero(playable & ~known)
             self._counters.untimed = untimed.size
-            log.warning("replay: %d of %d replayable timepoints have no recorded time "
+            warn("replay: %d of %d replayable timepoints have no recorded time "
                         "(timepoints %s): replayed at times estimated from their neighbours "
                         "(recorded spacing %.4g s)", untimed.size, n_play,
                         format_indices(untimed), spacing)
             times = np.where(playable, estimated, np.nan)
         else:
-            log.warning("replay: only %d of %d replayable timepoints have a recorded time: "
+            warn("replay: only %d of %d replayable timepoints have a recorded time: "
                         "replayed at the commanded interval", k_t.size, n_play)
             return None, None
         return times - np.nanmin(times), offsets
