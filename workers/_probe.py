@@ -45,6 +45,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -183,8 +184,12 @@ def _run_probe(config: Config, spec: StackSpec, cancelled: Callable[[], bool],
                timeout_s: float) -> ProbeResult | None:
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_probe_main, args=(config, spec, send), name="probe",
-                          daemon=True)
+    # The probe's stderr (TensorFlow's start-up chatter, Keras warnings) goes to a file: the
+    # run's own workers say all that again; only a probe that dies has its last words shown.
+    fd, stderr_path = tempfile.mkstemp(prefix="rt-eda-probe-", suffix=".log")
+    os.close(fd)
+    process = ctx.Process(target=_probe_main, args=(config, spec, send, stderr_path),
+                          name="probe", daemon=True)
     # Ignored in the parent while the child starts, so the child inherits SIG_IGN from its
     # first instruction: a Ctrl-C to the process group cannot interrupt its imports.
     on_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -199,6 +204,7 @@ def _run_probe(config: Config, spec: StackSpec, cancelled: Callable[[], bool],
         while not receive.poll(_POLL_S):
             if cancelled():
                 log.info("probe of worker %s cancelled", name)
+                process.kill()
                 return None
             if time.monotonic() - t0 > timeout_s:
                 raise ModelError(
@@ -212,9 +218,9 @@ def _run_probe(config: Config, spec: StackSpec, cancelled: Callable[[], bool],
         except EOFError:
             process.join(5)
             raise ModelError(
-                f"the probe of worker {name} died without a word (exit code "
-                f"{process.exitcode}) while it set up the model and ran it once on the real "
-                f"input shape {spec.shape} {spec.dtype}: the model crashes the process"
+                f"the probe of worker {name} died (exit code {process.exitcode}) while it set "
+                f"up the model and ran it once on the acquisition stack {spec.shape} "
+                f"{spec.dtype}: the model crashes the process{_last_words(stderr_path)}"
             ) from None
     finally:
         receive.close()
@@ -222,10 +228,22 @@ def _run_probe(config: Config, spec: StackSpec, cancelled: Callable[[], bool],
         if process.is_alive():
             process.kill()
             process.join(5)
+        with contextlib.suppress(OSError):
+            Path(stderr_path).unlink()
     if message["ok"]:
         return ProbeResult(**message["result"])
     kind = ConfigError if message["kind"] == "ConfigError" else ModelError
     raise kind(message["error"])
+
+
+def _last_words(path: str) -> str:
+    """``"; last output: ..."`` from a dead probe's stderr file, or ``""``."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines()
+                 if line.strip() and "absl::InitializeLog" not in line]
+    except OSError:
+        return ""
+    return f"; its last output: {lines[-1][:300]}" if lines else ""
 
 
 def _name_process() -> None:
@@ -241,9 +259,14 @@ def _name_process() -> None:
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
-def _probe_main(config: Config, spec: StackSpec, send: Any) -> None:
-    """Entry point of the probe process: one message on ``send``, then exit."""
+def _probe_main(config: Config, spec: StackSpec, send: Any, stderr_path: str) -> None:
+    """Entry point of the probe process: one message on ``send``, then exit. Its stderr
+    (file descriptor 2, so TensorFlow's C++ logging too) goes to ``stderr_path``."""
     _name_process()
+    with contextlib.suppress(OSError):
+        fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(fd, 2)
+        os.close(fd)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: probe: %(message)s")
     from ._discovery import discover_workers
