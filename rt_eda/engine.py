@@ -699,9 +699,15 @@ class Engine:
             else:
                 bad_input = event.detail.split(":", 1)[0] in (
                     "ConfigError", "ModelError", "SourceError")  # before start: at open
-                if bad_input and not self._t_start:
+                if bad_input and not self._t_start:  # one line, printed once by the CLI
                     self._bad_input = True
-                self._fault_msg(f"{event.role} {event.index}: {event.detail}")
+                    message = event.detail.split(": ", 1)[-1]
+                    if message not in self.errors:
+                        self.errors.append(message)
+                    log.debug("bad input from %s %d: %s", event.role, event.index, message)
+                    self._stop_requested = self._stop_requested or f"bad input: {message}"
+                else:
+                    self._fault_msg(f"{event.role} {event.index}: {event.detail}")
         elif (event.kind is RoleEventKind.STOPPED and event.role == "camera" and event.detail
               and not self._stop_requested):
             self._stop_requested = event.detail  # "source exhausted: ...": a normal end

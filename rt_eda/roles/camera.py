@@ -156,7 +156,6 @@ def run(config: Config, channels: RoleChannels) -> None:
         finally:
             ring.close()
     except RtEdaError as exc:  # the engine logs and reports it (once)
-        log.debug("camera: %s", exc)
         report(channels, "camera", 0, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
         raise SystemExit(1) from None
     except Exception as exc:  # the role's top loop: report, then exit non-zero
