@@ -150,7 +150,7 @@ def writer_runs(tmp_path_factory: pytest.TempPathFactory, quick: bool) -> dict[s
     """The paced and saturation runs of the writer process, between bandwidth probes."""
     folder = tmp_path_factory.mktemp("writer-runs")
     paced_s, sat_s = (3.0, 3.0) if quick else (60.0, 8.0)
-    probe = int(1.0e9 if not quick else 0.4e9)
+    probe = int(1.0e9 if not quick else 0.2e9)
     cache_before = tofile_mb_s(folder, probe, fsync=False)
     disk_before = tofile_mb_s(folder, probe, fsync=True)
     paced = writer_run(folder, 200.0, paced_s, backpressure=False)
