@@ -190,7 +190,8 @@ def _one_line(message: str) -> str:
 def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
     if not s:
         for e in errors:
-            print(f"rt-eda: {_one_line(e)}", file=sys.stderr)
+            for line in _one_line(e).splitlines():
+                print(f"rt-eda: {line}", file=sys.stderr)
         return
     lat = s["latency_ms"]
     print(

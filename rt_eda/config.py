@@ -468,7 +468,7 @@ class RingConfig(_Section):
 
     section: ClassVar[str] = "ring"
 
-    slots: int = _field(0, "0 (automatic, from ring.buffer_s) or an integer >= 2")
+    slots: int = _field(0, "0 (automatic, from ring.buffer_s) or an integer from 2 to 4096")
     buffer_s: float = _field(
         2.0, "a number > 0 (seconds of acquisition the automatic ring holds)", gt=0
     )
@@ -477,8 +477,9 @@ class RingConfig(_Section):
     @field_validator("slots")
     @classmethod
     def _check_slots(cls, value: int) -> int:
-        if value == 1 or value < 0:
-            raise _value_error(f"{value} is not allowed; expected 0 (automatic) or an integer >= 2")
+        if value == 1 or value < 0 or value > 4096:
+            raise _value_error(
+                f"{value} is not allowed; expected 0 (automatic) or an integer from 2 to 4096")
         return value
 
 

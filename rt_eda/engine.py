@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import logging.handlers
-import math
 import multiprocessing as mp
 import os
 import queue
@@ -36,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rt_eda.budget import check_fits, output_ring_slots, plan, ring_slots
 from rt_eda.config import Config
 from rt_eda.errors import ConfigError, ModelError, RingClosedError, RtEdaError, SourceError
 from rt_eda.interpreters import make_interpreter
@@ -87,31 +87,6 @@ class Status:
             f"publish->decision p50 {self.p2d_p50_ms:6.2f} ms  workers {self.workers}"
             + (f" (restarts {self.restarts})" if self.restarts else "")
         )
-
-
-def ring_slots(config: Config, spec: StackSpec) -> int:
-    """How many slots the stack ring gets.
-
-    ``ring.slots`` when set. Otherwise enough for every worker to hold a claim (and a time
-    window) with room to publish; with a recording (``--save``) also ``ring.buffer_s``
-    seconds of stacks at the fastest interval the run may use (1 ms for free-run), so the
-    writer can fall that far behind without loss; never more than ``ring.max_bytes``.
-    """
-    if config.ring.slots:
-        return config.ring.slots
-    a = config.analysis
-    minimum = a.workers + a.n_timepoints + 3
-    slots = minimum
-    if config.run.save:
-        intervals = [config.camera.interval, config.interpreter.slow_interval,
-                     config.interpreter.fast_interval]
-        if config.interpreter.manual_interval is not None:
-            intervals.append(config.interpreter.manual_interval)
-        fastest = min(intervals)
-        fastest = fastest if fastest > 0 else 1e-3
-        slots = max(minimum, math.ceil(config.ring.buffer_s / fastest))
-    cap = max(minimum, config.ring.max_bytes // max(1, spec.nbytes))
-    return int(min(slots, cap, 4096))
 
 
 @dataclass
@@ -256,6 +231,7 @@ class Engine:
         self._worker = cls(worker_settings(self.config))
         if isinstance(spec, StackSpec):
             self._worker.check(spec)  # ModelError / ConfigError: exit 2, nothing started
+            self._check_memory(spec)  # known before open() for the synthetic source
             probe_worker(self.config, spec, cancelled=lambda: bool(self._stop_requested))
         if self.config.run.save:  # last: a folder is created only for a run that starts
             from rt_eda.recording import prepare_save_dir
@@ -286,6 +262,7 @@ class Engine:
             try:
                 with self._interruptible():
                     self._worker.check(spec)
+                    self._check_memory(spec)  # for a camera: known only now
                     from rt_eda.workers._probe import probe_worker  # known only now for a camera
 
                     probe_worker(cfg, spec, cancelled=lambda: bool(self._stop_requested))
@@ -307,7 +284,12 @@ class Engine:
             channels.camera.put(CameraControl("attach", self._ring.name))
             workers = [self._start_worker(i) for i in range(1, cfg.analysis.workers + 1)]
             details = self._wait_ready(workers)
-            self._make_output_ring(json.loads(details.get("worker", "{}") or "{}"), spec)
+            try:
+                self._make_output_ring(json.loads(details.get("worker", "{}") or "{}"), spec)
+            except ConfigError as exc:  # its images cannot fit: nothing acquired yet
+                self.errors.append(str(exc))
+                self._bad_input = True
+                raise _Stop from None
             channels = self._channels
             for control in self._controls.values():
                 control.put(channels.output_ring)
@@ -350,6 +332,17 @@ class Engine:
 
             self._start("viewer", 0, viewer_run, (self.config, channels))
 
+    def _check_memory(self, spec: StackSpec, network_image: StackSpec | None = None) -> None:
+        """Refuse (ConfigError) a run whose rings, workers' copies, renderer and processes
+        cannot fit in the memory and /dev/shm available (see :mod:`rt_eda.budget`)."""
+        keras = any(c.__name__ == "KerasWorker" for c in type(self._worker).__mro__)
+        allocs = plan(self.config, spec, keras=keras, network_image=network_image)
+        if network_image is not None:
+            # The processes and the renderer are running: what they hold is no longer
+            # available already. The rings' pages are taken only as they are written.
+            allocs = [a for a in allocs if a.shm]
+        check_fits(allocs)
+
     def _start_worker(self, index: int) -> _Child:
         """Start worker ``index`` with a fresh control queue (the output ring's name goes
         there once known; at once for a restarted worker)."""
@@ -370,8 +363,8 @@ class Engine:
         wanted = wanted or self._viewer_wanted
         if shape and wanted:
             out_spec = StackSpec(1, 1, int(shape[0]), int(shape[1]), "float32")
-            slots = max(8, ring_slots(self.config, spec))
-            slots = min(slots, max(8, self.config.ring.max_bytes // out_spec.nbytes), 4096)
+            self._check_memory(spec, network_image=out_spec)
+            slots = output_ring_slots(self.config, spec, out_spec)
             self._out_ring = StackRing.create(out_spec, slots)
             log.info("output ring %s: %d slots of %dx%d float32 network images",
                      self._out_ring.name, slots, out_spec.height, out_spec.width)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,3 +294,94 @@ def test_model_replay_and_mmconfig_paths_that_cannot_be_read_exit_2(tmp_path: Pa
     assert proc.returncode == 2, err
     assert "Traceback" not in err and "not valid UTF-8" in err and "camera.source" in err
     assert_clean(before)
+
+
+# -- item 3: sizes that cannot fit ------------------------------------------------------------
+
+def _run_measured(args: list[str], cwd: Path, *, limit_as: int | None = None,
+                  env: dict[str, str] | None = None) -> tuple[int, str, int, float]:
+    """``rt-eda run ARGS``: (exit code, stderr, peak RSS in KiB of it and its roles, seconds)."""
+    def preexec() -> None:
+        if limit_as is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
+
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "rt_eda.cli", "run", *args], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec, env={**os.environ, **(env or {})})
+    assert proc.stderr is not None
+    try:
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        proc.stderr.close()
+        if proc.returncode is None and proc.poll() is None:
+            proc.kill()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, usage.ru_maxrss, time.monotonic() - t0
+
+
+def test_sizes_that_cannot_fit_are_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    before = {n for n, _ in list_blocks()}
+    big = ["--set", "camera.synthetic.height=16384", "--set", "camera.synthetic.width=16384"]
+    cases: list[tuple[list[str], list[str], int | None]] = [
+        (big, ["ring.max_bytes", "5 slots", "1.0 GiB", "camera.synthetic.height"], None),
+        ([*big, "--set", "camera.synthetic.z_slices=64", "--set", f"ring.max_bytes={2**50}"],
+         ["not enough memory", "synthetic renderer", "available", "camera.synthetic.height"],
+         None),
+        (["--set", "ring.max_bytes=1048576"],
+         ["ring.max_bytes", "1.0 MiB (1048576 bytes)", "5.0 MiB (5242880 bytes)"], None),
+        (["--set", "ring.slots=500", "--set", "ring.max_bytes=100000000"],
+         ["ring.slots", "500 slots", "ring.max_bytes"], None),
+        (["--workers", "20", "--set", "camera.synthetic.height=8192",
+          "--set", "camera.synthetic.width=8192"],
+         ["ring.max_bytes", "24 slots", "analysis.workers"], None),
+        (["--set", "camera.synthetic.height=4096", "--set", "camera.synthetic.width=4096"],
+         ["ulimit -v", "synthetic renderer", "camera.synthetic.height"], 3 * 2**30),
+    ]
+    for args, words, limit_as in cases:
+        code, err, peak_kib, seconds = _run_measured(
+            [*args, "--worker", "ImageWorker", "--no-viewer", "--duration", "1"], tmp_path,
+            limit_as=limit_as)
+        assert code == 2, (args, err)
+        assert "Traceback" not in err, err
+        lines = problem_lines(err)  # one line per limit exceeded (memory, /dev/shm)
+        assert 1 <= len(lines) <= 2 and all(x.startswith("rt-eda: ") for x in lines), lines
+        for word in words:
+            assert word in lines[0], (word, lines[0])
+        assert peak_kib < 512 * 1024, (args, peak_kib)  # refused, not allocated
+        assert seconds < 60, (args, seconds)
+        assert role_processes() == []
+    assert_clean(before)
+
+
+def test_network_images_that_cannot_fit_the_output_ring_are_refused(tmp_path: Path) -> None:
+    """A worker declaring 100000 x 100000 network images gets no 37 GiB-per-slot output ring
+    (sparse or not): ring.max_bytes holds for the output ring too."""
+    before = {n for n, _ in list_blocks()}
+    (tmp_path / "huge_workers.py").write_text(textwrap.dedent('''
+        from rt_eda.workers import Worker
+
+        class HugeImages(Worker):
+            """Declares 100000 x 100000 network images."""
+            def network_image_shape(self):
+                return (100000, 100000)
+    '''))
+    code, err, peak_kib, _ = _run_measured(
+        ["--worker", "HugeImages", "--set", "analysis.worker_modules=['huge_workers']",
+         "--save", str(tmp_path / "run"), "--duration", "2", *SMALL[2:]], tmp_path,
+        env={"PYTHONPATH": str(tmp_path)})
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = problem_lines(err)
+    assert len(lines) == 1, lines
+    for word in ("ring.max_bytes", "100000x100000", "network images", "2 slots"):
+        assert word in lines[0], (word, lines[0])
+    assert peak_kib < 1024 * 1024
+    assert not any(list_blocks_of_dead(before))
+    assert_clean(before)
+
+
+def list_blocks_of_dead(before: set[str]) -> list[str]:
+    """Shared-memory blocks left by a process that has exited (not there before)."""
+    return [n for n, pid in list_blocks() if n not in before and not Path(f"/proc/{pid}").exists()]

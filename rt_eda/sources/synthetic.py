@@ -52,7 +52,8 @@ from rt_eda.sources._settings import SettingsSource
 
 from ._protocol import StopFlag
 
-__all__ = ["MAX_EXPOSURE_S", "SyntheticEvent", "SyntheticSettings", "SyntheticSource"]
+__all__ = ["MAX_EXPOSURE_S", "SyntheticEvent", "SyntheticSettings", "SyntheticSource",
+           "open_peak_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -958,6 +959,22 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
             if s.event_every_s > s.event_duration_s
             else 0.0
         )
+
+
+def open_peak_bytes(settings: SyntheticSettings) -> int:
+    """Peak bytes :meth:`SyntheticSource.open` allocates for ``settings``.
+
+    ``_prepare`` keeps the structure (float64) and two channel levels (float64) while it
+    makes the base images (rounding and clipping make two more float64 copies of the
+    levels), then draws the noise bank (float32, scaled, rounded and clipped copies, then
+    int8). The engine refuses a run whose renderer cannot fit before anything starts.
+    """
+    zhw = settings.z_slices * settings.height * settings.width
+    item = np.dtype(settings.dtype).itemsize
+    base_step = zhw * (8 + 16 + 16 + 16 + CHANNELS * item)
+    noise = settings.noise_frames * (settings.height + _NOISE_PAD) * (settings.width + _NOISE_PAD)
+    noise_step = zhw * (8 + 16 + CHANNELS * item) + 12 * noise
+    return int(max(base_step, noise_step))
 
 
 def _checked_interval(interval_s: float) -> float:
