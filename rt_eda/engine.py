@@ -813,6 +813,7 @@ class Engine:
             "frames_per_s": int(cam.get("frames_acquired", 0)) / acq_s if acq_s > 0 else 0.0,
             "claims_recovered": rs.recovered if rs else 0,
             "overruns": int(cam.get("overruns", 0)),
+            "frames_abandoned": int(cam.get("frames_abandoned", 0)),  # a stack the stop cut
             "lost_timepoints": cam.get("lost", []),
             "interval_error_ms": cam.get("interval_error_ms", percentiles([])),
             "publish_interval_ms": cam.get("publish_interval_ms", percentiles([])),
