@@ -269,3 +269,22 @@ def test_a_worker_module_that_raises_at_import_is_one_line_and_exit_2(
             file = "nested_helper_xyz.py:2" if name == "nested" else f"{name}.py:"
             assert file in lines[0], lines[0]
     assert role_processes() == []
+
+
+def test_exception_line_cuts_keras_and_tensorflow_texts_to_one_line() -> None:
+    from rt_eda.workers._base import exception_line
+
+    tf_text = (
+        "in user code:\n\n    File \"/x/_keras.py\", line 277, in None  *\n"
+        "        lambda x: model(x, training=False)\n"
+        "    File \"/x/traceback_utils.py\", line 122, in error_handler  **\n"
+        "        raise e.with_traceback(filtered_tb) from None\n\n"
+        "    ValueError: Exception encountered when calling Reshape.call().\n\n"
+        "    \x1b[1mThe total size of the tensor must be unchanged.\x1b[0m\n\n"
+        "    Arguments received by Reshape.call():\n      • inputs=tf.Tensor(shape=(1, 8))\n")
+    assert exception_line(RuntimeError(tf_text)) == (
+        "ValueError: in Reshape: The total size of the tensor must be unchanged.")
+    assert exception_line(KeyError("k")) == "KeyError: 'k'"
+    assert exception_line(ZeroDivisionError()) == "ZeroDivisionError"
+    long = exception_line(ValueError("x" * 5000))
+    assert len(long) < 420 and long.endswith("...") and "\n" not in long

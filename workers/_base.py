@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_INNER_ERROR = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): ", re.M)
+_KERAS_CALL = re.compile(r"Exception encountered when calling ([\w.]+?)(?:\.call)?\(\)\.")
 _MAX_LINE = 400
 
 
@@ -245,10 +247,22 @@ def _shape_text(declared: tuple[int, int] | None) -> str:
 
 
 def exception_line(exc: BaseException) -> str:
-    """``Type: message`` in one line for a user: Keras' multi-line texts (ANSI emphasis,
-    the "Arguments received by" appendix) collapsed, at most about 400 characters."""
-    text = _ANSI.sub("", str(exc)).split("Arguments received by", 1)[0]
+    """``Type: message`` in one line for a user, at most about 400 characters.
+
+    Keras' and TensorFlow's multi-line texts are cut down to what they say about the model:
+    a ``tf.function``'s "in user code:" traceback is replaced by the error it ends with, the
+    ANSI emphasis and the "Arguments received by" appendix are dropped, and "Exception
+    encountered when calling Layer.call()." becomes "in Layer:".
+    """
+    name = type(exc).__name__
+    text = _ANSI.sub("", str(exc))
+    if "in user code:" in text:
+        inner = list(_INNER_ERROR.finditer(text))
+        if inner:
+            name, text = inner[-1].group(1).rsplit(".", 1)[-1], text[inner[-1].end():]
+    text = text.split("Arguments received by", 1)[0]
+    text = _KERAS_CALL.sub(r"in \1:", text)
     text = " ".join(text.split())
     if len(text) > _MAX_LINE:
         text = text[: _MAX_LINE - 3].rstrip() + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{name}: {text}" if text else name
