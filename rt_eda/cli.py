@@ -197,10 +197,13 @@ def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
     print(
         f"acquired {s['stacks_published']} stacks ({s['frames_acquired']} frames) in "
         f"{s['acquisition_s']:.1f} s at {s['acquired_fps']:.1f} stacks/s; "
-        f"analysed {s['stacks_analysed']}, skipped {s['stacks_skipped']} "
+        f"analysed {s['stacks_analysed']}, skipped {s['stacks_skipped']}, failed "
+        f"{s.get('stacks_failed', 0)} "
         f"({s['workers']} worker(s) x {s['threads_per_worker']} thread(s), {s['worker']})\n"
         f"decisions {s['decisions']}, interval switches {s['interval_switches']}, "
-        f"dropped out of order {s['results_dropped_out_of_order']}, torn reads "
+        f"dropped out of order {s['results_dropped_out_of_order']}, "
+        + (f"non-finite {s['nonfinite_decisions']}, " if s.get("nonfinite_decisions") else "")
+        + f"torn reads "
         f"{s['torn_reads']}, worker restarts {s['worker_restarts']}, frames lost "
         f"{s['frames_lost']}\n"
         f"latency ms (p50/p99/max): publish->claim "
