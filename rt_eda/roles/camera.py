@@ -204,9 +204,9 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         try:
             slot = ring.write_slot()
         except RingOverrunError:
-            t_exp = _read_frames(source, order, scratch, None, channels.stop)
-            if t_exp is None:
-                stats.frames_abandoned += len(order)
+            t_exp, n_read = _read_frames(source, order, scratch, None, channels.stop)
+            if n_read < len(order):
+                stats.frames_abandoned += n_read
                 break
             stats.overruns += 1
             stats.frames_lost += len(order)
@@ -222,10 +222,11 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             if set_sequence is not None:
                 set_sequence(slot.seq)
             t2 = time.perf_counter()
-            t_exp = _read_frames(source, order, slot.pixels, slot.frame_times, channels.stop)
-            if t_exp is None:  # the stop cut the stack short: give the slot back
+            t_exp, n_read = _read_frames(source, order, slot.pixels, slot.frame_times,
+                                         channels.stop)
+            if n_read < len(order):  # the stop cut the stack short: give the slot back
                 slot.abort()
-                stats.frames_abandoned += len(order)
+                stats.frames_abandoned += n_read
                 log.info("camera: stopped in the middle of a stack; it is not published")
                 break
             t3 = time.perf_counter()
@@ -265,19 +266,19 @@ def source_finished(source: Source, channels: RoleChannels) -> bool:
 
 
 def _read_frames(source: Source, order: list[tuple[int, int]], pixels: np.ndarray,
-                 frame_times: np.ndarray | None, stop: Any) -> float | None:
-    """Read one timepoint's frames; the first one's exposure time, or None if ``stop`` was
-    set before the last frame (the frames read are abandoned)."""
+                 frame_times: np.ndarray | None, stop: Any) -> tuple[float, int]:
+    """Read one timepoint's frames: the first one's exposure time and how many were read
+    (fewer than ``order`` when ``stop`` was set before the last one)."""
     first = 0.0
     for i, (c, z) in enumerate(order):
         if i and stop.is_set():
-            return None
+            return first, i
         t = source.read_frame(c, z, pixels[c, z])
         if i == 0:
             first = t
         if frame_times is not None:
             frame_times[i] = t
-    return first
+    return first, len(order)
 
 
 def _apply_commands(source: Source, commands: Any, interval: float, pending: list[Command],
