@@ -7,7 +7,7 @@ A configuration is a frozen tree of pydantic models, one per TOML section::
                          verify
     [ring]               slots, buffer_s, max_bytes
     [analysis]           worker, model, workers, threads_per_worker, n_timepoints,
-                         channels_to_use, worker_modules
+                         channels_to_use, worker_modules, watchdog_s
     [analysis.options]   free-form worker settings (strings, numbers, booleans)
     [interpreter]        kind, slow_interval, fast_interval, lower_threshold, upper_threshold,
                          min_fast_frames, manual_interval, max_nonfinite_in_a_row
@@ -510,6 +510,12 @@ class AnalysisConfig(_Section):
     )
     worker_modules: tuple[str, ...] = _field(
         (), "a list of dotted Python module names", strict=False
+    )
+    watchdog_s: float = _field(
+        0.0,
+        "a number >= 0: the seconds a worker may hold one stack before it is killed and "
+        "restarted (0 = automatic: 10 x the worker's own p99 analysis time, at least 5 s)",
+        ge=0,
     )
     options: dict[str, _Primitive] = _field(
         {}, "a table of worker settings (strings, numbers or booleans)"

@@ -45,6 +45,7 @@ from rt_eda.outputs import WrittenOutputs
 from rt_eda.process import RoleChannels
 from rt_eda.queues import MessageQueue
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec, sweep_stale_blocks
+from rt_eda.watchdog import Watchdog
 
 __all__ = ["Engine", "EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_OK", "Status", "ring_slots"]
 
@@ -59,6 +60,7 @@ MAX_VIEWER_RESTARTS = 1
 """A viewer that dies is started again this many times per run (a closed window is not a
 death and is never reopened)."""
 READY_TIMEOUT_S = 600.0
+_WATCHDOG_POLL_S = 0.1  # how often the claims are looked at (a few microseconds each)
 _JOIN_S = 20.0
 
 
@@ -147,6 +149,8 @@ class Engine:
         self._session: Path | None = None
         self._writer_stats: dict[str, Any] = {}
         self._salvaged = 0
+        self._watchdog = Watchdog(config.analysis.watchdog_s)
+        self._watchdog_kills = 0
         self._bad_input = False
         self._hurry = False  # a second Ctrl-C: kill what still runs, write what is known
         self._cut_short = False  # a role was killed because of it
@@ -427,7 +431,7 @@ class Engine:
 
     def _watch(self) -> None:
         duration = self.config.run.duration
-        next_status = time.monotonic()
+        next_status = next_watchdog = time.monotonic()
         last = (time.monotonic(), 0, 0)
         while not self._stop_requested:
             if duration is not None and time.monotonic() - self._t_start >= duration:
@@ -451,6 +455,9 @@ class Engine:
                     self._fault_msg(child.failed or f"{child.role} process died "
                                     f"(exit code {child.process.exitcode})")
             now = time.monotonic()
+            if now >= next_watchdog and self._ring is not None:
+                next_watchdog = now + _WATCHDOG_POLL_S
+                self._check_watchdog()
             if now >= next_status and self._ring is not None:
                 next_status = now + 0.5
                 rs = self._ring.statistics()
@@ -469,6 +476,24 @@ class Engine:
                 if self.on_status is not None:
                     self.on_status(st)
         log.info("stopping: %s", self._stop_requested)
+
+    def _check_watchdog(self) -> None:
+        """Kill a worker that holds one claim longer than its bound (see
+        :mod:`rt_eda.watchdog`); its death is then handled like any worker's: the claim is
+        recovered (counted) and the worker restarted (counted, bounded)."""
+        assert self._ring is not None
+        for late in self._watchdog.observe(self._ring.claims(), time.monotonic()):
+            child = next((c for c in self._children if c.role == "worker"
+                          and c.index == late.worker and c.process.is_alive()), None)
+            if child is None:
+                continue
+            message = late.message()
+            log.warning("%s", message)
+            self.errors.append(message)
+            self._watchdog_kills += 1
+            child.failed = (f"killed by the watchdog: held stack {late.seq} for "
+                            f"{late.age_s:.1f} s")
+            child.process.kill()
 
     def _restart_worker(self, child: _Child) -> None:
         assert self._ring is not None
@@ -790,6 +815,7 @@ class Engine:
             "interval_switches": int(interp.get("interval_switches", 0)),
             "torn_reads": rs.torn_reads if rs else 0,
             "worker_restarts": self._restarts,
+            "watchdog_kills": self._watchdog_kills,
             "workers": cfg.analysis.workers,
             "threads_per_worker": cfg.analysis.threads_per_worker,
             "acquired_fps": rate,

@@ -47,6 +47,7 @@ from ._layout import (
     C_COMPLETED,
     C_FAILED,
     C_SKIPPED,
+    CLAIMED,
     COUNTER_COUNT,
     COUNTER_NAMES,
     H_C,
@@ -73,6 +74,8 @@ from ._layout import (
     MAX_READER_ID,
     MAX_SEQ,
     OWNER_ACTOR,
+    OWNER_MASK,
+    OWNER_SHIFT,
     PAGE,
     PIN_ACTOR_BASE,
     PRODUCER_ACTOR,
@@ -82,9 +85,12 @@ from ._layout import (
     S_T_EXPOSURE,
     S_T_LAST_EXPOSURE,
     S_T_PUBLISHED,
+    S_WORD,
+    SEQ_SHIFT,
     SLOT_WORDS,
     STAT_ROW_WORDS,
     STAT_ROWS,
+    STATE_MASK,
     VERSION,
     pack_dtype,
     round_up,
@@ -681,6 +687,28 @@ class StackRing:
             slots_claimed=int(self._census[3]),
             slots_writing=int(self._census[1]),
         )
+
+    def claims(self) -> list[tuple[int, int, float]]:
+        """The claims held now, as ``(actor, seq, t_claimed)``, one per CLAIMED slot.
+
+        A snapshot read without locking (each slot's state word is read once, atomically);
+        readable from any process. ``t_claimed`` is the claimer's ``time.monotonic()``, or NaN
+        in the moment between winning the slot and stamping it (for a time window: while the
+        window is copied). The owner's watchdog uses it to find a reader that holds one stack
+        too long.
+        """
+        first = HEADER_WORDS + S_WORD
+        words = self._ctl[first:first + self.n_slots * SLOT_WORDS:SLOT_WORDS].copy()
+        held = np.flatnonzero((words & STATE_MASK) == CLAIMED)
+        out = []
+        for slot in held.tolist():
+            word = int(words[slot])
+            base = self._slot_word(slot)
+            t_claimed = float(self._ctlf[base + S_T_CLAIMED])
+            if not t_claimed >= float(self._ctlf[base + S_T_PUBLISHED]):
+                t_claimed = float("nan")  # the stamp of an earlier claim of this slot
+            out.append(((word & OWNER_MASK) >> OWNER_SHIFT, word >> SEQ_SHIFT, t_claimed))
+        return out
 
     # -- owner -------------------------------------------------------------------------------
     def recover(self, actor: int) -> int:
