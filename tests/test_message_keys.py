@@ -168,6 +168,11 @@ def other_messages() -> Iterator[str]:
     why = interp.broken()
     assert why is not None
     yield why
+    from rt_eda.watchdog import Watchdog
+
+    for dog in (Watchdog(), Watchdog(fixed_s=1.0)):
+        for late in dog.observe([(3, 10, 50.0)], 500.0):
+            yield late.message()
 
 
 def test_every_key_named_in_a_message_is_a_valid_key(tmp_path: Path,
