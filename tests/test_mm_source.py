@@ -128,12 +128,31 @@ def test_multichannel_z_stack_in_order(sources: list[MicroManagerSource]) -> Non
     assert source.statistics()["frames"] == 12
 
 
+def _wait_for_camera_frames(source: MicroManagerSource, n: int, timeout: float = 20.0) -> None:
+    """Until the camera has numbered ``n`` frames of its sequence (not a fixed sleep: on a
+    loaded machine the DemoCamera's thread produces fewer frames per second)."""
+    import pymmcore
+
+    md = pymmcore.Metadata()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            source.core.getLastImageMD(md)
+        except IndexError:  # the buffer is empty: nothing new yet
+            pass
+        else:
+            if int(md.GetSingleTag("ImageNumber").GetValue()) >= n:
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"the camera numbered fewer than {n} frames in {timeout} s")
+
+
 def test_buffer_overflow_is_counted(sources: list[MicroManagerSource]) -> None:
     source = _open(sources, exposure_ms=1.0, properties=FAST_DEMO, buffer_mb=4)
     assert source.core.getBufferTotalCapacity() <= 8  # 4 MB of 512 KB frames
     source.start(0.0)
     _timepoints(source, 3)
-    time.sleep(0.3)  # the camera fills the tiny buffer many times over
+    _wait_for_camera_frames(source, 3 + 80)  # it fills the tiny buffer many times over
     _timepoints(source, 20)
     stats = source.statistics()
     assert stats["mm_buffer_overflows"] >= 1
