@@ -516,8 +516,9 @@ class Engine:
         Exit code 0 is a window a person closed, or a viewer that left because the run
         stopped: nothing to do. Anything else is a death: logged at WARNING, counted
         (``viewer_exits``) with its error (``viewer_last_error``: the exit code or signal and
-        the viewer's own FAILED detail), and while the run goes on the viewer is started again,
-        :data:`MAX_VIEWER_RESTARTS` times at most, so a person watching gets the window back.
+        the viewer's own FAILED detail), and while the run goes on a viewer that had shown its
+        window is started again, :data:`MAX_VIEWER_RESTARTS` times at most, so a person
+        watching gets the window back.
         Nothing here touches acquisition, analysis or the recording.
         """
         process = child.process
@@ -548,8 +549,9 @@ class Engine:
             child.restarts += 1
             self._start("viewer", 0, viewer_run, (self.config, self._channels))
         else:
-            log.warning("viewer died (%s); not started again (died %d time(s); the run goes "
-                        "on)", error, self._viewer_exits)
+            log.warning("viewer died (%s)%s; not started again (died %d time(s); the run goes "
+                        "on)", error, "" if shown else " before its window was shown",
+                        self._viewer_exits)
 
     def _finish(self, *, started: bool) -> None:
         """Stop every role in order and build the summary."""

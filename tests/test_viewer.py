@@ -1,19 +1,33 @@
-"""The live viewer: read-only feed, drawing, controls, session files, the viewer role.
+"""The live viewer: read-only feed, drawing, controls, session files, the viewer role, and
+the viewer in real runs on a real X server.
 
-Headless: ``QT_QPA_PLATFORM=offscreen`` (set here if unset). Every test builds its own stack
-ring, network-image ring and decision trace, fills them from a producer thread with frames
-that change, and unlinks them in the fixture. Set ``RT_EDA_VIEWER_SCREENSHOT=DIR`` to keep
-the screenshot the window test takes.
+The window tests in this process run headless (``QT_QPA_PLATFORM=offscreen``, set here if
+unset); each builds its own stack ring, network-image ring and decision trace, fills them
+from a producer thread with frames that change, and unlinks them in the fixture.
+
+The end-to-end tests run ``rt-eda run --viewer`` as a subprocess on an Xvfb server that they
+start on a free display in :91-:99 (``apt-get install xvfb xdotool``; missing tools skip them,
+except under CI, where they fail). They drive the real window from outside as a person would,
+with xdotool (move, resize, unmap/map, mouse wheel, every control's key), read back what the
+window shows from its state file (``RT_EDA_VIEWER_STATE``), and take screenshots from the X
+server. Set ``RT_EDA_VIEWER_SCREENSHOT=DIR`` to keep the screenshots.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import multiprocessing as mp
 import os
 import queue
+import select
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from engine_helpers import assert_clean, assert_counts_add_up, role_processes, summary
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -31,7 +46,7 @@ from rt_eda.errors import RingClosedError, RingOverrunError
 from rt_eda.messages import ControlMessage, RoleEventKind
 from rt_eda.process import RoleChannels
 from rt_eda.queues import MessageQueue
-from rt_eda.shm import DecisionTrace, StackRing, StackSpec
+from rt_eda.shm import DecisionTrace, StackRing, StackSpec, list_blocks, sweep_stale_blocks
 from rt_eda.viewer import (
     ControlRelay,
     LiveFeed,
@@ -136,6 +151,25 @@ def producer(shm_run: Run) -> Iterator[Producer]:
     finally:
         p.halt.set()
         p.join(5)
+
+
+def wait_state(path: Path, condition: Any, timeout: float = 20.0) -> dict[str, Any]:
+    """The viewer window's state file (``RT_EDA_VIEWER_STATE``) once ``condition`` holds."""
+    state: dict[str, Any] = {}
+
+    def holds() -> bool:
+        nonlocal state
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(condition(state))
+
+    try:
+        wait_for(holds, timeout)
+    except AssertionError:
+        raise AssertionError(f"viewer state never met the condition; last: {state}") from None
+    return state
 
 
 def wait_for(condition: Any, timeout: float = 10.0) -> None:
@@ -329,9 +363,10 @@ def test_window_shows_changing_frames_decisions_and_sends_controls(
         n0 = feed.decisions.n
         shown0 = window.frames_shown
         qtbot.waitUntil(lambda: window.frames_shown >= shown0 + 10, timeout=10_000)
-        qtbot.wait(100)
         second = _image_region(window)
-        assert np.abs(second - first).mean() > 0.5, "the rendered frame does not change"
+        h, w = min(first.shape[0], second.shape[0]), min(first.shape[1], second.shape[1])
+        change = np.abs(second[:h, :w] - first[:h, :w]).mean()  # (the axes may re-layout)
+        assert change > 0.5, "the rendered frame does not change"
         assert feed.decisions.n > n0, "the decision plot does not grow"
         x, _y = window.curve.getData()
         assert x is not None and len(x) == feed.decisions.n
@@ -410,10 +445,9 @@ def test_window_manual_mode_toggle_and_read_only(qtbot: Any, shm_run: Run,
 
 def test_attached_viewer_finds_the_session_and_sends_through_the_relay(
         qtbot: Any, shm_run: Run, producer: Producer, tmp_path: Path) -> None:
-    from rt_eda.viewer._qt import QtCore, QtWidgets
-
     from rt_eda.viewer import view
     from rt_eda.viewer._process import _attach
+    from rt_eda.viewer._qt import QtCore, QtWidgets
     from rt_eda.viewer._window import ViewerWindow
 
     results = MessageQueue(CTX)
@@ -449,11 +483,13 @@ def test_attached_viewer_finds_the_session_and_sends_through_the_relay(
 
 def test_rt_eda_view_runs_the_window_in_a_child_and_ends_on_sigterm(
         shm_run: Run, producer: Producer, tmp_path: Path, capfd: Any,
-        caplog: pytest.LogCaptureFixture) -> None:
-    from rt_eda.viewer import view
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rt_eda.viewer import STATE_ENV, view
 
     caplog.set_level(logging.INFO)  # the child logs at this process's level
     err: list[str] = []
+    state_path = tmp_path / "state.json"
+    monkeypatch.setenv(STATE_ENV, str(state_path))  # the spawned child reads it
 
     write_session(tmp_path, shm_run.ring.name, shm_run.out.name, shm_run.trace.name,
                   load_config(None), os.getpid())
@@ -466,7 +502,10 @@ def test_rt_eda_view_runs_the_window_in_a_child_and_ends_on_sigterm(
         wait_for(lambda: err.append(capfd.readouterr().err) or "attached to run" in "".join(err),
                  timeout=60)
         assert "rt-eda-viewer" in Path(f"/proc/{child.pid}/cmdline").read_text()
-        time.sleep(1.0)
+        # the child is the one drawing: its window shows frames that keep coming
+        first = wait_state(state_path, lambda st: st["frames_shown"] >= 2, timeout=60)
+        assert first["pid"] == child.pid and first["controls_sent"] == 0
+        wait_state(state_path, lambda st: st["frames_shown"] >= first["frames_shown"] + 3)
         assert child.pid is not None
         os.kill(child.pid, 15)
         thread.join(30)
@@ -505,8 +544,7 @@ def test_viewer_role_runs_in_its_own_process_and_leaves_on_stop(shm_run: Run,
         comm = Path(f"/proc/{proc.pid}/comm").read_text().strip()
         assert comm == "rt-eda-viewer"
         published = producer.published
-        time.sleep(1.0)
-        assert producer.published > published  # the producer is not held up
+        wait_for(lambda: producer.published >= published + 20)  # the producer is not held up
         channels.stop.set()
         proc.join(20)
         assert proc.exitcode == 0
@@ -517,3 +555,458 @@ def test_viewer_role_runs_in_its_own_process_and_leaves_on_stop(shm_run: Run,
             proc.kill()
             proc.join(5)
         channels.results.close()
+
+
+# -- session folder: what SIGKILLed engines leave ----------------------------------------------
+def _dead_pid() -> int:
+    dead = CTX.Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    assert dead.pid is not None and not Path(f"/proc/{dead.pid}").exists()
+    return dead.pid
+
+
+def test_sweep_removes_only_what_dead_engines_left(tmp_path: Path) -> None:
+    from rt_eda.viewer import sweep_sessions
+
+    dead, me = _dead_pid(), os.getpid()
+    left = [tmp_path / f"{dead}.json", tmp_path / f"{dead}.sock", tmp_path / f".{dead}-x1.tmp"]
+    for path in left[::2]:
+        path.write_text("{}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # a real socket file, as left
+    sock.bind(str(left[1]))
+    sock.close()
+    live = [tmp_path / f"{me}.json", tmp_path / f"{me}.sock"]
+    for path in live:
+        path.write_text("{}")
+    reused = tmp_path / "1.json"  # pid 1 lives, but started long after this file was written
+    reused.write_text("{}")
+    os.utime(reused, (1e6, 1e6))
+    foreign = [tmp_path / "notes.json", tmp_path / "12ab.sock", tmp_path / f"{dead}.txt"]
+    for path in foreign:
+        path.write_text("x")
+    removed = sweep_sessions(tmp_path)
+    assert sorted(removed) == sorted([*left, reused])
+    assert not any(p.exists() for p in [*left, reused])
+    assert all(p.exists() for p in [*live, *foreign])
+    assert sweep_sessions(tmp_path) == []
+    assert sweep_sessions(tmp_path / "absent") == []
+
+
+# -- the viewer in real runs, on a real X server -------------------------------------------------
+X_DISPLAYS = range(91, 100)
+VIEWER = "rt-eda-viewer"
+
+
+@dataclass
+class XServer:
+    """An Xvfb server this test session started (1600 x 1000 x 24)."""
+
+    display: str
+    process: subprocess.Popen[bytes]
+
+    def alive(self) -> str:
+        """Why this server cannot be used any more, or "" (for failure messages)."""
+        if self.process.poll() is not None:
+            return f"Xvfb {self.display} exited ({self.process.returncode})"
+        if not Path(f"/tmp/.X11-unix/X{self.display[1:]}").exists():
+            return f"Xvfb {self.display} runs, but its socket file is gone"
+        return ""
+
+    def xdotool(self, *args: str, timeout: float = 30.0) -> str:
+        done = subprocess.run(["xdotool", *args], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "DISPLAY": self.display})
+        assert done.returncode == 0, f"xdotool {' '.join(args)}: {done.stderr.strip()}"
+        return done.stdout.strip()
+
+    def screenshot(self, path: Path) -> np.ndarray:
+        """The whole screen, as the X server has it (not the window's own rendering)."""
+        from PIL import ImageGrab
+
+        image = ImageGrab.grab(xdisplay=self.display)
+        image.save(path)
+        return np.asarray(image)
+
+
+@pytest.fixture(scope="module")
+def xserver() -> Iterator[XServer]:
+    """Xvfb on the first free display in :91-:99, ready (``-displayfd``) before use."""
+    missing = [tool for tool in ("Xvfb", "xdotool") if shutil.which(tool) is None]
+    if missing:
+        message = f"{' and '.join(missing)} not installed (apt-get install xvfb xdotool)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    for n in X_DISPLAYS:
+        if Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
+            continue
+        read, write = os.pipe()
+        proc = subprocess.Popen(
+            ["Xvfb", f":{n}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp",
+             "-displayfd", str(write)],
+            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(write)
+        answer = b""
+        deadline = time.monotonic() + 30.0
+        # the whole line: Xvfb writes "N" and "\n" apart, and dies if the pipe is gone
+        while not answer.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([read], [], [], deadline - time.monotonic())
+            chunk = os.read(read, 16) if ready else b""
+            if not chunk:
+                break
+            answer += chunk
+        os.close(read)
+        if answer.strip() == str(n).encode():
+            break
+        proc.kill()  # the display was taken meanwhile, or Xvfb did not come up
+        proc.wait(10)
+    else:
+        pytest.fail(f"no free X display in :{X_DISPLAYS[0]}-:{X_DISPLAYS[-1]}")
+    try:
+        yield XServer(f":{n}", proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _x_env(x: XServer, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a user's terminal on display ``x``: no offscreen platform, and a
+    private runtime folder (session files) per test."""
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY", "RT_EDA_VIEWER_STATE")}
+    env.update(DISPLAY=x.display, XDG_RUNTIME_DIR=str(runtime), **extra)
+    return env
+
+
+def _start_run(tmp_path: Path, env: dict[str, str], *args: str, name: str = "run"
+               ) -> tuple[subprocess.Popen[str], Path, Path]:
+    """``rt-eda run ARGS`` in the background; stdout and stderr go to files (a pipe nobody
+    reads would block the run)."""
+    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    with out.open("w") as fo, err.open("w") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "rt_eda.cli", "run", *args],
+                                cwd=tmp_path, stdout=fo, stderr=fe, text=True, env=env)
+    return proc, out, err
+
+
+def _viewer_pids() -> set[int]:
+    return {int(p.split(":", 1)[0]) for p in role_processes() if p.endswith(":" + VIEWER)}
+
+
+def _viewer_window(x: XServer, pid: int, timeout: float = 180.0) -> str:
+    """The X window of viewer process ``pid``, once it is mapped (waits on the X server)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = x.xdotool("search", "--sync", "--onlyvisible", "--name", "^rt-eda viewer",
+                          timeout=max(1.0, deadline - time.monotonic()))
+        for window in found.split():
+            if x.xdotool("getwindowpid", window) == str(pid):
+                return window
+    raise AssertionError(f"no window of viewer {pid} within {timeout} s")
+
+
+def _wait_viewer(x: XServer, proc: subprocess.Popen[str], other_than: set[int],
+                 timeout: float = 180.0) -> int:
+    """Pid of a live viewer of this test's run that is not in ``other_than``."""
+    pid = 0
+
+    def found() -> bool:
+        nonlocal pid
+        assert proc.poll() is None, (f"rt-eda ended (exit {proc.returncode}) with no viewer "
+                                     f"{x.alive() or '(the X server is fine)'}")
+        new = _viewer_pids() - other_than
+        pid = min(new) if new else 0
+        return bool(pid)
+
+    wait_for(found, timeout)
+    return pid
+
+
+def _keep_screenshot(x: XServer, tmp_path: Path, name: str) -> np.ndarray:
+    out = Path(os.environ.get("RT_EDA_VIEWER_SCREENSHOT", tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    return x.screenshot(out / name)
+
+
+def _finish(proc: subprocess.Popen[str], err: Path, timeout: float = 180.0) -> str:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError(f"rt-eda did not end; stderr:\n{err.read_text()[-3000:]}") from None
+    return err.read_text()
+
+
+class _Driver:
+    """A person at the viewer window: keys, mouse, moving and resizing (through xdotool),
+    each action checked against what the window then shows (its state file)."""
+
+    def __init__(self, x: XServer, window: str, state: Path, pid: int) -> None:
+        self.x, self.window, self.state, self.pid = x, window, state, pid
+        self.round = 0
+
+    def now(self, condition: Any = lambda st: True, timeout: float = 20.0) -> dict[str, Any]:
+        return wait_state(self.state, lambda st: st["pid"] == self.pid and condition(st),
+                          timeout)
+
+    def resize(self, width: int, height: int) -> dict[str, Any]:
+        """Resize as a person drags a corner: again if the first one was lost (the window
+        may be applying its own size at that moment)."""
+        for _ in range(3):
+            self.x.xdotool("windowsize", "--sync", self.window, str(width), str(height))
+            try:
+                return self.now(lambda s: s["geometry"][2:] == [width, height], timeout=5)
+            except AssertionError:
+                continue
+        return self.now(lambda s: s["geometry"][2:] == [width, height], timeout=1)
+
+    def keys(self, *keys: str) -> None:
+        self.x.xdotool("windowfocus", "--sync", self.window)
+        self.x.xdotool("key", "--clearmodifiers", *keys)
+
+    def type_value(self, key: str, value: str) -> None:
+        self.keys(key, "ctrl+a")
+        self.x.xdotool("type", value)
+        self.keys("Return")
+
+    def one_round(self) -> None:
+        """Every control once, the window moved, resized, hidden and shown, and zoomed."""
+        x, w = self.x, self.window
+        self.round += 1
+        even = self.round % 2 == 0
+        st = self.now()
+        self.keys("alt+c")
+        st = self.now(lambda s, c=st["channel"]: s["channel"] != c)
+        self.keys("alt+z")  # one z slice: nothing to change, nothing may break
+        self.keys("alt+a")
+        st = self.now(lambda s, a=st["auto_contrast"]: s["auto_contrast"] != a)
+        for _ in range(2):
+            self.keys("alt+n")
+            st = self.now(lambda s, o=st["overlay_checked"]: s["overlay_checked"] != o)
+        step = -3 if even else 3
+        self.keys("alt+o", *["Left" if even else "Right"] * 3)
+        st = self.now(lambda s, o=st["opacity"]: s["opacity"] == o + step)
+        for key, name, values in (
+            ("alt+l", "lower_threshold", ("0.25", "0.3")),
+            ("alt+u", "upper_threshold", ("0.5", "0.48")),
+            ("alt+m", "min_fast_frames", ("2", "1")),
+            ("alt+s", "slow_interval", ("0.8", "1")),
+            ("alt+f", "fast_interval", ("0.2", "0.1")),
+        ):
+            value = values[even]
+            self.type_value(key, value)
+            st = self.now(lambda s, n=name, v=float(value): float(s[n]) == v)
+        self.keys("alt+i")  # manual interval: disabled with the binary interpreter
+        self.keys("alt+t")  # manual fast/slow: disabled too
+        for paused in (True, False):
+            self.keys("alt+p")
+            st = self.now(lambda s, p=paused: s["paused"] is p)
+        assert st["manual_interval"] is None and st["mode_fast"] is False
+        # zoom the frame and the decision plot with the wheel, then Alt+R resets both
+        _, _, gw, gh = st["geometry"]
+        x.xdotool("mousemove", "--window", w, str(gw // 4), str(gh // 3))
+        x.xdotool("click", "--repeat", "3", "4")
+        x.xdotool("mousemove", "--window", w, str(gw // 4), str(gh - 90))
+        x.xdotool("click", "--repeat", "2", "5")
+        zoomed = self.now(lambda s, r=st["view_range"]: s["view_range"] != r
+                          and s["follow_y"] is False)
+        self.keys("alt+r")
+        self.now(lambda s, r=zoomed["view_range"]: s["follow_y"] and s["view_range"] != r)
+        # move, resize, hide and show again: every one a full repaint
+        width, height = ((900, 650), (1500, 950), (1600, 1000))[self.round % 3]
+        x.xdotool("windowmove", w, str(37 * self.round % 200), str(23 * self.round % 120))
+        st = self.resize(width, height)
+        x.xdotool("windowunmap", "--sync", w)
+        x.xdotool("windowmap", "--sync", w)
+        self.now(lambda s, d=st["draws"]: s["draws"] > d + 2)
+
+
+@pytest.mark.slow
+def test_viewer_stays_up_through_a_real_run_driven_like_a_person(
+        xserver: XServer, tmp_path: Path, run_slow: bool) -> None:
+
+    driven_s = 600.0 if run_slow else 60.0
+    before = {n for n, _ in list_blocks()}
+    state = tmp_path / "viewer-state.json"
+    env = _x_env(xserver, tmp_path, RT_EDA_VIEWER_STATE=str(state))
+    save, summary_path = tmp_path / "saved", tmp_path / "summary.json"
+    proc, out, err = _start_run(
+        tmp_path, env, "--duration", str(driven_s + 300), "--viewer", "--save", str(save),
+        "--summary", str(summary_path))
+    try:
+        pid = _wait_viewer(xserver, proc, set())
+        window = _viewer_window(xserver, pid)
+        shown = time.monotonic()
+        driver = _Driver(xserver, window, state, pid)
+        first = driver.now(lambda s: s["frames_shown"] >= 2 and s["image_seq"] >= 0, 60)
+        # the network image reaches the overlay
+        assert first["overlay_enabled"] and first["overlay_checked"]
+        assert first["overlay_visible"]
+        xserver.xdotool("windowmove", window, "0", "0")
+        driver.resize(1500, 950)
+        # what the network sees, on the frame it saw: an event on screen, seen by the X server
+        hot, deadline = 0, time.monotonic() + 120
+        while hot < 10:
+            assert time.monotonic() < deadline, f"no network image on the frame ({hot} pixels)"
+            seen = driver.now(lambda s: s["overlay_visible"] and (s["image_max"] or 0) >= 0.9,
+                              120)
+            shot = _keep_screenshot(xserver, tmp_path, "viewer.png")[:950, :1500].astype(int)
+            if driver.now()["image_seq"] != seen["image_seq"]:
+                continue  # the image changed during the grab: look again
+            assert shot.std() > 20, "the screen shows no window content"
+            frame = shot[: int(950 * 0.6), : int(1500 * 0.6)]  # the image view, not the panel
+            hot = int((np.ptp(frame, axis=2) > 40).sum())  # frames are grey: colour = overlay
+        while time.monotonic() - shown < driven_s:
+            driver.one_round()
+            assert _viewer_pids() == {pid}, "the viewer died (or was restarted)"
+            assert proc.poll() is None
+        lived = time.monotonic() - shown
+        driver.keys("ctrl+w")  # a person closes the window: the run goes on without it
+        wait_for(lambda: pid not in _viewer_pids(), timeout=20)
+        rows = (save / "frames.csv").read_text().count("\n")
+        wait_for(lambda: (save / "frames.csv").read_text().count("\n") >= rows + 4, timeout=30)
+        assert proc.poll() is None, "closing the window ended the run"
+        assert _viewer_pids() == set(), "a closed window was opened again"
+        proc.send_signal(signal.SIGINT)  # and ends the run with Ctrl-C
+        stderr = _finish(proc, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    stdout = out.read_text()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert lived >= driven_s
+    s = summary(summary_path)
+    assert s["viewer_exits"] == 0 and s["viewer_last_error"] == "", s
+    assert s["errors"] == [] and s["frames_lost"] == 0
+    assert_counts_add_up(s)
+    assert "Traceback" not in stderr and "viewer died" not in stderr + stdout
+    assert "network-image overlay on (512 x 512)" in stderr
+    for key in ("lower_threshold", "upper_threshold", "min_fast_frames", "slow_interval",
+                "fast_interval"):
+        assert f"control sent: {key} =" in stderr, key
+    assert stderr.count("control sent: paused = 1") == driver.round
+    assert "window closed" in stderr
+    inspect = subprocess.run([sys.executable, "-m", "rt_eda.cli", "inspect", str(save)],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert inspect.returncode == 0, inspect.stderr
+    network = next(line for line in inspect.stdout.splitlines() if line.startswith("network"))
+    assert "image(s) (512, 512) float32" in network, network
+    assert_clean(before)
+
+
+def test_a_viewer_that_dies_is_started_again_once_and_the_run_goes_on(
+        xserver: XServer, tmp_path: Path) -> None:
+
+    before = {n for n, _ in list_blocks()}
+    state = tmp_path / "viewer-state.json"
+    env = _x_env(xserver, tmp_path, RT_EDA_VIEWER_STATE=str(state))
+    summary_path = tmp_path / "summary.json"
+    proc, out, err = _start_run(tmp_path, env, "--duration", "40", "--viewer",
+                                "--summary", str(summary_path))
+    seen: set[int] = set()
+    try:
+        first = _wait_viewer(xserver, proc, seen)
+        _viewer_window(xserver, first)
+        wait_state(state, lambda s: s["pid"] == first and s["frames_shown"] >= 1, 60)
+        seen.add(first)
+        os.kill(first, signal.SIGKILL)
+        second = _wait_viewer(xserver, proc, seen, timeout=60)  # started again, window back
+        _viewer_window(xserver, second, timeout=60)
+        wait_state(state, lambda s: s["pid"] == second and s["frames_shown"] >= 1, 60)
+        seen.add(second)
+        os.kill(second, signal.SIGKILL)
+        wait_for(lambda: "not started again" in err.read_text(), timeout=30)
+        while proc.poll() is None:  # never a third viewer
+            assert _viewer_pids() <= seen
+            time.sleep(0.2)
+        stderr = _finish(proc, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, stderr[-3000:]
+    s = summary(summary_path)
+    assert s["viewer_exits"] == 2 and s["viewer_last_error"] == "killed by SIGKILL", s
+    assert s["errors"] == [] and s["frames_lost"] == 0
+    assert s["stop_reason"] == "duration reached"
+    assert_counts_add_up(s)
+    assert stderr.count("WARNING: viewer died (killed by SIGKILL); starting it again") == 1
+    assert stderr.count("WARNING: viewer died (killed by SIGKILL); not started again") == 1
+    assert "viewer died 2 time(s)" in out.read_text()
+    assert "Traceback" not in stderr
+    assert_clean(before)
+
+
+@pytest.mark.parametrize("display", ["unset", "xcb-unset", "no-server"])
+def test_viewer_without_a_display_says_so_in_one_line_and_the_run_goes_on(
+        tmp_path: Path, display: str) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    if display == "xcb-unset":
+        env["QT_QPA_PLATFORM"] = "xcb"
+    elif display == "no-server":
+        free = next(n for n in range(99, 80, -1) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                    and not Path(f"/tmp/.X{n}-lock").exists())
+        env["DISPLAY"] = f":{free}"
+    summary_path = tmp_path / "s.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "rt_eda.cli", "run", "--duration", "2", "--viewer",
+         "--worker", "ImageWorker", "--summary", str(summary_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if "display" in line]
+    assert len(lines) == 1 and lines[0].startswith("WARNING: viewer: no display ("), lines
+    assert lines[0].endswith("; going on without the viewer")
+    assert "Traceback" not in done.stderr and "qt.qpa" not in done.stderr
+    s = summary(summary_path)
+    assert s["viewer_exits"] == 0 and s["stacks_published"] > 0
+    assert_counts_add_up(s)
+
+
+@pytest.mark.parametrize("sweeper", ["rt-eda view", "the next run"])
+def test_files_of_a_killed_run_are_swept(tmp_path: Path, sweeper: str) -> None:
+
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = {**{k: v for k, v in os.environ.items() if k != "DISPLAY"},
+           "XDG_RUNTIME_DIR": str(runtime)}
+    folder = runtime / "rt-eda"
+    with (tmp_path / "killed.err").open("w") as fe:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rt_eda.cli", "run", "--duration", "60", "--no-viewer",
+             "--worker", "ImageWorker"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=fe, env=env,
+            start_new_session=True)
+    left = [folder / f"{proc.pid}.json", folder / f"{proc.pid}.sock"]
+    try:
+        wait_for(lambda: all(p.exists() for p in left), timeout=120)  # the run is going
+        os.killpg(proc.pid, signal.SIGKILL)  # kill -9 -PGID: nobody cleans up
+        proc.wait(10)
+        wait_for(lambda: not role_processes(), timeout=20)
+        assert all(p.exists() for p in left)
+        if sweeper == "rt-eda view":
+            done = subprocess.run([sys.executable, "-m", "rt_eda.cli", "view"], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=120, env=env)
+            assert done.returncode == 2
+            assert "no running rt-eda engine found" in done.stderr
+        else:
+            done = subprocess.run(
+                [sys.executable, "-m", "rt_eda.cli", "run", "--duration", "1", "--no-viewer",
+                 "--worker", "ImageWorker"],
+                cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env)
+            assert done.returncode == 0, done.stderr[-3000:]
+        assert not any(p.exists() for p in left), sorted(folder.iterdir())
+        assert list(folder.iterdir()) == []  # the next run removed its own files too
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        sweep_stale_blocks()  # the killed run's ring and trace

@@ -14,7 +14,7 @@ engine uses are Qt-free, and Qt is imported when a window is made (:func:`run`, 
 
 from ._controls import CONTROL_KEYS, ControlRelay, ControlSender, QueueSender, SocketSender
 from ._feed import FeedStatus, LiveFeed
-from ._process import display_available, run, view, viewer_enabled
+from ._process import STATE_ENV, display_available, no_display, run, view, viewer_enabled
 from ._session import (
     SESSION_VERSION,
     Session,
@@ -29,6 +29,7 @@ from ._session import (
 __all__ = [
     "CONTROL_KEYS",
     "SESSION_VERSION",
+    "STATE_ENV",
     "ControlRelay",
     "ControlSender",
     "FeedStatus",
@@ -38,6 +39,7 @@ __all__ = [
     "SocketSender",
     "display_available",
     "find_sessions",
+    "no_display",
     "read_session",
     "remove_session",
     "run",

@@ -20,7 +20,9 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import re
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -35,7 +37,7 @@ from rt_eda.process import RoleChannels, enter_role, report
 from ._controls import ControlSender, QueueSender, SocketSender
 from ._session import Session, find_sessions, session_dir
 
-__all__ = ["display_available", "run", "view", "viewer_enabled"]
+__all__ = ["STATE_ENV", "display_available", "no_display", "run", "view", "viewer_enabled"]
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +47,54 @@ writer win the CPU, and the display is what slows down."""
 
 
 def display_available() -> bool:
-    """True when Qt can open a window here: a platform plugin is named
-    (``QT_QPA_PLATFORM``, e.g. ``offscreen`` for tests), or, on Linux, an X11 or Wayland
-    display is set. macOS and Windows always have one."""
-    if os.environ.get("QT_QPA_PLATFORM"):
-        return True
+    """True when Qt can open a window here (see :func:`no_display`)."""
+    return not no_display()
+
+
+_LOCAL_X = re.compile(r"^(?:unix)?:(\d+)(?:\.\d+)?$")
+
+
+def no_display() -> str:
+    """Why Qt could not open a window here, in one line; "" when it can.
+
+    A platform plugin that needs no display server (``QT_QPA_PLATFORM=offscreen``, ``vnc``,
+    ...) can; ``xcb`` and ``wayland`` need ``DISPLAY`` / ``WAYLAND_DISPLAY``, and a local X
+    display (``:N``) must have a server listening on its socket (Qt would otherwise abort the
+    process). A remote X display or a Wayland socket is trusted. macOS and Windows always
+    have a display.
+    """
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
+    if platform and platform != "xcb" and not platform.startswith("wayland"):
+        return ""
     if not sys.platform.startswith("linux"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        return ""
+    display = "" if platform.startswith("wayland") else os.environ.get("DISPLAY", "")
+    wayland = "" if platform == "xcb" else os.environ.get("WAYLAND_DISPLAY", "")
+    if wayland:
+        return ""
+    if not display:
+        if platform:
+            needed = "DISPLAY" if platform == "xcb" else "WAYLAND_DISPLAY"
+            return f"no display (QT_QPA_PLATFORM={platform}, but {needed} unset)"
+        return "no display (DISPLAY and WAYLAND_DISPLAY unset, no QT_QPA_PLATFORM)"
+    match = _LOCAL_X.match(display)
+    if match is None:
+        return ""
+    path = f"/tmp/.X11-unix/X{match.group(1)}"
+    for address in ("\0" + path, path):  # the abstract socket, then the file
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect(address)
+            except OSError:
+                continue
+            return ""
+    return f"no display (DISPLAY={display}, but no X server listens on {path})"
 
 
-NO_DISPLAY = "no display (DISPLAY and WAYLAND_DISPLAY unset, no QT_QPA_PLATFORM)"
+STATE_ENV = "RT_EDA_VIEWER_STATE"
+"""Set to a file path, the viewer writes its window's state there (see
+:meth:`~rt_eda.viewer._window.ViewerWindow.state`): for tests that drive the real window."""
 
 
 def viewer_enabled(config: Config) -> bool:
@@ -68,10 +107,13 @@ def viewer_enabled(config: Config) -> bool:
     enabled = config.viewer.enabled
     if enabled == "auto":
         return display_available()
-    if enabled and not display_available():
-        log.warning("viewer: %s; going on without the viewer", NO_DISPLAY)
+    if not enabled:
         return False
-    return bool(enabled)
+    reason = no_display()
+    if reason:
+        log.warning("viewer: %s; going on without the viewer", reason)
+        return False
+    return True
 
 
 def run(config: Config, channels: RoleChannels) -> None:
@@ -91,8 +133,9 @@ def run(config: Config, channels: RoleChannels) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     with contextlib.suppress(OSError):
         os.nice(VIEWER_NICENESS)
-    if not display_available():
-        report(channels, "viewer", 0, RoleEventKind.FAILED, NO_DISPLAY)
+    reason = no_display()
+    if reason:
+        report(channels, "viewer", 0, RoleEventKind.FAILED, reason)
         _leave(1, channels.events, channels.log)
     try:
         from ._feed import LiveFeed
@@ -107,9 +150,10 @@ def run(config: Config, channels: RoleChannels) -> None:
         def shown(window: object) -> None:
             report(channels, "viewer", 0, RoleEventKind.READY)
 
-        reason = run_window(feed, config.interpreter, max_fps=config.viewer.max_fps, sender=sender,
-                   stop=stopping, quit_on_end=True, workers=config.analysis.workers,
-                            on_shown=shown)
+        reason = run_window(feed, config.interpreter, max_fps=config.viewer.max_fps,
+                            sender=sender, stop=stopping, quit_on_end=True,
+                            workers=config.analysis.workers, on_shown=shown,
+                            state_path=os.environ.get(STATE_ENV) or None)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.debug("viewer failed", exc_info=True)  # the engine logs the one-line WARNING
         report(channels, "viewer", 0, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
@@ -176,8 +220,9 @@ def view(pid: int | None = None, *, directory: str | Path | None = None,
                       ", ".join(str(s.pid) for s in sessions))
             return 2
         session = match[0]
-    if not display_available():
-        log.error("%s: cannot show the viewer", NO_DISPLAY)
+    reason = no_display()
+    if reason:
+        log.error("%s: cannot show the viewer", reason)
         return 2
     # The window runs in a child process named rt-eda-viewer: Qt stays out of this one, and
     # the child can end without the final garbage collection (see _leave).
@@ -243,6 +288,7 @@ def _attach(session: Session, *, controls: bool, stop: Any = None) -> int:
     ended = run_window(feed, session.config.interpreter,
                        max_fps=session.config.viewer.max_fps, sender=sender,
                        read_only_reason=reason, quit_on_end=False,
-                       workers=session.config.analysis.workers, stop=stop)
+                       workers=session.config.analysis.workers, stop=stop,
+                       state_path=os.environ.get(STATE_ENV) or None)
     log.info("viewer: %s", ended)
     return 0

@@ -26,11 +26,15 @@ listed in the panel): Alt+C/Z/A/N/O for the display, Alt+L/U/M/S/F/I to edit a s
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +57,7 @@ _STATUS_PERIOD_S = 0.25
 _AUTO_LEVEL_SAMPLES = 16384
 _HISTOGRAM_PERIOD_S = 0.25  # the histogram costs ~3 ms a frame at 2048 x 2048: 4 Hz is plenty
 _FAST_BRUSH = (255, 140, 0, 70)
+_OVERLAY_OPACITY = 80  # percent; the overlay is transparent where the network sees nothing
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Alt+C", "next channel"),
@@ -67,10 +72,19 @@ SHORTCUTS: tuple[tuple[str, str], ...] = (
     ("Alt+T", "manual mode fast/slow"),
     ("Alt+P", "pause/resume analysis"),
     ("Alt+R", "reset the view"),
+    ("Ctrl+W", "close the window (the run goes on)"),
 )
 """Every control has a key (shown in the window's panel): a person without a mouse, and the
 tests driving a real window through the X server, reach each one."""
 _SLOW_BRUSH = (70, 130, 255, 35)
+
+
+def _overlay_lut() -> np.ndarray:
+    """Inferno, transparent at the low end: where the network sees nothing the frame shows
+    through unchanged; opaque from half of the range up."""
+    rgb = pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=False)
+    alpha = np.clip(np.linspace(0.0, 2.0, 256), 0.0, 1.0) * 255
+    return np.column_stack([rgb, alpha]).astype(np.uint8)
 
 
 def _spin(value: float, lo: float, hi: float, decimals: int, suffix: str = "") -> Any:
@@ -105,6 +119,10 @@ class ViewerWindow(QtWidgets.QMainWindow):
         last images and say the run ended (a viewer attached by name).
     workers
         Configured worker count (0 = unknown); shown beside the workers seen in the trace.
+    state_path
+        If set, the window writes :meth:`state` there as JSON (atomically) four times a
+        second: what a test driving the real window from outside (through the X server) reads
+        back. The engine's viewer takes it from ``RT_EDA_VIEWER_STATE``.
     """
 
     closed = QtCore.pyqtSignal()
@@ -120,9 +138,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
         stop: Callable[[], bool] | None = None,
         quit_on_end: bool = True,
         workers: int = 0,
+        state_path: str | Path | None = None,
     ) -> None:
         super().__init__()
         self.feed = feed
+        self._state_path = Path(state_path) if state_path else None
         self.settings = settings
         self.control_sender = sender
         self._stop = stop
@@ -132,6 +152,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self._closing = False
         self.end_reason = "window closed"
         self.frames_shown = 0  # draws of a stack not drawn before
+        self.image_max = float("nan")  # maximum of the visible network image last drawn
         self.draws = 0
         self._shown_key: tuple[int, int, int, bool] = (-1, -1, -1, False)
         self._dirty = True
@@ -170,8 +191,8 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.image = pg.ImageItem()
         self.view.addItem(self.image, ignoreBounds=True)
         self.overlay = pg.ImageItem()
-        self.overlay.setLookupTable(pg.colormap.get("inferno").getLookupTable(nPts=256))
-        self.overlay.setOpacity(0.5)
+        self.overlay.setLookupTable(_overlay_lut())
+        self.overlay.setOpacity(_OVERLAY_OPACITY / 100)
         self.overlay.setZValue(10)
         self.view.addItem(self.overlay, ignoreBounds=True)
         self.histogram = pg.HistogramLUTItem(image=self.image)
@@ -226,6 +247,9 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.status_label = QtWidgets.QLabel("waiting for the first stack")
         self.status_label.setTextInteractionFlags(
             QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        # A long status line is cut at the window's edge; it never makes the window wider.
+        self.status_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
+                                        QtWidgets.QSizePolicy.Policy.Preferred)
         status_bar = QtWidgets.QStatusBar()
         status_bar.addWidget(self.status_label, 1)
         self.setStatusBar(status_bar)
@@ -259,7 +283,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
         form.addRow(self.overlay_box)
         self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
-        self.opacity.setValue(50)
+        self.opacity.setValue(_OVERLAY_OPACITY)
         self.opacity.setEnabled(self.feed.has_images)
         self.opacity.valueChanged.connect(lambda v: self.overlay.setOpacity(v / 100.0))
         form.addRow("&opacity", self.opacity)
@@ -326,6 +350,7 @@ class ViewerWindow(QtWidgets.QMainWindow):
             ("Alt+T", self.mode_button.click),  # no-op while disabled (binary interpreter)
             ("Alt+P", self.pause_button.click),  # no-op while read-only
             ("Alt+R", self.reset_view),
+            ("Ctrl+W", self.close),
         ):
             shortcut = QtGui.QShortcut(QtGui.QKeySequence(keys), self)
             shortcut.activated.connect(action)
@@ -506,9 +531,13 @@ class ViewerWindow(QtWidgets.QMainWindow):
                               (yr[0] * sy, yr[1] * sy), px * min(sx, sy))
         shown = self._net_raster.fill(net, block)
         sample = shown.ravel()[:: max(1, shown.size // _AUTO_LEVEL_SAMPLES)]
+        # Levels span at least 0..1 (a probability map is shown as it is, so an image with
+        # nothing in it stays transparent instead of stretching its noise); wider outputs
+        # (logits, distances) are stretched to their own range.
         lo, hi = float(np.nanmin(sample)), float(np.nanmax(sample))
-        if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-            lo, hi = (0.0, 1.0) if not math.isfinite(lo) else (lo, lo + 1.0)
+        self.image_max = hi
+        lo = min(lo, 0.0) if math.isfinite(lo) else 0.0
+        hi = max(hi, 1.0) if math.isfinite(hi) else 1.0
         self.overlay.setImage(shown, autoLevels=False, levels=(lo, hi))
         rows, cols = block.shape
         self.overlay.setRect(QtCore.QRectF(block.x0 / sx, block.y0 / sy,
@@ -570,6 +599,41 @@ class ViewerWindow(QtWidgets.QMainWindow):
             f"exposure->decision p50/p99 {latency}  |  workers {workers}  |  interval "
             f"{st.interval_s:.3g} s ({state})  |  decisions {st.decisions}  |  "
             f"display {self._display_fps:.1f} fps")
+        if self._state_path is not None:
+            self._write_state()
+
+    def state(self) -> dict[str, object]:
+        """What the window shows and every control's value, as plain JSON types."""
+        s = self.settings
+        geometry = self.geometry()
+        return {
+            "pid": os.getpid(), "t": time.monotonic(),
+            "frames_shown": self.frames_shown, "draws": self.draws,
+            "display_fps": self._display_fps, "shown_stack": self._shown_key[0],
+            "image_seq": self.feed.image_seq,
+            "image_max": self.image_max if math.isfinite(self.image_max) else None,
+            "overlay_enabled": self.overlay_box.isEnabled(),
+            "overlay_checked": self.overlay_box.isChecked(),
+            "overlay_visible": self.overlay.isVisible(),
+            "channel": self.channel_box.currentIndex(), "z": self.z_box.value(),
+            "auto_contrast": self.auto_contrast.isChecked(), "opacity": self.opacity.value(),
+            "paused": self.pause_button.isChecked(), "mode_fast": self.mode_button.isChecked(),
+            "lower_threshold": s.lower_threshold, "upper_threshold": s.upper_threshold,
+            "min_fast_frames": s.min_fast_frames, "slow_interval": s.slow_interval,
+            "fast_interval": s.fast_interval, "manual_interval": s.manual_interval,
+            "controls_sent": getattr(self.control_sender, "sent", 0),
+            "controls_dropped": getattr(self.control_sender, "dropped", 0),
+            "note": self.control_note.text(), "follow_y": self._follow_y,
+            "geometry": [geometry.x(), geometry.y(), geometry.width(), geometry.height()],
+            "view_range": [list(map(float, r)) for r in self.view.viewRange()],
+        }
+
+    def _write_state(self) -> None:
+        assert self._state_path is not None
+        tmp = self._state_path.with_name(self._state_path.name + ".tmp")
+        with contextlib.suppress(OSError):  # a probe for tests: never a reason to fail
+            tmp.write_text(json.dumps(self.state()))
+            tmp.replace(self._state_path)
 
     def _run_ended(self) -> None:
         self.end_reason = "run ended"
@@ -603,7 +667,8 @@ def run_window(feed: LiveFeed, settings: InterpreterConfig, *, max_fps: float,
                sender: ControlSender | None, read_only_reason: str = "",
                stop: Callable[[], bool] | None = None, quit_on_end: bool = True,
                workers: int = 0,
-               on_shown: Callable[[ViewerWindow], None] | None = None) -> str:
+               on_shown: Callable[[ViewerWindow], None] | None = None,
+               state_path: str | Path | None = None) -> str:
     """Show a :class:`ViewerWindow` and run the Qt event loop until it closes.
 
     Returns why it closed: ``"window closed"`` (by a person), ``"run stopped"`` (``stop``
@@ -613,10 +678,13 @@ def run_window(feed: LiveFeed, settings: InterpreterConfig, *, max_fps: float,
     app = pg.mkQApp("rt-eda viewer")
     window = ViewerWindow(feed, settings, max_fps=max_fps, sender=sender,
                           read_only_reason=read_only_reason, stop=stop,
-                          quit_on_end=quit_on_end, workers=workers)
+                          quit_on_end=quit_on_end, workers=workers, state_path=state_path)
     window.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose, False)
     window.closed.connect(app.quit)
     window.show()
+    shape = feed.image_shape
+    log.info("viewer: window shown; %s", f"network-image overlay on ({shape[0]} x {shape[1]})"
+             if shape else "this run makes no network images (overlay off)")
     if on_shown is not None:
         on_shown(window)
     app.exec()
