@@ -288,3 +288,65 @@ def test_exception_line_cuts_keras_and_tensorflow_texts_to_one_line() -> None:
     assert exception_line(ZeroDivisionError()) == "ZeroDivisionError"
     long = exception_line(ValueError("x" * 5000))
     assert len(long) < 420 and long.endswith("...") and "\n" not in long
+
+
+# -- the preflight probe, with workers that need no TensorFlow ----------------------------------
+PROBED = """
+    import os
+    import sys
+    import numpy as np
+    from rt_eda.errors import ConfigError
+    from rt_eda.workers import Worker
+
+    class Probed(Worker):
+        '''Probed before start; PROBE_FAULT says how it fails on the real input.'''
+        probe_before_start = True
+        def setup(self, spec):
+            super().setup(spec)
+            fault = os.environ.get("PROBE_FAULT")
+            if fault == "crash":
+                sys.stderr.write("fatal: out of device memory\\n")
+                sys.stderr.flush()
+                os._exit(7)
+            if fault == "config":
+                raise ConfigError("analysis.options.sigma must be a number, got 'x'")
+        def prepare_images(self, stack):
+            if os.environ.get("PROBE_FAULT") == "shape" and stack.shape[-1] != 32:
+                raise ValueError(f"cannot take width {stack.shape[-1]}")
+            return super().prepare_images(stack)
+"""
+
+
+@pytest.mark.parametrize(("fault", "words"), [
+    ("crash", ["probe of worker Probed died (exit code 7) before it reported",
+               "fatal: out of device memory"]),
+    ("shape", ["worker Probed fails in its warm-up", "(2, 1, 64, 64) uint16",
+               "ValueError: cannot take width 64"]),
+    ("config", ["analysis.options.sigma must be a number"]),
+])
+def test_the_probe_refuses_a_worker_that_fails_before_anything_starts(
+        tmp_path: Path, fault: str, words: list[str]) -> None:
+    before = {n for n, _ in list_blocks()}
+    env = module(tmp_path, "probed_workers", PROBED)
+    env.update(PROBE_FAULT=fault, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    proc, out = run_worker(tmp_path, "probed_workers", "Probed", "--duration", "2", env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = problem_lines(proc.stderr)
+    assert len(lines) == 1, lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert "source open" not in proc.stderr and not out.exists()  # nothing started
+    assert_clean(before)
+
+
+def test_a_probed_worker_that_fits_runs_and_is_probed_once(tmp_path: Path) -> None:
+    env = module(tmp_path, "probed_workers", PROBED)
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    for expected in ("in ", "from the probe cache"):
+        proc, out = run_worker(tmp_path, "probed_workers", "Probed", "--duration", "1",
+                               env=env)
+        assert proc.returncode == 0, proc.stderr
+        probe = [line for line in proc.stderr.splitlines() if "probe: Probed" in line]
+        assert len(probe) == 1 and expected in probe[0], proc.stderr
+        assert_counts_add_up(summary(out))

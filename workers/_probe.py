@@ -218,9 +218,9 @@ def _run_probe(config: Config, spec: StackSpec, cancelled: Callable[[], bool],
         except EOFError:
             process.join(5)
             raise ModelError(
-                f"the probe of worker {name} died (exit code {process.exitcode}) while it set "
-                f"up the model and ran it once on the acquisition stack {spec.shape} "
-                f"{spec.dtype}: the model crashes the process{_last_words(stderr_path)}"
+                f"the probe of worker {name} died (exit code {process.exitcode}) before it "
+                f"reported: it was to set up the model and run it once on the acquisition "
+                f"stack {spec.shape} {spec.dtype}{_last_words(stderr_path)}"
             ) from None
     finally:
         receive.close()
