@@ -91,6 +91,38 @@ class Status:
         )
 
 
+WORKER_CPU_S = 1.2
+"""CPU seconds one worker process costs to start (spawn, imports, warm-up of the ring
+kernels) and stop (interpreter exit), model aside: measured with ImageWorker on this 2-core
+machine, 5.5 CPU-s for a whole run with 1 worker, 13.6 with 8."""
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _warn_oversubscribed(config: Config) -> None:
+    """One warning line before anything starts when workers x threads exceed the cores."""
+    a = config.analysis
+    cores = _cores()
+    threads = a.workers * a.threads_per_worker
+    if threads <= cores:
+        return
+    cost = ""
+    if a.workers > cores:
+        cost = (f"; starting and stopping {a.workers} worker processes costs about "
+                f"{WORKER_CPU_S * a.workers:.0f} CPU-s ({WORKER_CPU_S:g} each), about "
+                f"{WORKER_CPU_S * a.workers / cores:.0f} s here")
+    log.warning(
+        "analysis.workers x analysis.threads_per_worker = %d x %d = %d compute threads on %d "
+        "core(s): analysis cannot go faster than the cores allow%s (`rt-eda bench` measures "
+        "the best split)", a.workers, a.threads_per_worker, threads, cores, cost)
+
+
 @dataclass
 class _Child:
     role: str
@@ -218,6 +250,7 @@ class Engine:
         from rt_eda.workers._process import worker_settings
 
         check_output_paths(self.config)
+        _warn_oversubscribed(self.config)
         sweep_stale_blocks()
         workers = discover_workers(self.config.analysis.worker_modules)
         name = self.config.analysis.worker
@@ -563,7 +596,10 @@ class Engine:
         for ring in (self._ring, self._out_ring):
             if ring is not None:
                 ring.shutdown()
-        self._join([c for c in self._children if c.role == "worker"])
+        # Workers leave together, but each interpreter's exit costs CPU (about 0.4 s): with
+        # more worker processes than cores they take turns.
+        workers = [c for c in self._children if c.role == "worker"]
+        self._join(workers, timeout=_JOIN_S + WORKER_CPU_S * len(workers) / _cores())
         if self._relay is not None:
             self._relay.close()
             self._relay = None
