@@ -160,7 +160,10 @@ def check_output_paths(config: Config) -> None:
         problem = check(Path(value))
         if problem is not None:
             problems.append(f"{flag} ({key}) {value}: cannot write there: {problem}")
-    if run.save and run.summary and Path(run.summary).parent == Path(run.save) \
+    if run.save and run.summary and Path(run.summary) == Path(run.save):
+        problems.append(f"--summary (run.summary) {run.summary}: it is the run folder "
+                        "(--save); the run folder gets its own summary.json")
+    elif run.save and run.summary and Path(run.summary).parent == Path(run.save) \
             and Path(run.summary).name in _RUN_FILES[1:]:
         problems.append(f"--summary (run.summary) {run.summary}: the run folder's own "
                         f"{Path(run.summary).name} would overwrite it; choose another name")

@@ -95,6 +95,9 @@ def test_unwritable_output_paths_are_refused_before_anything_starts(tmp_path: Pa
         (["--save", str(run), "--summary", "/proc/rt-eda-test/s.json"],
          ["--summary", "/proc/rt-eda-test/s.json", "cannot create files in /proc"]),
         (["--save", "/dev/null/run"], ["--save", "/dev/null", "not a folder"]),
+        (["--save", str(run), "--summary", str(run)], ["--summary", "it is the run folder"]),
+        (["--save", str(run), "--summary", str(run / "report.png")],
+         ["--summary", "report.png would overwrite it"]),
     ]
     for args, words in cases:
         proc = rt_eda(*args, "--duration", "1", *SMALL, cwd=tmp_path, timeout=60)
