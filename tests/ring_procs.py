@@ -31,10 +31,11 @@ def _hammer(words: np.ndarray, n: int) -> int:
     return retries
 
 
-def hammer_atomics(name: str, n: int, start: Any, out: Any) -> None:
+def hammer_atomics(name: str, n: int, races: int, start: Any, out: Any) -> None:
     """Hammer the block's words (see :func:`_hammer`) in rounds of ``n``, from the start line
-    on, until some process has seen a CAS retry (the processes really raced) or 60 s pass.
-    Reports ("ready", pid) once compiled, then ("done", increments, retries)."""
+    on, until the processes together have seen ``races`` CAS retries (they really ran at the
+    same time, on the same cache line) or 60 s pass. Reports ("ready", pid) once compiled,
+    then ("done", increments, retries)."""
     block = SharedBlock.attach(name)
     words = np.frombuffer(block.buf, dtype=np.int64, count=3)
     _hammer(np.zeros(3, dtype=np.int64), 1)  # compile before the start line
@@ -45,7 +46,7 @@ def hammer_atomics(name: str, n: int, start: Any, out: Any) -> None:
     while True:
         retries += _hammer(words, n)
         increments += n
-        if int(words[2]) > 0 or time.monotonic() > deadline:
+        if int(words[2]) >= races or time.monotonic() > deadline:
             break
     out.put(("done", increments, retries))
     del words
