@@ -250,7 +250,6 @@ class Engine:
         from rt_eda.workers._process import worker_settings
 
         check_output_paths(self.config)
-        _warn_oversubscribed(self.config)
         sweep_stale_blocks()
         workers = discover_workers(self.config.analysis.worker_modules)
         name = self.config.analysis.worker
@@ -274,6 +273,7 @@ class Engine:
             from rt_eda.recording import prepare_save_dir
 
             prepare_save_dir(self.config.run.save)
+        _warn_oversubscribed(self.config)  # last: a run refused says only why
 
     def _run(self, log_queue: Any) -> int:
         cfg = self.config
