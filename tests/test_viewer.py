@@ -403,7 +403,7 @@ def test_window_shows_changing_frames_decisions_and_sends_controls(
         assert tuple(window.image.levels) == (0.0, 5000.0)  # fixed contrast is kept
         out_dir = Path(os.environ.get("RT_EDA_VIEWER_SCREENSHOT", tmp_path))
         out_dir.mkdir(parents=True, exist_ok=True)
-        shot = out_dir / "viewer.png"
+        shot = out_dir / "viewer-offscreen.png"
         assert window.grab().save(str(shot))
         assert shot.stat().st_size > 10_000
     finally:
@@ -1010,3 +1010,22 @@ def test_files_of_a_killed_run_are_swept(tmp_path: Path, sweeper: str) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         sweep_stale_blocks()  # the killed run's ring and trace
+
+
+def test_the_default_run_records_what_the_network_sees(tmp_path: Path) -> None:
+    """The bundled demo worker's network images reach the recording without a viewer."""
+    save, summary_path = tmp_path / "saved", tmp_path / "s.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "rt_eda.cli", "run", "--duration", "6", "--no-viewer",
+         "--save", str(save), "--summary", str(summary_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    s = summary(summary_path)
+    assert_counts_add_up(s)
+    inspect = subprocess.run([sys.executable, "-m", "rt_eda.cli", "inspect", str(save)],
+                             capture_output=True, text=True, timeout=120)
+    assert inspect.returncode == 0, inspect.stderr
+    network = next(line for line in inspect.stdout.splitlines() if line.startswith("network"))
+    saved = int(network.split()[1])
+    assert network.split(None, 2)[2].startswith("image(s) (512, 512) float32"), network
+    assert 1 <= saved <= s["stacks_analysed"], (network, s["stacks_analysed"])
