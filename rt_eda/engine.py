@@ -43,7 +43,7 @@ from rt_eda.latency import percentiles
 from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
 from rt_eda.outputs import WrittenOutputs
 from rt_eda.process import RoleChannels
-from rt_eda.queues import MessageQueue
+from rt_eda.queues import MessageQueue, StopEvent
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec, sweep_stale_blocks
 from rt_eda.watchdog import Watchdog
 
@@ -279,8 +279,8 @@ class Engine:
         cfg = self.config
         ctx = self._ctx
         channels = RoleChannels(
-            events=ctx.Queue(), camera=MessageQueue(ctx), results=MessageQueue(ctx),
-            stop=ctx.Event(),
+            events=MessageQueue(ctx), camera=MessageQueue(ctx), results=MessageQueue(ctx),
+            stop=StopEvent(ctx),
             log=log_queue, writer=MessageQueue(ctx) if cfg.run.save else None,
             parent_pid=os.getpid(),
         )
@@ -1005,7 +1005,7 @@ class Engine:
 
     @contextmanager
     def _log_listener(self) -> Iterator[Any]:
-        log_queue = self._ctx.Queue()
+        log_queue = MessageQueue(self._ctx)  # pipes only: nothing named to leak
         handlers = logging.getLogger().handlers or [logging.StreamHandler(sys.stderr)]
         listener = logging.handlers.QueueListener(log_queue, *handlers,
                                                   respect_handler_level=True)

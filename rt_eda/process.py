@@ -9,6 +9,10 @@ Every role process is started by the engine with the ``spawn`` start method and 
 - asks the kernel for SIGTERM when the engine dies (``PR_SET_PDEATHSIG``), so no role
   outlives a SIGKILLed engine;
 - logs through a queue to the engine (records are formatted and printed there).
+
+Every channel is made of anonymous pipes (:mod:`rt_eda.queues`), never of named semaphores,
+so a run whose whole process group is SIGKILLed leaves nothing behind but its shared-memory
+blocks, which the next run sweeps by their creator's dead pid.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ class RoleChannels:
     Attributes
     ----------
     events
-        Role -> engine: :class:`~rt_eda.messages.RoleEvent` (ready, stopped, failed, stats).
+        Role -> engine: :class:`~rt_eda.messages.RoleEvent` (ready, stopped, failed, stats),
+        a :class:`~rt_eda.queues.MessageQueue`.
     camera
         Interpreter and engine -> camera: :class:`~rt_eda.messages.Command` and
         :class:`CameraControl`.
@@ -50,9 +55,11 @@ class RoleChannels:
         Workers -> interpreter: :class:`~rt_eda.messages.Result`; viewer -> interpreter:
         :class:`~rt_eda.messages.ControlMessage`; engine -> interpreter: ``None`` (stop).
     stop
-        Set by the engine when the run ends (camera: stop acquiring; everyone: leave the loop).
+        Set by the engine when the run ends (camera: stop acquiring; everyone: leave the loop),
+        a :class:`~rt_eda.queues.StopEvent`: it also reads as set once the engine is dead.
+        Roles only call ``is_set()``, so a ``threading.Event`` serves in tests.
     log
-        Log records of every role, to the engine.
+        Log records of every role, to the engine (a :class:`~rt_eda.queues.MessageQueue`).
     writer
         Interpreter -> writer: decision-log rows and interval changes (None without --save).
     ring

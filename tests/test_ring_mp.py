@@ -13,10 +13,10 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import proc_tools
 import pytest
 import ring_procs
 
@@ -206,24 +206,6 @@ def _wait_gone(name: str, timeout: float) -> bool:
     return False
 
 
-def _wait_group_gone(pgid: int, timeout: float = 30.0) -> None:
-    """Wait until no live process is left in process group ``pgid``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                left.append(stat.parent.name)
-        if not left:
-            return
-        assert time.monotonic() < deadline, f"processes {left} of group {pgid} still alive"
-        time.sleep(0.05)
-
-
 def test_ctrl_c_of_the_creator_unlinks() -> None:
     proc, name = _run_creator_script()
     try:
@@ -251,7 +233,7 @@ def test_sweep_removes_blocks_of_dead_runs_only(make_ring: MakeRing) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # creator and its tracker die together
         proc.wait(timeout=30)
-        _wait_group_gone(proc.pid)
+        proc_tools.wait_group_gone(proc.pid)
         # Nobody was left to unlink it; every run's start-up sweeps too, so another run on
         # this machine may have removed it since.
         if name in _names():
