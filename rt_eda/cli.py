@@ -326,7 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = sub.add_parser("train-demo-model", help="retrain the bundled demo model",
                        add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["train-demo-model"]:  # every option is the trainer's (REMAINDER would
+        args = argparse.Namespace(command=raw[0], rest=raw[1:])  # refuse a leading --option)
+    else:
+        args = parser.parse_args(raw)
     debug = bool(getattr(args, "debug", False))
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(processName)s %(name)s %(levelname)s: "

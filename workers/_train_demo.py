@@ -1,9 +1,15 @@
 """Train, evaluate and save the bundled demo model (``rt-eda train-demo-model``).
 
-The demo model is a small U-Net (two poolings, so height and width must be multiples of 4,
-which :class:`~rt_eda.workers._keras_builtin.KerasRescaleWorker` guarantees by cropping): input
-``(None, None, 2)`` = structure + marker after the rescale worker's preprocessing, output
-``(None, None, 1)`` = a sigmoid event map. It is fully convolutional, so it runs at any size.
+Two architectures (``--arch``, see :func:`build_demo_model`), both fully convolutional with
+input ``(None, None, 2)`` = structure + marker after the rescale worker's preprocessing and
+output ``(None, None, 1)`` = a sigmoid event map of the input's size:
+
+- ``lowres`` (the bundled ``demo.keras``, the default): a stride-4 convolution, three dilated
+  3 x 3 convolutions at a quarter of the resolution, a bilinear upsampling back; it runs at any
+  height and width that are multiples of 4, which
+  :class:`~rt_eda.workers._keras_builtin.KerasRescaleWorker` guarantees by cropping.
+- ``unet`` (``demo_v1.keras``, the demo model until issue 17): a two-level U-Net at full
+  resolution (``rt-eda train-demo-model --arch unet --base-filters 8`` retrains it).
 
 Data: the synthetic source (:mod:`rt_eda.sources.synthetic`) at 512 x 512 ``uint16`` with
 frequent events, preprocessed by the rescale worker's own code at full size (so the per-frame
@@ -18,9 +24,10 @@ Evaluation, on held-out synthetic sources (other seeds, default event schedule):
 decision = maximum of the output map at full size; an event is detected when the decision
 exceeds the binary interpreter's default upper threshold 0.48; truth = ``has_event`` (intensity
 >= 0.2) at the marker frame's exposure time. Precision, recall, F1 (and the same at the lower
-threshold 0.3), training time, epochs, losses and parameter count go to ``demo.json`` beside
-the model, with the median inference time at 512 x 512 (batch 1) for ``predict_on_batch`` and
-for a compiled call.
+threshold 0.3), training time, epochs, losses, parameter count and the FLOPs of one
+``image_size`` forward pass (:mod:`rt_eda.workers._flops`) go to ``demo.json`` beside the
+model, with the median inference time at 512 x 512 (batch 1) for ``predict_on_batch`` and for
+a compiled call.
 
 Reproducible: every random choice is seeded (``--seed``), TensorFlow runs with op determinism
 and a fixed thread count (``--threads``, default 2).
@@ -75,7 +82,7 @@ class TrainConfig:
     image_size: int = 512
     event_every_s: float = 4.0
     edge_fraction: float = 0.25
-    base_filters: int = 8
+    base_filters: int = 12
     epochs: int = 10
     batch_size: int = 16
     learning_rate: float = 2e-3
@@ -84,30 +91,64 @@ class TrainConfig:
     eval_frames_per_seed: int = 150
     eval_step_s: float = 0.37
     threads: int = 2
+    arch: str = "lowres"
+    downsample: int = 4
+    dilations: tuple[int, ...] = (1, 2, 4)
+    separable: bool = False
 
 
-def build_demo_model(base_filters: int = 8) -> keras.Model:
-    """The demo U-Net: ``(None, None, 2) -> (None, None, 1)`` sigmoid, two pooling levels."""
+ARCHS = ("unet", "lowres")
+"""``--arch`` values (see :func:`build_demo_model`)."""
+
+
+def build_demo_model(cfg: TrainConfig | None = None) -> keras.Model:
+    """The demo network of ``cfg.arch``: ``(None, None, 2) -> (None, None, 1)`` sigmoid.
+
+    - ``"unet"`` (``demo_v1.keras``): a U-Net with two pooling levels, ``base_filters``,
+      ``2 * base_filters`` and ``4 * base_filters`` channels, every level at its full
+      resolution; height and width must be multiples of 4.
+    - ``"lowres"`` (the bundled ``demo.keras``): an early strided downsampling (a
+      ``downsample x downsample`` convolution with that stride, ``base_filters`` channels),
+      then a 3 x 3 convolution per entry of ``dilations`` (that dilation rate; depthwise
+      separable with ``separable``) at ``1 / downsample`` of the resolution, a 1 x 1 sigmoid
+      and a bilinear upsampling by ``downsample``: the output has the input's size whenever
+      height and width are multiples of ``downsample`` (1, 2 or 4, so the rescale worker's
+      crop to multiples of 4 always fits). No pooling inside, so no other size constraint.
+    """
     import keras
     from keras import layers
 
-    def block(x: Any, filters: int, name: str) -> Any:
-        for i in (1, 2):
-            x = layers.Conv2D(filters, 3, padding="same", activation="relu",
-                              name=f"{name}_conv{i}")(x)
-        return x
-
-    b = base_filters
+    cfg = cfg or TrainConfig()
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"--arch must be one of {list(ARCHS)}, got {cfg.arch!r}")
     inputs = keras.Input((None, None, 2), name="structure_marker")
-    c1 = block(inputs, b, "down1")
-    c2 = block(layers.MaxPooling2D(name="pool1")(c1), 2 * b, "down2")
-    c3 = block(layers.MaxPooling2D(name="pool2")(c2), 4 * b, "bottom")
-    u2 = layers.Concatenate(name="skip2")([layers.UpSampling2D(name="up2")(c3), c2])
-    c4 = block(u2, 2 * b, "up2")
-    u1 = layers.Concatenate(name="skip1")([layers.UpSampling2D(name="up1")(c4), c1])
-    c5 = block(u1, b, "up1")
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="event_map")(c5)
-    return keras.Model(inputs, outputs, name="rt_eda_demo_unet")
+    b = cfg.base_filters
+    if cfg.arch == "unet":
+        def block(x: Any, filters: int, name: str) -> Any:
+            for i in (1, 2):
+                x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                  name=f"{name}_conv{i}")(x)
+            return x
+
+        c1 = block(inputs, b, "down1")
+        c2 = block(layers.MaxPooling2D(name="pool1")(c1), 2 * b, "down2")
+        c3 = block(layers.MaxPooling2D(name="pool2")(c2), 4 * b, "bottom")
+        u2 = layers.Concatenate(name="skip2")([layers.UpSampling2D(name="up2")(c3), c2])
+        c4 = block(u2, 2 * b, "up2")
+        u1 = layers.Concatenate(name="skip1")([layers.UpSampling2D(name="up1")(c4), c1])
+        c5 = block(u1, b, "up1")
+        outputs = layers.Conv2D(1, 1, activation="sigmoid", name="event_map")(c5)
+        return keras.Model(inputs, outputs, name="rt_eda_demo_unet")
+    d = cfg.downsample
+    x = layers.Conv2D(b, d, strides=d, padding="valid", activation="relu",
+                      name=f"down{d}")(inputs)
+    conv = layers.SeparableConv2D if cfg.separable else layers.Conv2D
+    for i, rate in enumerate(cfg.dilations, 1):
+        x = conv(b, 3, padding="same", dilation_rate=rate, activation="relu",
+                 name=f"conv{i}_d{rate}")(x)
+    x = layers.Conv2D(1, 1, activation="sigmoid", name="event_map_low")(x)
+    outputs = layers.UpSampling2D(d, interpolation="bilinear", name="event_map")(x)
+    return keras.Model(inputs, outputs, name="rt_eda_demo_lowres")
 
 
 def _source(seed: int, size: int, event_every_s: float) -> SyntheticSource:
@@ -204,7 +245,7 @@ def train(cfg: TrainConfig) -> tuple[keras.Model, dict[str, Any]]:
     t0 = time.perf_counter()
     x, y, counts = make_training_data(cfg, worker)
     t_data = time.perf_counter() - t0
-    model = build_demo_model(cfg.base_filters)
+    model = build_demo_model(cfg)
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=_weighted_bce(cfg.pos_weight)
     )
@@ -312,19 +353,20 @@ def time_inference(model_path: Path, repeats: int = 30) -> dict[str, Any]:
 
     from ._keras import INFERENCE_MODES, KerasWorker
 
+    modes = [m for m in ("predict_on_batch", "call") if m in INFERENCE_MODES]
     out: dict[str, Any] = {"repeats": repeats, "batch": 1, "channels": 2}
     rng = np.random.default_rng(0)
     for size in (512, 64):
         spec = StackSpec(2, 1, size, size, "float32")
         x = rng.random((1, size, size, 2), dtype=np.float32)
         workers = {}
-        for mode in INFERENCE_MODES:
+        for mode in modes:
             w = KerasWorker(WorkerSettings(model=str(model_path), options=(("inference", mode),)))
             w.setup(spec)
             for _ in range(3):
                 w.run_model({"pixels": x})
             workers[mode] = w
-        samples: dict[str, list[float]] = {mode: [] for mode in INFERENCE_MODES}
+        samples: dict[str, list[float]] = {mode: [] for mode in modes}
         for _ in range(repeats):
             for mode, w in workers.items():
                 t0 = time.perf_counter()
@@ -338,11 +380,36 @@ def time_inference(model_path: Path, repeats: int = 30) -> dict[str, Any]:
     return out
 
 
+def describe(cfg: TrainConfig) -> str:
+    """One line naming the architecture of ``cfg`` (the ``description`` of the record)."""
+    io = ("input (None, None, 2) = structure + marker after KerasRescaleWorker preprocessing; "
+          "output (None, None, 1) sigmoid event map")
+    if cfg.arch == "unet":
+        return f"U-Net, 2 poolings, {cfg.base_filters} filters at full resolution; {io}"
+    kind = "depthwise-separable " if cfg.separable else ""
+    return (f"low-resolution network: {cfg.downsample}x{cfg.downsample} convolution of stride "
+            f"{cfg.downsample} to {cfg.base_filters} channels, {len(cfg.dilations)} {kind}3x3 "
+            f"convolutions (dilations {list(cfg.dilations)}) at 1/{cfg.downsample} resolution, "
+            f"1x1 sigmoid, bilinear upsampling x{cfg.downsample} to the input's size; {io}")
+
+
+def flops_record(model: keras.Model, size: int) -> dict[str, Any]:
+    """FLOPs of a ``(1, size, size, 2)`` forward pass (:func:`._flops.count_flops`)."""
+    from ._flops import count_flops
+
+    counted = count_flops(model, (1, size, size, 2))
+    return {"input_shape": list(counted.input_shape), "flops": counted.flops,
+            "macs": counted.macs, "convention": "FLOPs = 2 x multiply-accumulates of the "
+            "convolutions; activations, pooling, resampling and concatenation not counted",
+            "not_counted": list(counted.not_counted),
+            "layers": {r.name: r.flops for r in counted.layers}}
+
+
 def _parse(argv: Sequence[str] | None) -> tuple[TrainConfig, Path, bool]:
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="rt-eda train-demo-model",
-        description="Train the demo U-Net on synthetic data, evaluate it, save it with its "
+        description="Train the demo network on synthetic data, evaluate it, save it with its "
         "training record (demo.json beside the model).",
     )
     p.add_argument("--output", type=Path, default=demo_model_path(),
@@ -353,10 +420,24 @@ def _parse(argv: Sequence[str] | None) -> tuple[TrainConfig, Path, bool]:
     p.add_argument("--train-seeds", type=int, nargs="+", default=list(d.train_seeds))
     p.add_argument("--crop", type=int, default=d.crop)
     p.add_argument("--image-size", type=int, default=d.image_size)
-    p.add_argument("--base-filters", type=int, default=d.base_filters)
+    p.add_argument("--base-filters", type=int, default=d.base_filters,
+                   help="unet: channels of the first level (demo_v1: 8); lowres: channels of "
+                   "every layer (default %(default)s)")
     p.add_argument("--eval-seeds", type=int, nargs="*", default=list(d.eval_seeds))
     p.add_argument("--eval-frames-per-seed", type=int, default=d.eval_frames_per_seed)
     p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--arch", choices=ARCHS, default=d.arch,
+                   help="network: 'lowres' (the bundled model: strided downsampling, dilated "
+                   "convolutions at low resolution, bilinear upsampling) or 'unet' (demo_v1: a "
+                   "2-level U-Net at full resolution); default %(default)s")
+    p.add_argument("--downsample", type=int, choices=(1, 2, 4), default=d.downsample,
+                   help="lowres: the early stride and the final upsampling (default %(default)s)")
+    p.add_argument("--dilations", type=int, nargs="+", default=list(d.dilations),
+                   help="lowres: one 3x3 convolution per entry, at that dilation rate "
+                   "(default %(default)s)")
+    p.add_argument("--separable", action="store_true",
+                   help="lowres: depthwise-separable 3x3 convolutions")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--no-timing", action="store_true", help="skip the inference timing")
     a = p.parse_args(argv)
     if a.crop % 4 or a.crop < 16 or a.crop > a.image_size or a.image_size % 4:
@@ -367,11 +448,16 @@ def _parse(argv: Sequence[str] | None) -> tuple[TrainConfig, Path, bool]:
     for key in ("epochs", "frames_per_seed", "base_filters", "eval_frames_per_seed"):
         if getattr(a, key) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(a, key)}")
+    if not all(1 <= r <= 64 for r in a.dilations):
+        raise ConfigError(f"--dilations must be rates from 1 to 64, got {a.dilations}")
+    if not (a.learning_rate > 0 and math.isfinite(a.learning_rate)):
+        raise ConfigError(f"--learning-rate must be a number > 0, got {a.learning_rate}")
     cfg = TrainConfig(
         seed=a.seed, train_seeds=tuple(a.train_seeds), frames_per_seed=a.frames_per_seed,
         crop=a.crop, image_size=a.image_size, base_filters=a.base_filters, epochs=a.epochs,
         eval_seeds=tuple(a.eval_seeds), eval_frames_per_seed=a.eval_frames_per_seed,
-        threads=a.threads,
+        threads=a.threads, arch=a.arch, downsample=a.downsample, dilations=tuple(a.dilations),
+        separable=bool(a.separable), learning_rate=a.learning_rate,
     )
     return cfg, a.output, bool(a.no_timing)
 
@@ -397,9 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = {} if no_timing else time_inference(output)
     doc = {
         "model": output.name,
-        "description": "U-Net, 2 poolings; input (None, None, 2) = structure + marker after "
-        "KerasRescaleWorker preprocessing; output (None, None, 1) sigmoid event map",
+        "description": describe(cfg),
         "input_shape": [None, None, None, 2],
+        "flops_per_stack": flops_record(model, cfg.image_size),
         "file_bytes": output.stat().st_size,
         "command": " ".join(["rt-eda train-demo-model", *(sys.argv[1:] if argv is None else argv)]),
         "config": asdict(cfg),
