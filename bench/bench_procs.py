@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from rt_eda.errors import RingClosedError
+from rt_eda.core.errors import RingClosedError
 from rt_eda.shm import StackRing
 
 

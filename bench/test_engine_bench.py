@@ -11,7 +11,7 @@ meaningful, and into the tables printed at the end.
 - ``test_interpreter_on_result``: one decision of the binary interpreter; run: decision ->
   actuation with frequent events;
 - ``test_result_through_message_queue``: a Result to another process and back through
-  :class:`rt_eda.queues.MessageQueue`; baseline: ``multiprocessing.Queue``.
+  :class:`rt_eda.core.queues.MessageQueue`; baseline: ``multiprocessing.Queue``.
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ import numpy as np
 import pytest
 from bench_timing import figures, median, per_op, times
 
-from rt_eda.config import Config, load_config
+from rt_eda.core.config import Config, load_config
+from rt_eda.core.messages import Result, RoleEventKind
+from rt_eda.core.process import RoleChannels
+from rt_eda.core.queues import MessageQueue
 from rt_eda.engine import Engine
 from rt_eda.interpreters import make_interpreter
-from rt_eda.messages import Result, RoleEventKind
-from rt_eda.process import RoleChannels
-from rt_eda.queues import MessageQueue
 from rt_eda.roles import interpreter as interpreter_role
+from rt_eda.roles import worker as worker_role
 from rt_eda.shm import StackRing
 from rt_eda.sources.synthetic import SyntheticSettings, SyntheticSource
-from rt_eda.workers import _process as worker_role
 
 CTX = mp.get_context("spawn")
 
@@ -322,7 +322,7 @@ def test_result_through_message_queue(benchmark: Any, quick: bool, report: Any,
     same Result sent back through a second one (a round trip, two hops, the receiving side
     asleep in ``get``); one round trip per round (rounds x 1 iteration). ``busy``: the other
     process also runs a thread of pure Python, as a worker whose hooks hold the GIL (the
-    case :mod:`rt_eda.queues` was written for: ``multiprocessing.Queue`` sends from a feeder
+    case :mod:`rt_eda.core.queues` was written for: ``multiprocessing.Queue`` sends from a feeder
     thread that must win the GIL first).
 
     Baseline, same rounds: the same round trip through two ``multiprocessing.Queue``s.

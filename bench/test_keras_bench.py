@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from bench_timing import figures, median, per_op, times
 
-from rt_eda.config import load_config
+from rt_eda.core.config import load_config
 from rt_eda.engine import Engine
 from rt_eda.sources.synthetic import SyntheticSettings, SyntheticSource
 from rt_eda.workers import DemoModelWorker, KerasRescaleWorker, Worker, WorkerSettings

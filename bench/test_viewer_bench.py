@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rt_eda.errors import RingOverrunError
+from rt_eda.core.errors import RingOverrunError
+from rt_eda.roles.viewer import VIEWER_NICENESS
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec
-from rt_eda.viewer._process import VIEWER_NICENESS
 
 CTX = mp.get_context("spawn")
 PHASES = [  # label, viewer.max_fps, overlay on, niceness
@@ -80,9 +80,9 @@ def viewer_proc(ring_name: str, out_name: str, trace_name: str, max_fps: float,
     (stacks shown, seconds, draws, cpu s, draw step, view size) over the time ``measure``
     was set before ``stop``."""
     os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    from rt_eda.config import load_config
-    from rt_eda.viewer import LiveFeed
-    from rt_eda.viewer._process import _leave
+    from rt_eda.core.config import load_config
+    from rt_eda.live.feed import LiveFeed
+    from rt_eda.roles.viewer import _leave
     from rt_eda.viewer._window import ViewerWindow, run_window
 
     os.nice(niceness)

@@ -40,13 +40,13 @@ import pytest
 import writer_procs
 from bench_timing import figures, median, per_op, times
 
-from rt_eda.config import load_config
-from rt_eda.messages import RoleEventKind
-from rt_eda.process import RoleChannels
-from rt_eda.queues import MessageQueue
-from rt_eda.recording import Recording, open_run, prepare_save_dir
+from rt_eda.core.config import load_config
+from rt_eda.core.messages import RoleEventKind
+from rt_eda.core.process import RoleChannels
+from rt_eda.core.queues import MessageQueue
 from rt_eda.roles import writer
 from rt_eda.shm import StackRing, StackSpec
+from rt_eda.storage.recording import Recording, open_run, prepare_save_dir
 
 CTX = mp.get_context("spawn")
 SPEC = StackSpec(2, 1, 512, 512, "uint16")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from rt_eda.errors import RingClosedError, RingOverrunError
+from rt_eda.core.errors import RingClosedError, RingOverrunError
 from rt_eda.shm import StackRing
 
 

@@ -48,7 +48,7 @@ import os  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from rt_eda import __version__  # noqa: E402
-from rt_eda.errors import ConfigError, ModelError, RtEdaError  # noqa: E402
+from rt_eda.core.errors import ConfigError, ModelError, RtEdaError  # noqa: E402
 
 __all__ = ["main"]
 
@@ -125,7 +125,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from rt_eda.config import load_config_with_notes
+    from rt_eda.core.config import load_config_with_notes
     from rt_eda.engine import EXIT_BAD_INPUT, Engine, Status
 
     try:
@@ -225,7 +225,7 @@ def _lat(d: dict[str, float]) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from rt_eda.config import load_config_with_notes
+    from rt_eda.core.config import load_config_with_notes
     from rt_eda.tuning import (
         GridPoint,
         default_grid,
@@ -266,8 +266,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from rt_eda.errors import WriterError
-    from rt_eda.recording import describe
+    from rt_eda.core.errors import WriterError
+    from rt_eda.storage.recording import describe
 
     try:
         print(describe(args.dir))
@@ -278,13 +278,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_view(args: argparse.Namespace) -> int:
-    from rt_eda.viewer import view
+    from rt_eda.roles.viewer import view
 
     return view(pid=args.pid, controls=not args.read_only)
 
 
 def _cmd_workers(args: argparse.Namespace) -> int:
-    from rt_eda.config import load_config
+    from rt_eda.core.config import load_config
     from rt_eda.workers._discovery import describe_workers
 
     modules: Sequence[str] = args.module or ()

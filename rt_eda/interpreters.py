@@ -67,9 +67,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from rt_eda.config import Config, InterpreterConfig
-from rt_eda.errors import ConfigError
-from rt_eda.messages import Command, ControlMessage, Result
+from rt_eda.core.config import Config, InterpreterConfig
+from rt_eda.core.errors import ConfigError
+from rt_eda.core.messages import Command, ControlMessage, Result
 
 __all__ = [
     "BinaryFrameRateInterpreter",
@@ -324,7 +324,7 @@ class BinaryFrameRateInterpreter(_OrderedInterpreter):
     ``fast_interval``, ``min_fast_frames``, ``paused`` (1.0/0.0). New thresholds and
     ``min_fast_frames`` apply from the next result; a new interval of the current state
     applies at once (a Command). A control that would break ``lower <= upper`` or
-    ``fast <= slow`` raises :class:`~rt_eda.errors.ConfigError` and changes nothing.
+    ``fast <= slow`` raises :class:`~rt_eda.core.errors.ConfigError` and changes nothing.
     """
 
     CONTROL_KEYS = (

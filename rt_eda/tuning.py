@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError
 
 __all__ = ["GridPoint", "format_table", "parse_grid", "recommend", "run_grid"]
 

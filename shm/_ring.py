@@ -13,7 +13,7 @@ the transitions)::
 
 The producer never waits: when every slot is claimed, pinned or being written, the stack is
 an *overrun* (counted) and :meth:`StackRing.write_slot` raises
-:class:`~rt_eda.errors.RingOverrunError`. A CLAIMED slot and a pinned slot are never
+:class:`~rt_eda.shm.RingOverrunError`. A CLAIMED slot and a pinned slot are never
 overwritten. Readers sleep on the doorbell (:mod:`._doorbell`) when there is nothing to claim.
 
 Every process maps the same block; :meth:`StackRing.create` makes it (the owner must
@@ -33,16 +33,15 @@ from typing import Self
 
 import numpy as np
 
-from rt_eda.errors import (
+from . import _doorbell, _kernels
+from ._block import SharedBlock
+from ._errors import (
     ClaimRecoveredError,
     RingClosedError,
     RingError,
     RingOverrunError,
     TornReadError,
 )
-
-from . import _doorbell, _kernels
-from ._block import SharedBlock
 from ._layout import (
     C_COMPLETED,
     C_FAILED,

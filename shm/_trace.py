@@ -18,10 +18,9 @@ from typing import Self
 
 import numpy as np
 
-from rt_eda.errors import RingError
-
 from . import _kernels
 from ._block import SharedBlock
+from ._errors import RingError
 
 __all__ = ["TRACE_FIELDS", "DecisionTrace"]
 

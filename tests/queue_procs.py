@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from rt_eda.queues import MessageQueue, StopEvent
+from rt_eda.core.queues import MessageQueue, StopEvent
 
 
 def payload(producer: int, index: int) -> bytes:

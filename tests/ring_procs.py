@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from rt_eda.errors import RingClosedError, RingOverrunError
+from rt_eda.core.errors import RingClosedError, RingOverrunError
 from rt_eda.shm import SharedBlock, StackRing, _doorbell, check_stack, stamp_frame
 from rt_eda.shm._atomics import atomic_add, atomic_cas, atomic_load
 

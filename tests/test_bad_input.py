@@ -179,7 +179,7 @@ def test_engine_run_leaves_the_run_folder_finished(tmp_path: Path) -> None:
     before = {n for n, _ in list_blocks()}
     code = textwrap.dedent(f"""
         import sys
-        from rt_eda.config import load_config
+        from rt_eda.core.config import load_config
         from rt_eda.engine import Engine
         cfg = load_config(None).with_overrides({{
             "analysis.worker": "ImageWorker", "viewer.enabled": False, "run.duration": 2.0,

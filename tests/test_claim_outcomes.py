@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from rt_eda.errors import ClaimRecoveredError
+from rt_eda.core.errors import ClaimRecoveredError
 from rt_eda.shm import RingStatistics, StackRing
 
 MakeRing = Callable[..., StackRing]

@@ -1,4 +1,4 @@
-"""Tests of rt_eda.config: defaults, round trips, strict validation and its error messages."""
+"""Tests of rt_eda.core.config: defaults, round trips, strict validation and its error messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rt_eda.config import (
+from rt_eda.core.config import (
     Config,
     InterpreterConfig,
     SourceKind,
@@ -17,7 +17,7 @@ from rt_eda.config import (
     load_config_with_notes,
     parse_source_spec,
 )
-from rt_eda.errors import ConfigError
+from rt_eda.core.errors import ConfigError
 
 PYDANTIC_TEXT = ("Input should", "pydantic", "validation error", "Value error", "type=")
 
@@ -65,7 +65,7 @@ def test_every_key_documents_what_is_allowed() -> None:
         for name, info in model.model_fields.items():
             assert info.description, f"{prefix}{name} has no 'allowed' text"
 
-    from rt_eda import config as cfg
+    from rt_eda.core import config as cfg
 
     for model in (
         cfg.Config,

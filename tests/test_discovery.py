@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rt_eda.errors import ConfigError
+from rt_eda.core.errors import ConfigError
 from rt_eda.shm import StackSpec
 from rt_eda.workers._base import Worker, WorkerSettings
 from rt_eda.workers._discovery import describe_workers, discover_workers

@@ -22,9 +22,9 @@ from engine_helpers import (
     wait_for_role,
 )
 
-from rt_eda.errors import RingError
-from rt_eda.recording import open_run
+from rt_eda.core.errors import RingError
 from rt_eda.shm import StackRing, list_blocks
+from rt_eda.storage.recording import open_run
 
 SMALL = ["--set", "camera.synthetic.height=64", "--set", "camera.synthetic.width=64",
          "--no-viewer"]

@@ -44,9 +44,9 @@ def test_shm_needs_only_stdlib_numpy_numba() -> None:
 
 
 @pytest.mark.parametrize("module", [
-    "rt_eda", "rt_eda.engine", "rt_eda.cli", "rt_eda.config", "rt_eda.roles.camera",
+    "rt_eda", "rt_eda.engine", "rt_eda.cli", "rt_eda.core.config", "rt_eda.roles.camera",
     "rt_eda.roles.interpreter", "rt_eda.sources", "rt_eda.sources.synthetic",
-    "rt_eda.interpreters", "rt_eda.queues",
+    "rt_eda.interpreters", "rt_eda.core.queues",
 ])
 def test_core_imports_neither_tensorflow_nor_qt(module: str) -> None:
     check([module], [*QT, *TF])
@@ -54,7 +54,7 @@ def test_core_imports_neither_tensorflow_nor_qt(module: str) -> None:
 
 def test_workers_package_and_process_loop_import_no_qt_and_no_tensorflow_up_front() -> None:
     # Only a Keras worker, once used, imports TensorFlow.
-    check(["rt_eda.workers", "rt_eda.workers._process", "rt_eda.workers._image",
+    check(["rt_eda.workers", "rt_eda.roles.worker", "rt_eda.workers._image",
            "rt_eda.workers._discovery"], [*QT, *TF])
 
 
@@ -73,8 +73,8 @@ def test_listing_and_checking_workers_does_not_import_tensorflow() -> None:
         textwrap.dedent(
             """
             from rt_eda.workers._discovery import discover_workers
-            from rt_eda.workers._process import worker_settings
-            from rt_eda.config import load_config
+            from rt_eda.workers import worker_settings
+            from rt_eda.core.config import load_config
             from rt_eda.shm import StackSpec
             workers = discover_workers([])
             cfg = load_config(None)

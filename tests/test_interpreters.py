@@ -7,8 +7,9 @@ import math
 
 import pytest
 
-from rt_eda.config import Config, InterpreterConfig
-from rt_eda.errors import ConfigError
+from rt_eda.core.config import Config, InterpreterConfig
+from rt_eda.core.errors import ConfigError
+from rt_eda.core.messages import Command, ControlMessage, Result
 from rt_eda.interpreters import (
     BinaryFrameRateInterpreter,
     Interpreter,
@@ -16,7 +17,6 @@ from rt_eda.interpreters import (
     ManualInterpreter,
     make_interpreter,
 )
-from rt_eda.messages import Command, ControlMessage, Result
 
 SLOW, FAST = 1.0, 0.1
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rt_eda.errors import ConfigError, ModelError
+from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 from rt_eda.workers._base import WorkerSettings
 from rt_eda.workers._keras import KerasWorker, to_model_layout

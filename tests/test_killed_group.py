@@ -16,7 +16,7 @@ from pathlib import Path
 import proc_tools
 from engine_helpers import role_processes, rt_eda
 
-from rt_eda.errors import RingError
+from rt_eda.core.errors import RingError
 from rt_eda.shm import StackRing, list_blocks
 
 SMALL = ["--set", "camera.synthetic.height=64", "--set", "camera.synthetic.width=64",

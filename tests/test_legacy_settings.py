@@ -1,4 +1,4 @@
-"""Tests of rt_eda.legacy_settings: importing the original eda_plugin settings.json."""
+"""Tests of rt_eda.core.legacy_settings: importing the original eda_plugin settings.json."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from rt_eda.config import Config, load_config, load_config_with_notes
-from rt_eda.errors import ConfigError
-from rt_eda.legacy_settings import map_legacy_settings, read_legacy_settings
+from rt_eda.core.config import Config, load_config, load_config_with_notes
+from rt_eda.core.errors import ConfigError
+from rt_eda.core.legacy_settings import map_legacy_settings, read_legacy_settings
 
 
 def packaged_layout(model: str) -> dict[str, Any]:

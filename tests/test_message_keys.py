@@ -2,7 +2,7 @@
 
 The messages are collected by triggering them (fit checks for every kind of source, worker
 options, discovery, model files, configuration values), not by reading the source, and every
-dotted key in them is checked against :func:`rt_eda.config.all_keys`. A message that advises
+dotted key in them is checked against :func:`rt_eda.core.config.all_keys`. A message that advises
 "set camera.height" (no such key) fails here.
 """
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from rt_eda.config import Config, all_keys, load_config
-from rt_eda.errors import ConfigError, ModelError, RtEdaError
+from rt_eda.core.config import Config, all_keys, load_config
+from rt_eda.core.errors import ConfigError, ModelError, RtEdaError
+from rt_eda.core.messages import Result
 from rt_eda.interpreters import BinaryFrameRateInterpreter
-from rt_eda.messages import Result
 from rt_eda.shm import StackSpec
 from rt_eda.workers import (
     ImageWorker,
@@ -168,7 +168,7 @@ def other_messages() -> Iterator[str]:
     why = interp.broken()
     assert why is not None
     yield why
-    from rt_eda.watchdog import Watchdog
+    from rt_eda.engine.watchdog import Watchdog
 
     for dog in (Watchdog(), Watchdog(fixed_s=1.0)):
         for late in dog.observe([(3, 10, 50.0)], 500.0):

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError, SourceError
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.sources.micromanager import (
     AcquisitionMode,
     MicroManagerSettings,

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from rt_eda.errors import ModelError
+from rt_eda.core.errors import ModelError
 from rt_eda.shm import StackSpec
 from rt_eda.workers._models import check_fit, inspect_loaded, inspect_model, load_model
 

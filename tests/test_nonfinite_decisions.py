@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from engine_helpers import assert_clean, assert_counts_add_up, rt_eda, summary
 
-from rt_eda.config import InterpreterConfig
+from rt_eda.core.config import InterpreterConfig
+from rt_eda.core.messages import Result
 from rt_eda.interpreters import BinaryFrameRateInterpreter, InterpreterState, ManualInterpreter
-from rt_eda.messages import Result
 from rt_eda.shm import list_blocks
 
 NONFINITE = [math.nan, math.inf, -math.inf]
@@ -83,8 +83,8 @@ def test_limit_zero_never_breaks_and_manual_counts_too() -> None:
 
 
 def test_the_limit_is_validated() -> None:
-    from rt_eda.config import load_config
-    from rt_eda.errors import ConfigError
+    from rt_eda.core.config import load_config
+    from rt_eda.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"interpreter\.max_nonfinite_in_a_row"):
         load_config(None).with_overrides({"interpreter.max_nonfinite_in_a_row": -1})

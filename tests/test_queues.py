@@ -1,4 +1,4 @@
-"""rt_eda.queues: a message queue and a stop event made of pipes only (nothing named).
+"""rt_eda.core.queues: a message queue and a stop event made of pipes only (nothing named).
 
 Every process is started with ``spawn`` (as in the engine) and is killed in ``finally``.
 """
@@ -24,7 +24,7 @@ import proc_tools
 import pytest
 import queue_procs
 
-from rt_eda.queues import MessageQueue, StopEvent
+from rt_eda.core.queues import MessageQueue, StopEvent
 
 CTX = mp.get_context("spawn")
 

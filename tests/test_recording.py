@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rt_eda import recording as rec_mod
-from rt_eda.config import load_config
-from rt_eda.errors import ConfigError, WriterError
-from rt_eda.recording import (
+from rt_eda.core.config import load_config
+from rt_eda.core.errors import ConfigError, WriterError
+from rt_eda.storage import recording as rec_mod
+from rt_eda.storage.recording import (
     FRAME_COLUMNS,
     Recording,
     describe,
@@ -20,7 +20,7 @@ from rt_eda.recording import (
     read_table,
     write_summary,
 )
-from rt_eda.report import REPORT_JSON, write_report
+from rt_eda.storage.report import REPORT_JSON, write_report
 
 SHAPE = (2, 3, 16, 20)
 

@@ -16,8 +16,8 @@ import pytest
 import tifffile
 import zarr
 
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError, SourceError
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.sources.replay import ReplaySettings, ReplaySource, ReplayTiming, make_replay_source
 
 H, W = 16, 12
@@ -381,7 +381,7 @@ DT = 0.01  # recorded spacing of the damaged-recording fixtures
 def _saved_run(tmp_path: Path, fmt: str = "zarr", n_t: int = 12) -> Path:
     """A run folder written by rt-eda's own Recording (2 channels, 1 z); plane (t, c) holds
     t*100 + c*10 + 1 (never all zero)."""
-    from rt_eda.recording import Recording
+    from rt_eda.storage.recording import Recording
 
     folder = tmp_path / f"run-{fmt}"
     folder.mkdir()

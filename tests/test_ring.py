@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import ring_procs
 
-from rt_eda.errors import ClaimRecoveredError, RingClosedError, RingError, RingOverrunError
+from rt_eda.core.errors import ClaimRecoveredError, RingClosedError, RingError, RingOverrunError
 from rt_eda.shm import StackRing, StackSpec
 
 MakeRing = Callable[..., StackRing]

@@ -28,8 +28,8 @@ from engine_helpers import (
     summary,
 )
 
-from rt_eda.recording import Recording
 from rt_eda.shm import list_blocks
+from rt_eda.storage.recording import Recording
 
 H, W = 32, 24
 N_T = 20

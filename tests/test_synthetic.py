@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rt_eda.errors import ConfigError, SourceError
+from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.shm import check_stack, read_stamp
 from rt_eda.sources._protocol import Source
 from rt_eda.sources.synthetic import (

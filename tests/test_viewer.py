@@ -41,23 +41,16 @@ from engine_helpers import assert_counts_add_up, role_processes, summary
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from rt_eda.config import Config, load_config
-from rt_eda.errors import RingClosedError, RingOverrunError
-from rt_eda.messages import ControlMessage, RoleEventKind
-from rt_eda.process import RoleChannels
-from rt_eda.queues import MessageQueue
+from rt_eda.core.config import Config, load_config
+from rt_eda.core.errors import RingClosedError, RingOverrunError
+from rt_eda.core.messages import ControlMessage, RoleEventKind
+from rt_eda.core.process import RoleChannels
+from rt_eda.core.queues import MessageQueue
+from rt_eda.live.controls import ControlRelay, QueueSender, SocketSender
+from rt_eda.live.feed import LiveFeed
+from rt_eda.live.raster import Raster, visible_block
+from rt_eda.live.session import find_sessions, read_session, remove_session, write_session
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec, list_blocks, sweep_stale_blocks
-from rt_eda.viewer import (
-    ControlRelay,
-    LiveFeed,
-    QueueSender,
-    SocketSender,
-    find_sessions,
-    read_session,
-    remove_session,
-    write_session,
-)
-from rt_eda.viewer._raster import Raster, visible_block
 
 CTX = mp.get_context("spawn")
 SPEC = StackSpec(2, 1, 96, 128, "uint16")
@@ -322,7 +315,7 @@ def test_session_files_round_trip_and_stale_ones_are_ignored(tmp_path: Path,
 
 
 def test_session_dir_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rt_eda.viewer import session_dir
+    from rt_eda.live.session import session_dir
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     folder = session_dir(create=True)
@@ -445,8 +438,7 @@ def test_window_manual_mode_toggle_and_read_only(qtbot: Any, shm_run: Run,
 
 def test_attached_viewer_finds_the_session_and_sends_through_the_relay(
         qtbot: Any, shm_run: Run, producer: Producer, tmp_path: Path) -> None:
-    from rt_eda.viewer import view
-    from rt_eda.viewer._process import _attach
+    from rt_eda.roles.viewer import _attach, view
     from rt_eda.viewer._qt import QtCore, QtWidgets
     from rt_eda.viewer._window import ViewerWindow
 
@@ -484,7 +476,8 @@ def test_attached_viewer_finds_the_session_and_sends_through_the_relay(
 def test_rt_eda_view_runs_the_window_in_a_child_and_ends_on_sigterm(
         shm_run: Run, producer: Producer, tmp_path: Path, capfd: Any,
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rt_eda.viewer import STATE_ENV, view
+    from rt_eda.live.display import STATE_ENV
+    from rt_eda.roles.viewer import view
 
     caplog.set_level(logging.INFO)  # the child logs at this process's level
     err: list[str] = []
@@ -528,7 +521,7 @@ def _events(q: Any, until: float) -> Iterator[Any]:
 
 def test_viewer_role_runs_in_its_own_process_and_leaves_on_stop(shm_run: Run,
                                                                 producer: Producer) -> None:
-    from rt_eda.viewer import run
+    from rt_eda.roles.viewer import run
 
     config: Config = load_config(None).with_overrides({"viewer.max_fps": 20.0})
     channels = RoleChannels(events=CTX.Queue(), camera=None, results=MessageQueue(CTX),
@@ -567,7 +560,7 @@ def _dead_pid() -> int:
 
 
 def test_sweep_removes_only_what_dead_engines_left(tmp_path: Path) -> None:
-    from rt_eda.viewer import sweep_sessions
+    from rt_eda.live.session import sweep_sessions
 
     dead, me = _dead_pid(), os.getpid()
     left = [tmp_path / f"{dead}.json", tmp_path / f"{dead}.sock", tmp_path / f".{dead}-x1.tmp"]

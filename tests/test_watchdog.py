@@ -19,8 +19,8 @@ from engine_helpers import (
     wait_for_role,
 )
 
+from rt_eda.engine.watchdog import FIRST_CLAIMS_S, MIN_BOUND_S, Watchdog
 from rt_eda.shm import StackRing, StackSpec, list_blocks
-from rt_eda.watchdog import FIRST_CLAIMS_S, MIN_BOUND_S, Watchdog
 
 SMALL = ["--set", "camera.synthetic.height=64", "--set", "camera.synthetic.width=64",
          "--no-viewer", "--interpreter", "manual", "--interval", "0.02"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from engine_helpers import assert_clean, assert_counts_add_up, role_processes, rt_eda, summary
 
-from rt_eda.recording import open_run
 from rt_eda.shm import list_blocks
+from rt_eda.storage.recording import open_run
 
 SMALL = ["--no-viewer", "--set", "camera.synthetic.height=64", "--set",
          "camera.synthetic.width=64"]
@@ -295,7 +295,7 @@ PROBED = """
     import os
     import sys
     import numpy as np
-    from rt_eda.errors import ConfigError
+    from rt_eda.core.errors import ConfigError
     from rt_eda.workers import Worker
 
     class Probed(Worker):

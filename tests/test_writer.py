@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rt_eda.config import Config, load_config
-from rt_eda.errors import RingOverrunError
-from rt_eda.messages import RoleEvent, RoleEventKind
-from rt_eda.process import RoleChannels
-from rt_eda.recording import open_run, prepare_save_dir
+from rt_eda.core.config import Config, load_config
+from rt_eda.core.errors import RingOverrunError
+from rt_eda.core.messages import RoleEvent, RoleEventKind
+from rt_eda.core.process import RoleChannels
 from rt_eda.roles import writer
 from rt_eda.shm import StackRing, StackSpec
+from rt_eda.storage.recording import open_run, prepare_save_dir
 
 CTX = mp.get_context("spawn")
 
@@ -246,7 +246,7 @@ def test_the_writer_pins_every_stack_the_camera_cannot_overwrite(tmp_path: Path,
 
 
 def test_a_folder_that_holds_a_run_is_refused(tmp_path: Path, make_ring: Any) -> None:
-    from rt_eda.errors import ConfigError
+    from rt_eda.core.errors import ConfigError
 
     spec = StackSpec(1, 1, 16, 16, "uint16")
     ring = make_ring(spec, 3)

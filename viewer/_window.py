@@ -1,9 +1,9 @@
 """The viewer window (Qt, pyqtgraph): frames, network-image overlay, decisions, controls.
 
 One timer drives everything at ``viewer.max_fps``: each tick polls the
-:class:`~rt_eda.viewer._feed.LiveFeed` (copies of the newest stack, network image and
+:class:`~rt_eda.live.feed.LiveFeed` (copies of the newest stack, network image and
 decision records) and redraws what changed. Frames are drawn through a
-:class:`~rt_eda.viewer._raster.Raster` (only the visible part, at about screen resolution),
+:class:`~rt_eda.live.raster.Raster` (only the visible part, at about screen resolution),
 so a 2048 x 2048 frame costs what the window's pixels cost.
 
 Layout::
@@ -18,7 +18,7 @@ Layout::
 
 Controls are checked locally against the interpreter's settings (a value the interpreter
 would refuse is refused here, with its message) and handed to a
-:class:`~rt_eda.viewer._controls.ControlSender`, which never blocks; with no sender the
+:class:`~rt_eda.live.controls.ControlSender`, which never blocks; with no sender the
 controls are disabled and the window says why. Every control has a key (:data:`SHORTCUTS`,
 listed in the panel): Alt+C/Z/A/N/O for the display, Alt+L/U/M/S/F/I to edit a setting
 (type a value, Enter sends it), Alt+T fast/slow in manual mode, Alt+P pause, Alt+R reset.
@@ -39,13 +39,13 @@ from typing import Any
 
 import numpy as np
 
-from rt_eda.config import InterpreterConfig
-from rt_eda.errors import ConfigError
+from rt_eda.core.config import InterpreterConfig
+from rt_eda.core.errors import ConfigError
+from rt_eda.live.controls import ControlSender
+from rt_eda.live.feed import FeedStatus, LiveFeed
+from rt_eda.live.raster import Raster, visible_block
 
-from ._controls import ControlSender
-from ._feed import FeedStatus, LiveFeed
 from ._qt import QtCore, QtGui, QtWidgets, pg
-from ._raster import Raster, visible_block
 
 __all__ = ["SHORTCUTS", "ViewerWindow", "run_window"]
 

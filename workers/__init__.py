@@ -1,10 +1,20 @@
-"""Analysis workers: the worker API, built-in workers, model loading, the worker process loop.
+"""Analysis workers: the worker API users subclass, the built-in workers, model loading.
+
+The worker process loop that drives them is :mod:`rt_eda.roles.worker`.
 
 The only package of rt-eda that imports TensorFlow/Keras, and only when a Keras worker is
 set up: importing :mod:`rt_eda.workers` itself stays light.
 """
 
-from ._base import Analysis, Worker, WorkerSettings
+from ._base import (
+    Analysis,
+    Worker,
+    WorkerSettings,
+    check_warm_up,
+    exception_line,
+    network_image_problem,
+    worker_settings,
+)
 from ._discovery import describe_workers, discover_workers
 from ._image import ImageWorker
 from ._keras import KerasWorker, configure_threads
@@ -29,11 +39,15 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "check_fit",
+    "check_warm_up",
     "configure_threads",
     "demo_model_path",
     "describe_workers",
     "discover_workers",
+    "exception_line",
     "inspect_loaded",
     "inspect_model",
     "load_model",
+    "network_image_problem",
+    "worker_settings",
 ]

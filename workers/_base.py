@@ -1,7 +1,7 @@
 """The worker API: the hooks of the original plugin, run in a worker process.
 
 A worker turns one stack (or a time window of stacks) into a decision parameter and,
-optionally, a network image. The worker process loop (:mod:`rt_eda.workers._process`) calls,
+optionally, a network image. The worker process loop (:mod:`rt_eda.roles.worker`) calls,
 per claimed stack::
 
     data = worker.prepare_images(stack)          # {'pixels': batch, ...extras}
@@ -13,7 +13,7 @@ Lifecycle (one instance per worker process, never shared between processes)::
 
     __init__(settings) -> setup(spec) -> warm_up() -> analyse(...) * n -> teardown()
 
-``setup`` loads what the worker needs (a model) and raises :class:`~rt_eda.errors.ModelError`
+``setup`` loads what the worker needs (a model) and raises :class:`~rt_eda.core.errors.ModelError`
 if it does not fit the acquisition, naming both shapes; the engine runs the same check in the
 parent before anything starts (:meth:`Worker.check`), so a misfit exits 2 with nothing started.
 For a worker with a model (:func:`probes_before_start`) the engine also runs ``setup`` and
@@ -33,19 +33,25 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from rt_eda.core.errors import ModelError
 from rt_eda.shm import StackSpec
+
+if TYPE_CHECKING:
+    from rt_eda.core.config import Config
 
 __all__ = [
     "Analysis",
     "Worker",
     "WorkerSettings",
+    "check_warm_up",
     "exception_line",
     "network_image_problem",
     "probes_before_start",
+    "worker_settings",
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -127,12 +133,12 @@ class Worker:
         """Check, without loading heavy state if possible, that the worker fits ``spec``.
 
         Called in the engine process before anything starts. Raise
-        :class:`~rt_eda.errors.ModelError` (or :class:`~rt_eda.errors.ConfigError`) with a
+        :class:`~rt_eda.core.errors.ModelError` (or :class:`~rt_eda.core.errors.ConfigError`) with a
         message naming both shapes and the setting to change.
         """
         channels = self.settings.channels_to_use
         if channels and max(channels) >= spec.channels:
-            from rt_eda.errors import ConfigError
+            from rt_eda.core.errors import ConfigError
 
             raise ConfigError(
                 f"analysis.channels_to_use = {list(channels)} names channel {max(channels)}, "
@@ -266,3 +272,34 @@ def exception_line(exc: BaseException) -> str:
     if len(text) > _MAX_LINE:
         text = text[: _MAX_LINE - 3].rstrip() + "..."
     return f"{name}: {text}" if text else name
+
+
+def worker_settings(config: Config) -> WorkerSettings:
+    """The :class:`WorkerSettings` of ``config.analysis``."""
+    a = config.analysis
+    return WorkerSettings(
+        model=a.model,
+        threads=a.threads_per_worker,
+        n_timepoints=a.n_timepoints,
+        channels_to_use=tuple(a.channels_to_use),
+        options=tuple(sorted(a.options.items())),
+        source=config.camera.source.partition(":")[0],
+    )
+
+
+def check_warm_up(worker: Worker, analysis: Analysis | None) -> None:
+    """Refuse a worker whose warm-up network image breaks its own declared shape.
+
+    Raises
+    ------
+    ModelError
+        Naming the worker, the image made and the shape declared.
+    """
+    if analysis is None or analysis.network_image is None:
+        return
+    problem = network_image_problem(analysis.network_image, worker.network_image_shape())
+    if problem is not None:
+        raise ModelError(
+            f"worker {worker.name}: the network image of its warm-up on the real input shape "
+            f"is refused: {problem}"
+        )

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Sequence
 from types import ModuleType
 
-from rt_eda.errors import ConfigError
+from rt_eda.core.errors import ConfigError
 
 from ._base import Worker
 

@@ -65,7 +65,7 @@ class ImageWorker(Worker):
         nby = (spec.height - self._skip) // _BLOCK
         nbx = spec.width // _BLOCK
         if nby < 2 or nbx < 2:
-            from rt_eda.errors import ConfigError
+            from rt_eda.core.errors import ConfigError
 
             raise ConfigError(
                 f"ImageWorker needs frames of at least {3 * _BLOCK}x{2 * _BLOCK} pixels, "

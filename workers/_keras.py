@@ -7,7 +7,7 @@ Thread configuration
 --------------------
 TensorFlow fixes its thread pools when its runtime initialises (the first op), so
 :func:`configure_threads` must run in the worker process before anything touches TensorFlow;
-the worker process loop (:mod:`rt_eda.workers._process`) calls it first thing, with
+the worker process loop (:mod:`rt_eda.roles.worker`) calls it first thing, with
 ``analysis.threads_per_worker``, before it constructs the worker.
 
 Inference
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from rt_eda.errors import ConfigError, ModelError
+from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
 from ._base import Analysis, Worker, WorkerSettings, exception_line

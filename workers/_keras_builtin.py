@@ -33,7 +33,7 @@ from typing import Any, ClassVar, TypeVar, cast
 import numba
 import numpy as np
 
-from rt_eda.errors import ConfigError, ModelError
+from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
 from ._base import WorkerSettings

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from rt_eda.errors import ModelError
+from rt_eda.core.errors import ModelError
 from rt_eda.shm import StackSpec
 
 if TYPE_CHECKING:

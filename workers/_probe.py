@@ -13,8 +13,8 @@ worker process does before it claims anything::
                                        declared shape
          ProbeResult or the error <--- one message on a pipe, then the process exits
 
-- A failure is bad input: :class:`~rt_eda.errors.ModelError` (or the worker's own
-  :class:`~rt_eda.errors.ConfigError`), one line naming the model, the input it was fed and
+- A failure is bad input: :class:`~rt_eda.core.errors.ModelError` (or the worker's own
+  :class:`~rt_eda.core.errors.ConfigError`), one line naming the model, the input it was fed and
   the model's own error; the engine exits 2 with nothing started. A probe process that dies
   (a crash inside TensorFlow) or does not finish within :data:`PROBE_TIMEOUT_S` is reported
   the same way.
@@ -52,8 +52,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError, ModelError, RtEdaError
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError, ModelError, RtEdaError
 from rt_eda.shm import StackSpec
 
 from ._base import Worker, exception_line, probes_before_start
@@ -155,8 +155,8 @@ def probe_worker(
     imports TensorFlow: everything runs in a ``spawn`` child that ignores SIGINT and dies with
     its parent (``PR_SET_PDEATHSIG``).
     """
+    from ._base import worker_settings
     from ._discovery import discover_workers
-    from ._process import worker_settings
 
     cls = discover_workers(config.analysis.worker_modules)[config.analysis.worker]
     if not probes_before_start(cls):
@@ -269,9 +269,9 @@ def _probe_main(config: Config, spec: StackSpec, send: Any, stderr_path: str) ->
         os.close(fd)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: probe: %(message)s")
+    from ._base import check_warm_up, worker_settings
     from ._discovery import discover_workers
     from ._keras import KerasWorker, configure_threads
-    from ._process import check_warm_up, worker_settings
 
     t0 = time.monotonic()
     worker: Worker | None = None

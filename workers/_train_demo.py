@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rt_eda.errors import ConfigError
+from rt_eda.core.errors import ConfigError
 
 from ._base import WorkerSettings
 from ._keras import configure_threads

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from rt_eda.config import Config
-from rt_eda.errors import RingClosedError, RingOverrunError, RtEdaError
-from rt_eda.latency import Reservoir
-from rt_eda.messages import CameraControl, Command, Role, RoleEventKind
-from rt_eda.process import RoleChannels, enter_role, report
+from rt_eda.core.config import Config
+from rt_eda.core.errors import RingClosedError, RingOverrunError, RtEdaError
+from rt_eda.core.messages import CameraControl, Command, Role, RoleEventKind
+from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.core.stats import Reservoir
 from rt_eda.shm import StackRing
 from rt_eda.sources import Source, make_source
 

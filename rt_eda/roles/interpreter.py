@@ -1,8 +1,8 @@
 """The interpreter role: results in, interval commands out, every decision logged.
 
-Consumes :class:`~rt_eda.messages.Result` (workers) and
-:class:`~rt_eda.messages.ControlMessage` (viewer) from the results queue, runs the configured
-interpreter (:mod:`rt_eda.interpreters`), sends :class:`~rt_eda.messages.Command` to the
+Consumes :class:`~rt_eda.core.messages.Result` (workers) and
+:class:`~rt_eda.core.messages.ControlMessage` (viewer) from the results queue, runs the configured
+interpreter (:mod:`rt_eda.interpreters`), sends :class:`~rt_eda.core.messages.Command` to the
 camera, and measures the latencies of every result it receives. ``None`` on the queue (put by
 the engine once every worker has stopped) ends the loop after everything before it is handled.
 
@@ -24,12 +24,12 @@ import time
 
 import numpy as np
 
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError, RtEdaError
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError, RtEdaError
+from rt_eda.core.messages import Command, ControlMessage, Result, Role, RoleEventKind
+from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.core.stats import Reservoir
 from rt_eda.interpreters import Interpreter, make_interpreter
-from rt_eda.latency import Reservoir
-from rt_eda.messages import Command, ControlMessage, Result, Role, RoleEventKind
-from rt_eda.process import RoleChannels, enter_role, report
 from rt_eda.shm import DecisionTrace
 
 __all__ = ["run"]

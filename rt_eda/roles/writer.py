@@ -36,12 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError, RingClosedError, RtEdaError, WriterError
-from rt_eda.messages import Role, RoleEventKind
-from rt_eda.process import RoleChannels, enter_role, report
-from rt_eda.recording import Recording
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError, RingClosedError, RtEdaError, WriterError
+from rt_eda.core.messages import Role, RoleEventKind
+from rt_eda.core.process import RoleChannels, enter_role, report
 from rt_eda.shm import PinReader, StackRing
+from rt_eda.storage.recording import Recording
 
 __all__ = ["WriterStatistics", "run", "serve"]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from ._protocol import Source, StopFlag
 
 if TYPE_CHECKING:
-    from rt_eda.config import Config
+    from rt_eda.core.config import Config
 
 __all__ = ["Source", "StopFlag", "make_source"]
 
@@ -20,8 +20,8 @@ def make_source(config: Config) -> Source:
     ConfigError
         The source kind is not available in this version.
     """
-    from rt_eda.config import SourceKind
-    from rt_eda.errors import ConfigError
+    from rt_eda.core.config import SourceKind
+    from rt_eda.core.errors import ConfigError
 
     spec = config.camera.source_spec
     if spec.kind is SourceKind.SYNTHETIC:

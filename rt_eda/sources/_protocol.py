@@ -14,7 +14,7 @@ The camera role owns the loop; a source owns the device and its timing::
 
 A source never waits for analysis. ``read_frame`` returns the frame's exposure time on the
 ``time.monotonic()`` clock (when the camera exposed it, not when Python got round to it).
-Errors from the device are raised as :class:`~rt_eda.errors.SourceError` carrying the
+Errors from the device are raised as :class:`~rt_eda.core.errors.SourceError` carrying the
 device's own message.
 """
 

@@ -46,7 +46,7 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from rt_eda.errors import ConfigError, SourceError
+from rt_eda.core.errors import ConfigError, SourceError
 
 __all__ = [
     "AXES",

@@ -53,12 +53,12 @@ Micro-Manager's circular buffer overflowing is detected from gaps in the ``Image
 (the core numbers every frame it inserts; a camera that does not stop on overflow clears the
 buffer and carries on, so ``isBufferOverflowed`` alone would miss it): each gap counts one
 ``mm_buffer_overflows`` and its size in ``mm_frames_lost``, with a warning in the log. A
-sequence that stops by itself raises :class:`~rt_eda.errors.SourceError` (naming the overflow
+sequence that stops by itself raises :class:`~rt_eda.core.errors.SourceError` (naming the overflow
 when the buffer reports one). Every Micro-Manager call that fails raises
-:class:`~rt_eda.errors.SourceError` with Micro-Manager's own message, on one line.
+:class:`~rt_eda.core.errors.SourceError` with Micro-Manager's own message, on one line.
 
 Bad configuration is found at :meth:`~MicroManagerSource.open` and raised as
-:class:`~rt_eda.errors.ConfigError` (the run exits 2 before acquisition starts), keeping
+:class:`~rt_eda.core.errors.ConfigError` (the run exits 2 before acquisition starts), keeping
 Micro-Manager's message on one line: a hardware configuration that does not load (a device
 library or device that does not exist, a property value refused, a syntax error, an empty
 file), one that sets no camera, and an exposure outside the camera's own limits of its
@@ -97,7 +97,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 import numpy as np
 
-from rt_eda.errors import ConfigError, SourceError
+from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
@@ -106,7 +106,7 @@ from ._protocol import StopFlag
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
 
-    from rt_eda.config import Config
+    from rt_eda.core.config import Config
 
 __all__ = [
     "DEMO_CONFIG_NAME",
@@ -270,7 +270,7 @@ def make_micromanager_source(config: Config) -> MicroManagerSource:
     ConfigError
         ``camera.source`` is not a Micro-Manager source, or a camera value is not allowed.
     """
-    from rt_eda.config import SourceKind
+    from rt_eda.core.config import SourceKind
 
     spec = config.camera.source_spec
     if spec.kind not in (SourceKind.MM_DEMO, SourceKind.MMCONFIG):

@@ -14,7 +14,7 @@ Axes are named by the file (NGFF ``axes``, OME ``DimensionOrder``, ImageJ hypers
 the names must be among ``t, c, z, y, x`` with ``y, x`` last (missing ``t``, ``c`` or ``z``
 count as size 1). A file without axis names (a plain TIFF or zarr array) must have exactly 5
 dimensions, taken as ``(t, c, z, y, x)``. Pixels must be integers or floats. Anything else is a
-:class:`~rt_eda.errors.ConfigError` naming the axes, shape or dtype found.
+:class:`~rt_eda.core.errors.ConfigError` naming the axes, shape or dtype found.
 
 At :meth:`~ReplaySource.open` only metadata are read, and the files of the image data are
 checked with ``stat`` (see :mod:`rt_eda.sources._replay_files`). Each timepoint's stack is read
@@ -52,7 +52,7 @@ summary's ``source_statistics``):
 So ``timepoints + timepoints_skipped + timepoints_missing + timepoints_damaged +
 timepoints_not_reached == recorded_timepoints`` at any moment (``timepoints_not_reached`` is
 0 once the replay is exhausted). A recording with no replayable timepoint is a
-:class:`~rt_eda.errors.ConfigError` at :meth:`~ReplaySource.open` naming why.
+:class:`~rt_eda.core.errors.ConfigError` at :meth:`~ReplaySource.open` naming why.
 
 How it replays
 --------------
@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from rt_eda.errors import ConfigError, SourceError
+from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
@@ -107,7 +107,7 @@ from ._replay_files import (
 )
 
 if TYPE_CHECKING:
-    from rt_eda.config import Config
+    from rt_eda.core.config import Config
 
 __all__ = [
     "AXES",
@@ -187,7 +187,7 @@ def make_replay_source(config: Config) -> ReplaySource:
     ConfigError
         ``camera.source`` is not a replay.
     """
-    from rt_eda.config import SourceKind
+    from rt_eda.core.config import SourceKind
 
     spec = config.camera.source_spec
     if spec.kind is not SourceKind.REPLAY or spec.path is None:

@@ -46,7 +46,7 @@ from typing import Any, Final, NoReturn, TypeVar, cast
 import numpy as np
 from numba import njit
 
-from rt_eda.errors import ConfigError, SourceError
+from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec, stamp_frame
 from rt_eda.sources._settings import SettingsSource
 

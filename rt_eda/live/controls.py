@@ -4,7 +4,7 @@ Two senders, one protocol (:class:`ControlSender`): ``send(key, value)`` returns
 ``True`` if the control is on its way, ``False`` if it was dropped (counted and logged).
 
 - :class:`QueueSender` (the viewer the engine starts): a small thread puts
-  :class:`~rt_eda.messages.ControlMessage` on the interpreter's results queue.
+  :class:`~rt_eda.core.messages.ControlMessage` on the interpreter's results queue.
   ``MessageQueue.put`` blocks while the pipe is full (a frozen interpreter); only that thread
   waits then, and the GUI thread's hand-off is a ``put_nowait`` on a bounded local queue.
 - :class:`SocketSender` (a viewer attached by name, ``rt-eda view``): one datagram per
@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rt_eda.messages import ControlMessage
+from rt_eda.core.messages import ControlMessage
 
 __all__ = [
     "CONTROL_KEYS",
@@ -81,7 +81,7 @@ class QueueSender:
     Parameters
     ----------
     results
-        The results queue (anything with ``put``; a :class:`~rt_eda.queues.MessageQueue`).
+        The results queue (anything with ``put``; a :class:`~rt_eda.core.queues.MessageQueue`).
     backlog
         Controls waiting for the thread at most; more are dropped (and counted).
 
@@ -182,7 +182,7 @@ class SocketSender:
 
 class ControlRelay:
     """Engine side of :class:`SocketSender`: receives control datagrams on a Unix socket
-    and forwards each valid one as a :class:`~rt_eda.messages.ControlMessage`.
+    and forwards each valid one as a :class:`~rt_eda.core.messages.ControlMessage`.
 
     Parameters
     ----------

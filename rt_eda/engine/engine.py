@@ -35,17 +35,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rt_eda.budget import check_fits, output_ring_slots, plan, ring_slots
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError, ModelError, RingClosedError, RtEdaError, SourceError
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError, ModelError, RingClosedError, RtEdaError, SourceError
+from rt_eda.core.messages import CameraControl, RoleEvent, RoleEventKind
+from rt_eda.core.process import RoleChannels
+from rt_eda.core.queues import MessageQueue, StopEvent
+from rt_eda.core.stats import percentiles
+from rt_eda.engine.budget import check_fits, output_ring_slots, plan, ring_slots
+from rt_eda.engine.outputs import WrittenOutputs
+from rt_eda.engine.watchdog import Watchdog
 from rt_eda.interpreters import make_interpreter
-from rt_eda.latency import percentiles
-from rt_eda.messages import CameraControl, RoleEvent, RoleEventKind
-from rt_eda.outputs import WrittenOutputs
-from rt_eda.process import RoleChannels
-from rt_eda.queues import MessageQueue, StopEvent
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec, sweep_stale_blocks
-from rt_eda.watchdog import Watchdog
 
 __all__ = ["Engine", "EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_OK", "Status", "ring_slots"]
 
@@ -195,7 +195,7 @@ class Engine:
 
         Always cleans up (every child joined or killed, every segment unlinked), and always
         leaves the outputs written: the run folder finished (``summary.json``, report), the
-        ``run.summary`` file and the profile (see :mod:`rt_eda.outputs`); a failure to write
+        ``run.summary`` file and the profile (see :mod:`rt_eda.engine.outputs`); a failure to write
         one of them is an error line and exit 1, never the loss of the others. Bad input
         (exit 2) starts and writes nothing.
 
@@ -243,11 +243,11 @@ class Engine:
     # -- phases ----------------------------------------------------------------------------
     def _preflight(self) -> None:
         """Everything that can be checked before a process starts."""
-        from rt_eda.outputs import check_output_paths
+        from rt_eda.engine.outputs import check_output_paths
         from rt_eda.sources import make_source
+        from rt_eda.workers import worker_settings
         from rt_eda.workers._discovery import discover_workers
         from rt_eda.workers._probe import probe_worker
-        from rt_eda.workers._process import worker_settings
 
         check_output_paths(self.config)
         sweep_stale_blocks()
@@ -270,7 +270,7 @@ class Engine:
             self._check_memory(spec)  # known before open() for the synthetic source
             probe_worker(self.config, spec, cancelled=lambda: bool(self._stop_requested))
         if self.config.run.save:  # last: a folder is created only for a run that starts
-            from rt_eda.recording import prepare_save_dir
+            from rt_eda.storage.recording import prepare_save_dir
 
             prepare_save_dir(self.config.run.save)
         _warn_oversubscribed(self.config)  # last: a run refused says only why
@@ -284,7 +284,7 @@ class Engine:
             log=log_queue, writer=MessageQueue(ctx) if cfg.run.save else None,
             parent_pid=os.getpid(),
         )
-        from rt_eda.viewer import viewer_enabled
+        from rt_eda.live.display import viewer_enabled
 
         self._viewer_wanted = viewer_enabled(cfg)
         self._channels = channels
@@ -351,7 +351,8 @@ class Engine:
 
     def _open_session(self, channels: RoleChannels) -> None:
         """Session file and control relay for ``rt-eda view``; the viewer if wanted."""
-        from rt_eda.viewer import ControlRelay, session_dir, sweep_sessions, write_session
+        from rt_eda.live.controls import ControlRelay
+        from rt_eda.live.session import session_dir, sweep_sessions, write_session
 
         assert self._ring is not None and self._trace is not None
         try:
@@ -365,13 +366,13 @@ class Engine:
         except OSError as exc:  # attaching later is a convenience, not the run
             log.warning("no session file for `rt-eda view`: %s", exc)
         if self._viewer_wanted:
-            from rt_eda.viewer import run as viewer_run
+            from rt_eda.roles.viewer import run as viewer_run
 
             self._start("viewer", 0, viewer_run, (self.config, channels))
 
     def _check_memory(self, spec: StackSpec, network_image: StackSpec | None = None) -> None:
         """Refuse (ConfigError) a run whose rings, workers' copies, renderer and processes
-        cannot fit in the memory and /dev/shm available (see :mod:`rt_eda.budget`)."""
+        cannot fit in the memory and /dev/shm available (see :mod:`rt_eda.engine.budget`)."""
         keras = any(c.__name__ == "KerasWorker" for c in type(self._worker).__mro__)
         allocs = plan(self.config, spec, keras=keras, network_image=network_image)
         if network_image is not None:
@@ -383,7 +384,7 @@ class Engine:
     def _start_worker(self, index: int) -> _Child:
         """Start worker ``index`` with a fresh control queue (the output ring's name goes
         there once known; at once for a restarted worker)."""
-        from rt_eda.workers import _process as worker_role
+        from rt_eda.roles import worker as worker_role
 
         control = MessageQueue(self._ctx)
         self._controls[index] = control
@@ -512,7 +513,7 @@ class Engine:
 
     def _check_watchdog(self) -> None:
         """Kill a worker that holds one claim longer than its bound (see
-        :mod:`rt_eda.watchdog`); its death is then handled like any worker's: the claim is
+        :mod:`rt_eda.engine.watchdog`); its death is then handled like any worker's: the claim is
         recovered (counted) and the worker restarted (counted, bounded)."""
         assert self._ring is not None
         for late in self._watchdog.observe(self._ring.claims(), time.monotonic()):
@@ -577,7 +578,7 @@ class Engine:
                  and child.restarts < MAX_VIEWER_RESTARTS)
         if again:
             log.warning("viewer died (%s); starting it again (the run goes on)", error)
-            from rt_eda.viewer import run as viewer_run
+            from rt_eda.roles.viewer import run as viewer_run
 
             child.restarts += 1
             self._start("viewer", 0, viewer_run, (self.config, self._channels))
@@ -661,7 +662,7 @@ class Engine:
         """The writer died (not of a full disk: that one releases its pins): persist the
         stacks it had pinned but not written into ``<save>/salvage``, so nothing that was
         acquired is lost. Runs in the engine after the camera has stopped."""
-        from rt_eda.recording import Recording, prepare_save_dir
+        from rt_eda.storage.recording import Recording, prepare_save_dir
 
         assert self._ring is not None and self.config.run.save
         ring = self._ring
@@ -706,7 +707,7 @@ class Engine:
             self._relay.close()
             self._relay = None
         if self._session is not None:
-            from rt_eda.viewer import remove_session
+            from rt_eda.live.session import remove_session
 
             remove_session(self._session)
             self._session = None
@@ -799,7 +800,7 @@ class Engine:
     def _write_outputs(self) -> None:
         """Every output of the run, each attempted whatever happens to the others (bad
         input writes none: nothing started)."""
-        from rt_eda.outputs import write_outputs
+        from rt_eda.engine.outputs import write_outputs
 
         if self._bad_input:
             return
@@ -967,7 +968,7 @@ class Engine:
     def write_summary(self, path: str | Path) -> None:
         """Write the summary as JSON, atomically (creating parent folders); :meth:`run`
         already writes it to ``run.summary``. Raises OSError if it cannot be written."""
-        from rt_eda.outputs import write_json_atomic
+        from rt_eda.engine.outputs import write_json_atomic
 
         write_json_atomic(path, self.summary)
 

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError
 
 __all__ = [
     "SESSION_VERSION",
@@ -79,7 +79,7 @@ class Session:
         Shared-memory names of the stack ring, the network-image ring ("" when the run makes
         no network images) and the decision trace.
     control
-        Path of the engine's control socket (:class:`~rt_eda.viewer.ControlRelay`), or ""
+        Path of the engine's control socket (:class:`~rt_eda.live.controls.ControlRelay`), or ""
         when the run takes no controls from an attached viewer (the viewer is then read-only).
     config
         The run's effective configuration.
@@ -163,7 +163,7 @@ def write_session(
     pid
         The engine's pid (default: this process).
     control
-        Path of a :class:`~rt_eda.viewer.ControlRelay` socket, or "" (attached viewers are
+        Path of a :class:`~rt_eda.live.controls.ControlRelay` socket, or "" (attached viewers are
         read-only).
 
     Notes

@@ -15,7 +15,7 @@ the engine restarts the worker, a bounded number of times.
 Network images are checked against the shape the worker declares
 (:func:`~rt_eda.workers._base.network_image_problem`): one that breaks it is refused, counted
 (``network_images_refused``), logged once per distinct shape and dtype, and never stored. At
-start-up, a warm-up image that breaks the declaration is a :class:`~rt_eda.errors.ModelError`.
+start-up, a warm-up image that breaks the declaration is a :class:`~rt_eda.core.errors.ModelError`.
 """
 
 from __future__ import annotations
@@ -29,53 +29,26 @@ from typing import Any
 
 import numpy as np
 
-from rt_eda.config import Config
-from rt_eda.errors import (
+from rt_eda.core.config import Config
+from rt_eda.core.errors import (
     ClaimRecoveredError,
-    ModelError,
     RingClosedError,
     RingOverrunError,
 )
-from rt_eda.messages import Result, Role, RoleEventKind
-from rt_eda.process import RoleChannels, enter_role, report
+from rt_eda.core.messages import Result, Role, RoleEventKind
+from rt_eda.core.process import RoleChannels, enter_role, report
 from rt_eda.shm import StackRing, check_stack
+from rt_eda.workers import (
+    Worker,
+    check_warm_up,
+    exception_line,
+    network_image_problem,
+    worker_settings,
+)
 
-from ._base import Analysis, Worker, WorkerSettings, exception_line, network_image_problem
-
-__all__ = ["run", "worker_settings"]
+__all__ = ["run"]
 
 log = logging.getLogger(__name__)
-
-
-def worker_settings(config: Config) -> WorkerSettings:
-    """The :class:`WorkerSettings` of ``config.analysis``."""
-    a = config.analysis
-    return WorkerSettings(
-        model=a.model,
-        threads=a.threads_per_worker,
-        n_timepoints=a.n_timepoints,
-        channels_to_use=tuple(a.channels_to_use),
-        options=tuple(sorted(a.options.items())),
-        source=config.camera.source.partition(":")[0],
-    )
-
-
-def check_warm_up(worker: Worker, analysis: Analysis | None) -> None:
-    """Refuse a worker whose warm-up network image breaks its own declared shape.
-
-    Raises
-    ------
-    ModelError
-        Naming the worker, the image made and the shape declared.
-    """
-    if analysis is None or analysis.network_image is None:
-        return
-    problem = network_image_problem(analysis.network_image, worker.network_image_shape())
-    if problem is not None:
-        raise ModelError(
-            f"worker {worker.name}: the network image of its warm-up on the real input shape "
-            f"is refused: {problem}"
-        )
 
 
 def _intact(pixels: np.ndarray, seq: int, n_timepoints: int) -> bool:
@@ -100,8 +73,7 @@ def run(config: Config, channels: RoleChannels, index: int, control: Any) -> Non
     enter_role(f"{Role.WORKER.value}-{index}", channels,
                level=logging.DEBUG if config.run.debug else logging.INFO)
     os.nice(WORKER_NICENESS)
-    from ._discovery import discover_workers
-    from ._keras import KerasWorker, configure_threads
+    from rt_eda.workers import KerasWorker, configure_threads, discover_workers
 
     worker: Worker | None = None
     ring: StackRing | None = None

@@ -10,7 +10,7 @@ Every role process is started by the engine with the ``spawn`` start method and 
   outlives a SIGKILLed engine;
 - logs through a queue to the engine (records are formatted and printed there).
 
-Every channel is made of anonymous pipes (:mod:`rt_eda.queues`), never of named semaphores,
+Every channel is made of anonymous pipes (:mod:`rt_eda.core.queues`), never of named semaphores,
 so a run whose whole process group is SIGKILLed leaves nothing behind but its shared-memory
 blocks, which the next run sweeps by their creator's dead pid.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import setproctitle
 
-from rt_eda.messages import RoleEvent, RoleEventKind
+from rt_eda.core.messages import RoleEvent, RoleEventKind
 
 __all__ = ["RoleChannels", "enter_role", "report"]
 
@@ -46,20 +46,20 @@ class RoleChannels:
     Attributes
     ----------
     events
-        Role -> engine: :class:`~rt_eda.messages.RoleEvent` (ready, stopped, failed, stats),
-        a :class:`~rt_eda.queues.MessageQueue`.
+        Role -> engine: :class:`~rt_eda.core.messages.RoleEvent` (ready, stopped, failed, stats),
+        a :class:`~rt_eda.core.queues.MessageQueue`.
     camera
-        Interpreter and engine -> camera: :class:`~rt_eda.messages.Command` and
+        Interpreter and engine -> camera: :class:`~rt_eda.core.messages.Command` and
         :class:`CameraControl`.
     results
-        Workers -> interpreter: :class:`~rt_eda.messages.Result`; viewer -> interpreter:
-        :class:`~rt_eda.messages.ControlMessage`; engine -> interpreter: ``None`` (stop).
+        Workers -> interpreter: :class:`~rt_eda.core.messages.Result`; viewer -> interpreter:
+        :class:`~rt_eda.core.messages.ControlMessage`; engine -> interpreter: ``None`` (stop).
     stop
         Set by the engine when the run ends (camera: stop acquiring; everyone: leave the loop),
-        a :class:`~rt_eda.queues.StopEvent`: it also reads as set once the engine is dead.
+        a :class:`~rt_eda.core.queues.StopEvent`: it also reads as set once the engine is dead.
         Roles only call ``is_set()``, so a ``threading.Event`` serves in tests.
     log
-        Log records of every role, to the engine (a :class:`~rt_eda.queues.MessageQueue`).
+        Log records of every role, to the engine (a :class:`~rt_eda.core.queues.MessageQueue`).
     writer
         Interpreter -> writer: decision-log rows and interval changes (None without --save).
     ring

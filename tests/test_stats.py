@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rt_eda.latency import Reservoir, percentiles
+from rt_eda.core.stats import Reservoir, percentiles
 
 
 def test_reservoir_is_exact_while_small_and_bounded_when_large() -> None:

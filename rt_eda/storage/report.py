@@ -1,6 +1,6 @@
 """A one-page report of a saved run: decisions against thresholds, intervals, latency.
 
-:func:`write_report` reads a run folder (:mod:`rt_eda.recording`) and writes
+:func:`write_report` reads a run folder (:mod:`rt_eda.storage.recording`) and writes
 
 - ``report.png``: top, the decision parameter of every analysed stack over time (seconds
   since the first exposure) with the lower/upper thresholds of ``config.toml``, the interval
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rt_eda.recording import open_run
+from rt_eda.storage.recording import open_run
 
 __all__ = ["REPORT_JSON", "REPORT_PNG", "write_report"]
 

@@ -12,7 +12,7 @@ Guarantees
 - :func:`check_output_paths` runs before any process starts: a path that can never be
   written (a parent that is a file or a device, a folder where a file is expected, a folder
   the process cannot create files in, a read-only file system) is a
-  :class:`~rt_eda.errors.ConfigError` whose lines each name the flag, the key, the path and
+  :class:`~rt_eda.core.errors.ConfigError` whose lines each name the flag, the key, the path and
   why. Nothing is created by the check (a probe file is created and removed at once).
 - :func:`write_outputs` attempts every output, whatever happened to the others: a failure is
   one line in :attr:`WrittenOutputs.failures` (and in the summary's ``errors``), never an
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rt_eda.config import Config
-from rt_eda.errors import ConfigError, RtEdaError
+from rt_eda.core.config import Config
+from rt_eda.core.errors import ConfigError, RtEdaError
 
 __all__ = ["WrittenOutputs", "check_output_paths", "write_outputs", "write_json_atomic"]
 
@@ -140,7 +140,7 @@ def check_output_paths(config: Config) -> None:
 
     Checks ``run.summary`` (a file), ``run.profile`` and ``run.save`` (folders); see the
     module docstring for what is refused. Whether a run folder is empty is checked by
-    :func:`rt_eda.recording.prepare_save_dir`.
+    :func:`rt_eda.storage.recording.prepare_save_dir`.
 
     Raises
     ------
@@ -245,7 +245,7 @@ def write_outputs(config: Config, summary: dict[str, Any],
     WrittenOutputs
         Never raises for an output that cannot be written.
     """
-    from rt_eda.recording import write_summary
+    from rt_eda.storage.recording import write_summary
 
     out = WrittenOutputs()
     run = config.run
@@ -259,7 +259,7 @@ def write_outputs(config: Config, summary: dict[str, Any],
     folder = Path(run.save) if run.save else None
     has_frames = bool(summary.get("started") and summary.get("frames_written"))
     if folder is not None and full and has_frames:
-        from rt_eda.report import write_report
+        from rt_eda.storage.report import write_report
 
         try:
             out.paths["report"] = write_report(folder, summary, _report_events(config, summary))

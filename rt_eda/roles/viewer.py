@@ -1,4 +1,4 @@
-"""The viewer's entry points: the engine's viewer role, and ``rt-eda view`` (attach by name).
+"""The viewer role (``rt-eda-viewer``), and ``rt-eda view`` (attach to a running engine).
 
 Role lifecycle (the engine's side in brackets)::
 
@@ -10,8 +10,9 @@ Role lifecycle (the engine's side in brackets)::
     anything raised, or no display                -> FAILED, exit 1 (the run goes on)
     [exit code != 0 or a signal: a death, logged, counted, restarted once]
 
-Qt is imported only inside these functions (and in :mod:`._window`), so importing
-:mod:`rt_eda.viewer` to write a session file does not load Qt into the engine.
+Everything here is Qt-free; the window itself is :mod:`rt_eda.viewer`, imported inside the
+viewer's own process only (the one import of the roles layer that goes up a layer), so the
+engine never loads Qt.
 """
 
 from __future__ import annotations
@@ -20,100 +21,28 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
-import re
 import signal
-import socket
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from rt_eda.config import Config
-from rt_eda.errors import RingError
-from rt_eda.messages import Role, RoleEventKind
-from rt_eda.process import RoleChannels, enter_role, report
+from rt_eda.core.config import Config
+from rt_eda.core.errors import RingError
+from rt_eda.core.messages import Role, RoleEventKind
+from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.live.controls import ControlSender, QueueSender, SocketSender
+from rt_eda.live.display import STATE_ENV, no_display
+from rt_eda.live.session import Session, find_sessions, session_dir
 
-from ._controls import ControlSender, QueueSender, SocketSender
-from ._session import Session, find_sessions, session_dir
-
-__all__ = ["STATE_ENV", "display_available", "no_display", "run", "view", "viewer_enabled"]
+__all__ = ["run", "view"]
 
 log = logging.getLogger(__name__)
 
 VIEWER_NICENESS = 10
 """The viewer lowers its own priority by this much: on a busy machine the camera, workers and
 writer win the CPU, and the display is what slows down."""
-
-
-def display_available() -> bool:
-    """True when Qt can open a window here (see :func:`no_display`)."""
-    return not no_display()
-
-
-_LOCAL_X = re.compile(r"^(?:unix)?:(\d+)(?:\.\d+)?$")
-
-
-def no_display() -> str:
-    """Why Qt could not open a window here, in one line; "" when it can.
-
-    A platform plugin that needs no display server (``QT_QPA_PLATFORM=offscreen``, ``vnc``,
-    ...) can; ``xcb`` and ``wayland`` need ``DISPLAY`` / ``WAYLAND_DISPLAY``, and a local X
-    display (``:N``) must have a server listening on its socket (Qt would otherwise abort the
-    process). A remote X display or a Wayland socket is trusted. macOS and Windows always
-    have a display.
-    """
-    platform = os.environ.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
-    if platform and platform != "xcb" and not platform.startswith("wayland"):
-        return ""
-    if not sys.platform.startswith("linux"):
-        return ""
-    display = "" if platform.startswith("wayland") else os.environ.get("DISPLAY", "")
-    wayland = "" if platform == "xcb" else os.environ.get("WAYLAND_DISPLAY", "")
-    if wayland:
-        return ""
-    if not display:
-        if platform:
-            needed = "DISPLAY" if platform == "xcb" else "WAYLAND_DISPLAY"
-            return f"no display (QT_QPA_PLATFORM={platform}, but {needed} unset)"
-        return "no display (DISPLAY and WAYLAND_DISPLAY unset, no QT_QPA_PLATFORM)"
-    match = _LOCAL_X.match(display)
-    if match is None:
-        return ""
-    path = f"/tmp/.X11-unix/X{match.group(1)}"
-    for address in ("\0" + path, path):  # the abstract socket, then the file
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            try:
-                sock.connect(address)
-            except OSError:
-                continue
-            return ""
-    return f"no display (DISPLAY={display}, but no X server listens on {path})"
-
-
-STATE_ENV = "RT_EDA_VIEWER_STATE"
-"""Set to a file path, the viewer writes its window's state there (see
-:meth:`~rt_eda.viewer._window.ViewerWindow.state`): for tests that drive the real window."""
-
-
-def viewer_enabled(config: Config) -> bool:
-    """Whether the engine should start the viewer: ``viewer.enabled`` (``--viewer``) or
-    ``auto``, and :func:`display_available`.
-
-    Asked for (``viewer.enabled = true``) with no display, it logs one WARNING line saying so
-    and returns False: the run goes on without the viewer.
-    """
-    enabled = config.viewer.enabled
-    if enabled == "auto":
-        return display_available()
-    if not enabled:
-        return False
-    reason = no_display()
-    if reason:
-        log.warning("viewer: %s; going on without the viewer", reason)
-        return False
-    return True
 
 
 def run(config: Config, channels: RoleChannels) -> None:
@@ -138,8 +67,8 @@ def run(config: Config, channels: RoleChannels) -> None:
         report(channels, "viewer", 0, RoleEventKind.FAILED, reason)
         _leave(1, channels.events, channels.log)
     try:
-        from ._feed import LiveFeed
-        from ._window import run_window
+        from rt_eda.live.feed import LiveFeed
+        from rt_eda.viewer import run_window
 
         feed = LiveFeed(channels.ring, channels.output_ring, channels.trace)
         sender = QueueSender(channels.results)
@@ -194,7 +123,7 @@ def view(pid: int | None = None, *, directory: str | Path | None = None,
     pid
         The engine to attach to; default: the newest live session.
     directory
-        Where session files are (default :func:`~rt_eda.viewer.session_dir`).
+        Where session files are (default :func:`~rt_eda.live.session.session_dir`).
     controls
         Send controls when the session offers a control socket; False: read-only.
 
@@ -258,7 +187,7 @@ def _attached_main(session_path: str, controls: bool, level: int) -> None:
     signal.signal(signal.SIGINT, on_signal)
     code = 1
     try:
-        from ._session import read_session
+        from rt_eda.live.session import read_session
 
         code = _attach(read_session(session_path), controls=controls, stop=stopped.is_set)
     except Exception:  # the process's top loop: log, then exit non-zero
@@ -267,8 +196,8 @@ def _attached_main(session_path: str, controls: bool, level: int) -> None:
 
 
 def _attach(session: Session, *, controls: bool, stop: Any = None) -> int:
-    from ._feed import LiveFeed
-    from ._window import run_window
+    from rt_eda.live.feed import LiveFeed
+    from rt_eda.viewer import run_window
 
     try:
         feed = LiveFeed(session.ring, session.output_ring, session.trace)

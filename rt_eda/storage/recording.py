@@ -71,7 +71,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from rt_eda.errors import ConfigError, RtEdaError, WriterError
+from rt_eda.core.errors import ConfigError, RtEdaError, WriterError
 
 __all__ = [
     "CONFIG_TOML",

@@ -16,7 +16,7 @@ Guarantees
 ----------
 - :func:`ring_slots` and :func:`output_ring_slots` size the rings; a ring that cannot hold
   its minimum number of slots within ``ring.max_bytes`` is a
-  :class:`~rt_eda.errors.ConfigError`, never a ring larger than the limit.
+  :class:`~rt_eda.core.errors.ConfigError`, never a ring larger than the limit.
 - :func:`check_fits` compares the total with the memory available (``MemAvailable``, and the
   cgroup's limit when there is one) and the rings with the free space of ``/dev/shm``; a
   process whose share cannot fit ``ulimit -v`` is refused too. Every refusal is one line
@@ -33,8 +33,8 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from rt_eda.config import Config, SourceKind
-from rt_eda.errors import ConfigError
+from rt_eda.core.config import Config, SourceKind
+from rt_eda.core.errors import ConfigError
 from rt_eda.shm import StackRing, StackSpec
 
 __all__ = ["Allocation", "Available", "available", "check_fits", "output_ring_slots", "plan",

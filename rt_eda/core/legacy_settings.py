@@ -40,7 +40,7 @@ settings.json key (under ``eda_plugin``)      rt-eda key
   reason where one is known (e.g. ``actuators.micro_manager.channel_switch_time_ms``: rt-eda
   sources handle channel switching themselves).
 
-Values are not checked here: :func:`rt_eda.config.load_config_with_notes` validates the
+Values are not checked here: :func:`rt_eda.core.config.load_config_with_notes` validates the
 mapped keys like any configuration, and its error lines name the ``settings.json`` key each
 value came from.
 """
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rt_eda.errors import ConfigError
+from rt_eda.core.errors import ConfigError
 
 __all__ = ["LegacyImport", "map_legacy_settings", "read_legacy_settings"]
 
@@ -261,10 +261,10 @@ def read_legacy_settings(path: str | Path) -> LegacyImport:
     ------
     ConfigError
         One line naming the file and what is wrong: it cannot be read (see
-        :func:`rt_eda.config.read_text_input`), is not JSON, nests too deeply, is not an
+        :func:`rt_eda.core.config.read_text_input`), is not JSON, nests too deeply, is not an
         object, or is not a ``settings.json`` of the plugin.
     """
-    from rt_eda.config import read_text_input
+    from rt_eda.core.config import read_text_input
 
     path, text = read_text_input(path, "settings file")
     try:

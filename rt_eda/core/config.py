@@ -19,7 +19,7 @@ Guarantees
 ----------
 - Every key has a default; :func:`load_config` with no path returns the embedded default.
 - Every problem is reported at once, one line per problem, as a
-  :class:`~rt_eda.errors.ConfigError` whose lines name the full dotted key
+  :class:`~rt_eda.core.errors.ConfigError` whose lines name the full dotted key
   (``analysis.workers``), the value given and what is allowed. An unknown key names the
   nearest valid key. No pydantic error text reaches the user.
 - Values are checked strictly: ``workers = "2"`` is an error, not silently 2; integers are
@@ -34,7 +34,7 @@ Guarantees
 - A :class:`Config` is immutable and pickles (it is sent to spawned processes as is, without
   being validated again).
 - An original eda_plugin ``settings.json`` (any path ending in ``.json``) is imported through
-  :mod:`rt_eda.legacy_settings`; :func:`load_config_with_notes` also returns the notes that
+  :mod:`rt_eda.core.legacy_settings`; :func:`load_config_with_notes` also returns the notes that
   say what was taken and what has no counterpart.
 """
 
@@ -66,7 +66,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rt_eda.errors import ConfigError
+from rt_eda.core.errors import ConfigError
 
 __all__ = [
     "AnalysisConfig",
@@ -912,7 +912,7 @@ def load_config_with_notes(path: str | Path | None) -> tuple[Config, list[str]]:
         return Config(), []
     path = Path(path).expanduser()
     if path.suffix.lower() == ".json":
-        from rt_eda.legacy_settings import read_legacy_settings
+        from rt_eda.core.legacy_settings import read_legacy_settings
 
         imported = read_legacy_settings(path)  # ConfigError: one line for an unreadable file
         path = _resolved(path)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rt_eda.errors import RingError
+from rt_eda.core.errors import RingError
 from rt_eda.shm import TRACE_FIELDS, DecisionTrace, StackRing
 
 __all__ = ["FeedStatus", "LiveFeed"]

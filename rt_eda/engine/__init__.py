@@ -1,0 +1,16 @@
+"""The engine: one run, from the checks before anything starts to the finished run folder.
+
+- :mod:`.engine` -- :class:`Engine`: preflight, start every role, watch, stop, summary;
+- :mod:`.budget` -- what a run will allocate (rings, copies), checked against the machine;
+- :mod:`.outputs` -- the output paths, checked before start and all written at the end;
+- :mod:`.watchdog` -- a worker that holds one claim too long is killed and restarted.
+
+Exit codes: :data:`EXIT_OK` (0), :data:`EXIT_FAULT` (1, a fault during the run, summary
+still written), :data:`EXIT_BAD_INPUT` (2, bad configuration, model, plan or path; nothing
+started).
+"""
+
+from .budget import ring_slots
+from .engine import EXIT_BAD_INPUT, EXIT_FAULT, EXIT_OK, Engine, Status
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAULT", "EXIT_OK", "Engine", "Status", "ring_slots"]
