@@ -860,9 +860,9 @@ class Engine:
             "acquired_fps": rate,
             "analysed_per_s": analysed / acq_s if acq_s > 0 else 0.0,
             "latency_ms": {
-                "publish_to_claim": it.get("publish_to_claim", percentiles([])),
-                "publish_to_decision": it.get("publish_to_decision", percentiles([])),
-                "decision_to_actuation": cam.get("actuation_ms", percentiles([])),
+                "publish_to_claim": it.get("publish_to_claim", percentiles([]).as_dict()),
+                "publish_to_decision": it.get("publish_to_decision", percentiles([]).as_dict()),
+                "decision_to_actuation": cam.get("actuation_ms", percentiles([]).as_dict()),
             },
             "errors": list(self.errors),
             # Beyond the contract:
@@ -880,8 +880,8 @@ class Engine:
             "overruns": int(cam.get("overruns", 0)),
             "frames_abandoned": int(cam.get("frames_abandoned", 0)),  # a stack the stop cut
             "lost_timepoints": cam.get("lost", []),
-            "interval_error_ms": cam.get("interval_error_ms", percentiles([])),
-            "publish_interval_ms": cam.get("publish_interval_ms", percentiles([])),
+            "interval_error_ms": cam.get("interval_error_ms", percentiles([]).as_dict()),
+            "publish_interval_ms": cam.get("publish_interval_ms", percentiles([]).as_dict()),
             "interval_changes": it.get("interval_changes", []),
             "ring_slots": self._ring.n_slots if self._ring else 0,
             "worker_time_s": worker_times,

@@ -125,8 +125,8 @@ def run(config: Config, channels: RoleChannels) -> None:
             "interpreter": {k: (str(v) if not isinstance(v, (int, float, bool)) else v)
                             for k, v in stats.items()},
             "results": record.results,
-            "publish_to_claim": record.publish_to_claim.summary(),
-            "publish_to_decision": record.publish_to_decision.summary(),
+            "publish_to_claim": record.publish_to_claim.percentiles().as_dict(),
+            "publish_to_decision": record.publish_to_decision.percentiles().as_dict(),
             "interval_changes": record.interval_changes,
             "controls": record.controls,
             "time_s": {"handle_s": record.handle_s},
