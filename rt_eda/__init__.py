@@ -14,6 +14,7 @@ checks it)::
                                     viewer
     rt_eda.engine                   one run: preflight, supervision, summary
     rt_eda.viewer       (viewer/)   the Qt window (the only package that imports Qt)
+    rt_eda.training                 retraining the bundled demo model (sources + workers)
     rt_eda.cli                      the ``rt-eda`` command
 
 A stack's way: ``roles.camera`` fills a ring slot from a source, ``roles.worker`` claims the

@@ -352,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "view":
             return _cmd_view(args)
         if args.command == "train-demo-model":
-            from rt_eda.workers._train_demo import main as train_main
+            from rt_eda.training.demo_model import main as train_main
 
             result: int = train_main(args.rest)
             return result

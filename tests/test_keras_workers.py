@@ -349,7 +349,7 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     code = f"""
 import json, sys
 import numpy as np
-from rt_eda.workers._train_demo import main
+from rt_eda.training.demo_model import main
 from rt_eda.workers._models import load_model
 args = ["--train-seeds", "1", "--frames-per-seed", "4", "--crop", "32", "--epochs", "1",
         "--eval-seeds", "101", "--eval-frames-per-seed", "3", "--image-size", "128",

@@ -16,8 +16,9 @@ from ._base import (
     worker_settings,
 )
 from ._discovery import describe_workers, discover_workers
+from ._flops import count_flops
 from ._image import ImageWorker
-from ._keras import KerasWorker, configure_threads
+from ._keras import INFERENCE_MODES, KerasWorker, configure_threads, network_image, to_model_layout
 from ._keras_builtin import DemoModelWorker, KerasRescaleWorker, KerasTilingWorker
 from ._models import (
     ModelInfo,
@@ -29,6 +30,7 @@ from ._models import (
 )
 
 __all__ = [
+    "INFERENCE_MODES",
     "Analysis",
     "DemoModelWorker",
     "ImageWorker",
@@ -41,6 +43,7 @@ __all__ = [
     "check_fit",
     "check_warm_up",
     "configure_threads",
+    "count_flops",
     "demo_model_path",
     "describe_workers",
     "discover_workers",
@@ -48,6 +51,8 @@ __all__ = [
     "inspect_loaded",
     "inspect_model",
     "load_model",
+    "network_image",
     "network_image_problem",
+    "to_model_layout",
     "worker_settings",
 ]

@@ -70,7 +70,7 @@ _LOAD_ERRORS = (ValueError, TypeError, KeyError, OSError, AttributeError, Import
 def demo_model_path() -> Path:
     """The bundled demo model (``rt_eda/workers/models/demo.keras`` in the installed package).
 
-    Trained by :mod:`rt_eda.workers._train_demo` on the synthetic source with the
+    Trained by :mod:`rt_eda.training.demo_model` on the synthetic source with the
     :class:`~rt_eda.workers._keras_builtin.KerasRescaleWorker` preprocessing; its training
     record and measured quality are in ``demo.json`` beside it.
     """

@@ -7,7 +7,7 @@ output ``(None, None, 1)`` = a sigmoid event map of the input's size:
 - ``lowres`` (the bundled ``demo.keras``, the default): a stride-4 convolution, three dilated
   3 x 3 convolutions at a quarter of the resolution, a bilinear upsampling back; it runs at any
   height and width that are multiples of 4, which
-  :class:`~rt_eda.workers._keras_builtin.KerasRescaleWorker` guarantees by cropping.
+  :class:`~rt_eda.workers.KerasRescaleWorker` guarantees by cropping.
 - ``unet`` (``demo_v1.keras``, the demo model until issue 17): a two-level U-Net at full
   resolution (``rt-eda train-demo-model --arch unet --base-filters 8`` retrains it).
 
@@ -25,7 +25,7 @@ decision = maximum of the output map at full size; an event is detected when the
 exceeds the binary interpreter's default upper threshold 0.48; truth = ``has_event`` (intensity
 >= 0.2) at the marker frame's exposure time. Precision, recall, F1 (and the same at the lower
 threshold 0.3), training time, epochs, losses, parameter count and the FLOPs of one
-``image_size`` forward pass (:mod:`rt_eda.workers._flops`) go to ``demo.json`` beside the
+``image_size`` forward pass (:func:`rt_eda.workers.count_flops`) go to ``demo.json`` beside the
 model, with the median inference time at 512 x 512 (batch 1) for ``predict_on_batch`` and for
 a compiled call.
 
@@ -50,11 +50,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rt_eda.core.errors import ConfigError
-
-from ._base import WorkerSettings
-from ._keras import configure_threads
-from ._keras_builtin import KerasRescaleWorker
-from ._models import demo_model_path
+from rt_eda.workers import (
+    INFERENCE_MODES,
+    DemoModelWorker,
+    KerasRescaleWorker,
+    KerasWorker,
+    WorkerSettings,
+    configure_threads,
+    count_flops,
+    demo_model_path,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -283,12 +288,10 @@ def _epoch_logger() -> Any:
 def evaluate(model_path: Path, cfg: TrainConfig) -> dict[str, Any]:
     """Per-frame detection quality of a saved model on held-out synthetic sources.
 
-    Runs the real :class:`~rt_eda.workers._keras_builtin.DemoModelWorker` (rescale
+    Runs the real :class:`~rt_eda.workers.DemoModelWorker` (rescale
     preprocessing, the saved file) at full size on ``eval_frames_per_seed`` timepoints,
     ``eval_step_s`` apart, of each held-out seed with the default event schedule.
     """
-    from ._keras_builtin import DemoModelWorker
-
     decisions: list[float] = []
     truths: list[bool] = []
     intensities: list[float] = []
@@ -351,8 +354,6 @@ def time_inference(model_path: Path, repeats: int = 30) -> dict[str, Any]:
     """
     from rt_eda.shm import StackSpec
 
-    from ._keras import INFERENCE_MODES, KerasWorker
-
     modes = [m for m in ("predict_on_batch", "call") if m in INFERENCE_MODES]
     out: dict[str, Any] = {"repeats": repeats, "batch": 1, "channels": 2}
     rng = np.random.default_rng(0)
@@ -394,9 +395,7 @@ def describe(cfg: TrainConfig) -> str:
 
 
 def flops_record(model: keras.Model, size: int) -> dict[str, Any]:
-    """FLOPs of a ``(1, size, size, 2)`` forward pass (:func:`._flops.count_flops`)."""
-    from ._flops import count_flops
-
+    """FLOPs of a ``(1, size, size, 2)`` forward pass (:func:`~rt_eda.workers.count_flops`)."""
     counted = count_flops(model, (1, size, size, 2))
     return {"input_shape": list(counted.input_shape), "flops": counted.flops,
             "macs": counted.macs, "convention": "FLOPs = 2 x multiply-accumulates of the "
