@@ -101,6 +101,7 @@ from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
+from ._pacing import checked_interval, skip_missed, wait_until
 from ._protocol import StopFlag
 
 if TYPE_CHECKING:
@@ -124,10 +125,8 @@ DEMO_CONFIG_NAME: Final = "MMConfig_demo.cfg"
 
 _TAG_TIME: Final = "TimeReceivedByCore"
 _TAG_NUMBER: Final = "ImageNumber"
-_POLL_S: Final = 0.02  # longest sleep between checks of the stop flag
 _SEQ_POLL_S: Final = 0.0002  # sleep while waiting for the next frame of a sequence
 _SEQ_DRAIN_S: Final = 0.001  # longest sleep while frames come that are too early to keep
-_SPIN_S: Final = 50e-6  # busy-wait before a snap timepoint (see synthetic.py for the figures)
 _ERRORS_KEPT: Final = 100_000  # interval errors kept for the percentiles (the newest)
 _DTYPES: Final = {1: "uint8", 2: "uint16", 4: "uint32"}
 
@@ -541,7 +540,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         """
         if self._core is None:
             raise SourceError("micromanager source: start() called before open()")
-        self._interval = _checked_interval(interval_s)
+        self._interval = checked_interval(interval_s)
         self._started = self._running = True
         self._t_current = None
         self._prev_first = None
@@ -567,7 +566,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         """
         if not self._started:
             raise SourceError("micromanager source: set_interval() called before start()")
-        interval = _checked_interval(interval_s)
+        interval = checked_interval(interval_s)
         if interval != self._interval:
             self._interval = interval
             self._interval_changed = True
@@ -924,16 +923,11 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         if self._t_current is None or interval == 0.0:
             due = now
         else:
-            due = self._t_current + interval
-            if now - due > interval:
-                due += ((now - due) // interval) * interval
+            due, missed = skip_missed(self._t_current + interval, interval, now)
+            if missed:
                 self._counters.timepoints_late += 1
-        while (remaining := due - time.monotonic()) > _SPIN_S:
-            if stop.is_set():
-                return None
-            time.sleep(min(remaining - _SPIN_S, _POLL_S))
-        while time.monotonic() < due:  # at most _SPIN_S
-            pass
+        if wait_until(due, stop) is None:
+            return None
         self._t_current = due
         return due
 
@@ -972,9 +966,3 @@ def _wall_to_monotonic() -> float:
         if m1 - m0 < best_gap:
             best_gap, offset = m1 - m0, (m0 + m1) / 2 - w
     return offset
-
-
-def _checked_interval(interval_s: float) -> float:
-    if not _is_number(interval_s) or not math.isfinite(interval_s) or interval_s < 0:
-        raise ConfigError(f"interval_s must be a finite number >= 0 (seconds), got {interval_s!r}")
-    return float(interval_s)

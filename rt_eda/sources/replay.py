@@ -17,7 +17,7 @@ dimensions, taken as ``(t, c, z, y, x)``. Pixels must be integers or floats. Any
 :class:`~rt_eda.core.errors.ConfigError` naming the axes, shape or dtype found.
 
 At :meth:`~ReplaySource.open` only metadata are read, and the files of the image data are
-checked with ``stat`` (see :mod:`rt_eda.sources._replay_files`). Each timepoint's stack is read
+checked with ``stat`` (see :mod:`rt_eda.core.imagefiles`). Each timepoint's stack is read
 when :meth:`~ReplaySource.next_timepoint` chooses it, before it waits for the timepoint to be
 due; :meth:`~ReplaySource.read_frame` copies from it.
 
@@ -86,7 +86,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -94,17 +94,12 @@ from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
+from ._pacing import checked_interval, wait_until
+from rt_eda.core.imagefiles import AXES, GapKind, Reader, format_indices, open_reader
+from rt_eda.core.runfolder import FRAME_COLUMNS_REQUIRED as CSV_COLUMNS
+from rt_eda.core.runfolder import FRAMES_CSV, read_frames_csv
+
 from ._protocol import StopFlag
-from ._replay_files import (
-    AXES,
-    CSV_COLUMNS,
-    FRAMES_CSV,
-    GapKind,
-    Reader,
-    format_indices,
-    open_reader,
-    read_frames_csv,
-)
 
 if TYPE_CHECKING:
     from rt_eda.core.config import Config
@@ -120,9 +115,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_POLL_S: Final = 0.02
-_SPIN_S: Final = 50e-6
 
 
 class ReplayTiming(StrEnum):
@@ -478,7 +470,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         """
         if self._reader is None:
             raise SourceError("replay source: start() called before open()")
-        self._interval = _checked_interval(interval_s)
+        self._interval = checked_interval(interval_s)
         self._t0 = time.monotonic()
         self._pos = self._index = -1
         self._first = True
@@ -497,7 +489,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         """
         if not self._started:
             raise SourceError("replay source: set_interval() called before start()")
-        self._interval = _checked_interval(interval_s)
+        self._interval = checked_interval(interval_s)
 
     def next_timepoint(self, stop: StopFlag) -> float | None:
         """Choose the next timepoint, read its stack, sleep until it is due; return its time
@@ -533,12 +525,8 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             nxt = pos + 1
             if stop.is_set():
                 return None
-        while (remaining := due - time.monotonic()) > _SPIN_S:
-            if stop.is_set():
-                return None
-            time.sleep(min(remaining - _SPIN_S, _POLL_S))
-        while time.monotonic() < due:  # at most _SPIN_S
-            pass
+        if wait_until(due, stop) is None:
+            return None
         self._counters.timepoints += 1
         self._pos, self._index, self._due = pos, int(self._order[pos]), due
         self._first = False
@@ -698,14 +686,3 @@ def _nearest(times: np.ndarray, t: float) -> int:
     if i >= len(times):
         return len(times) - 1
     return i - 1 if t - float(times[i - 1]) <= float(times[i]) - t else i
-
-
-def _checked_interval(interval_s: float) -> float:
-    if (
-        not isinstance(interval_s, int | float)
-        or isinstance(interval_s, bool)
-        or not math.isfinite(interval_s)
-        or interval_s < 0
-    ):
-        raise ConfigError(f"interval_s must be a finite number >= 0 (seconds), got {interval_s!r}")
-    return float(interval_s)

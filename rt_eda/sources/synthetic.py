@@ -50,6 +50,7 @@ from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.shm import StackSpec, stamp_frame
 from rt_eda.sources._settings import SettingsSource
 
+from ._pacing import checked_interval, skip_missed, wait_until
 from ._protocol import StopFlag
 
 __all__ = ["MAX_EXPOSURE_S", "SyntheticEvent", "SyntheticSettings", "SyntheticSource",
@@ -91,11 +92,6 @@ _FILAMENT_SIGMA_PX: Final = (1.2, 2.2)  # tube width (Gaussian sigma) range
 _FILAMENT_LENGTH_PX: Final = (40.0, 200.0)
 _AXIAL_SIGMA: Final = 0.8  # z blur of filaments and foci, in slices
 _FRESH_HORIZON_S: Final = 600.0  # random events are scheduled ahead in blocks of this span
-_POLL_S: Final = 0.02  # longest sleep between checks of the stop flag
-# Final busy-wait before a timepoint. time.sleep overshoots by ~90 us here (timer slack);
-# spinning the last 50 us halved the median lateness (91 -> 42 us, 4 ms interval, 2 cores
-# shared): 50 us of CPU per timepoint, nothing in free-run.
-_SPIN_S: Final = 50e-6
 _MASK64: Final = (1 << 64) - 1
 MAX_EXPOSURE_S: Final = 3600.0
 """The longest exposure (seconds): ``camera.exposure_ms`` allows no more. 1e12 ms once hung the
@@ -606,7 +602,7 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         """
         if not self._opened:
             raise SourceError("synthetic source: start() called before open()")
-        self._clock = _Clock(t0=time.monotonic(), interval_s=_checked_interval(interval_s))
+        self._clock = _Clock(t0=time.monotonic(), interval_s=checked_interval(interval_s))
 
     def set_interval(self, interval_s: float) -> None:
         """Change the interval; the next timepoint is due ``interval_s`` after the current one,
@@ -620,7 +616,7 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
             ``interval_s`` is negative or not finite.
         """
         clock = self._started("set_interval")
-        clock.interval_s = _checked_interval(interval_s)
+        clock.interval_s = checked_interval(interval_s)
         now = time.monotonic()
         if clock.t_current is not None and clock.t_current + clock.interval_s < now:
             # A shorter interval whose next timepoint would lie in the past: the next
@@ -636,9 +632,8 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         occasions) and the latest one already due is returned at once: never a burst of
         catch-up frames. With interval 0 (free-run) the timepoint is now.
 
-        Waits with ``time.sleep`` in steps of at most 20 ms, checking ``stop`` in between,
-        and busy-waits only the last 50 us (sleep alone overshoots by ~90 us; a longer spin
-        would steal a worker's core on a small machine).
+        Waits on the pacing clock (:func:`rt_eda.sources._pacing.wait_until`): sleeps in
+        steps of at most 20 ms, checking ``stop`` in between, and busy-waits the last 50 us.
 
         Returns
         -------
@@ -662,22 +657,14 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         else:
             due = clock.t_current + interval
         now = time.monotonic()
-        if interval > 0.0 and now - due > interval:
-            missed = int((now - due) // interval)
-            due += missed * interval
+        due, missed = skip_missed(due, interval, now)
+        if missed:
             self._counters.timepoints_late += 1
             self._counters.timepoints_skipped += missed
             log.debug("synthetic source %.3f s late: skipped %d timepoints", now - due, missed)
-        while True:
-            remaining = due - time.monotonic()
-            if remaining <= _SPIN_S:
-                break
-            if stop.is_set():
-                return None
-            time.sleep(min(remaining - _SPIN_S, _POLL_S))
-        while time.monotonic() < due:  # at most _SPIN_S
-            pass
-        woke = time.monotonic() - due
+        woke = wait_until(due, stop)
+        if woke is None:
+            return None
         c = self._counters
         if woke < (interval or math.inf):
             c.woken += 1
@@ -975,9 +962,3 @@ def open_peak_bytes(settings: SyntheticSettings) -> int:
     noise = settings.noise_frames * (settings.height + _NOISE_PAD) * (settings.width + _NOISE_PAD)
     noise_step = zhw * (8 + 16 + CHANNELS * item) + 12 * noise
     return int(max(base_step, noise_step))
-
-
-def _checked_interval(interval_s: float) -> float:
-    if not _is_number(interval_s) or not math.isfinite(interval_s) or interval_s < 0:
-        raise ConfigError(f"interval_s must be a finite number >= 0 (seconds), got {interval_s!r}")
-    return float(interval_s)
