@@ -120,10 +120,10 @@ def worker_messages(tmp_path: Path) -> Iterator[str]:
         tiling = KerasTilingWorker(WorkerSettings(model="x.keras", source=source,
                                                   options=(("min_overlap", 40),)))
         for model in (info((None, None, None, 2)), info((None, 100, 100, 2))):
-            yield raised(tiling._check_info, model, spec)
+            yield raised(tiling.check_model, model, spec)
         overlap = KerasTilingWorker(WorkerSettings(model="x.keras", source=source,
                                                    options=(("min_overlap", 128),)))
-        yield raised(overlap._check_info, info((None, None, None, 2)),
+        yield raised(overlap.check_model, info((None, None, None, 2)),
                      StackSpec(2, 1, 512, 512))
     for name, text in [("missing_mod_xyz", None), ("broken_imp", "import no_such_pkg_xyz\n"),
                        ("bad_syntax", "def f(:\n"), ("zero_div", "x = 1 / 0\n"),

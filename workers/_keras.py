@@ -166,6 +166,17 @@ class KerasWorker(Worker):
     (:func:`to_model_layout`), one item per batch. Subclasses override :meth:`prepare_images`
     (preprocessing, tiling) and :meth:`post_process_output`.
 
+    Hooks a subclass may override, besides :class:`~rt_eda.workers.Worker`'s (the built-in
+    Keras workers use only these; see ``docs/workers.md``):
+
+    - :meth:`model_path` -- the model file (default ``analysis.model``);
+    - :meth:`fed_image_shape` -- ``(height, width)`` fed to the network (after cropping,
+      resampling);
+    - :meth:`check_model` -- refuse a model that does not fit (engine process and setup);
+    - :meth:`check_output` -- the network image shape from one real forward pass;
+    - :meth:`model_input_shape` -- the shape of ``data['pixels']`` (a tiling worker's batch);
+    - :meth:`preprocess_window` -- per-frame preprocessing of a float32 window.
+
     Options (``[analysis.options]``)
     --------------------------------
     inference
@@ -233,9 +244,25 @@ class KerasWorker(Worker):
         """
         super().check(spec)
         info = inspect_model(self.model_path())
-        self._check_info(info, spec)
+        self.check_model(info, spec)
 
-    def _check_info(self, info: ModelInfo, spec: StackSpec) -> None:
+    def check_model(self, info: ModelInfo, spec: StackSpec) -> None:
+        """Refuse a model that does not fit stacks of ``spec`` as this worker feeds it.
+
+        A hook: called twice, by :meth:`check` in the engine process (``info`` read from the
+        file, without TensorFlow) and by :meth:`setup` in the worker process (``info`` of the
+        loaded model). The default compares the model's input with the selected channels,
+        z-slices, time window and :meth:`fed_image_shape` (:func:`check_fit`). Override it to
+        refuse more (call ``super().check_model(info, spec)`` first); never load the model
+        here.
+
+        Raises
+        ------
+        ModelError
+            The model does not fit; the message names both shapes and the setting to change.
+        ConfigError
+            A worker option contradicts the model (e.g. a tile overlap larger than its tiles).
+        """
         check_fit(
             info,
             spec,
@@ -253,16 +280,16 @@ class KerasWorker(Worker):
         ------
         ModelError
             As :meth:`check`, or Keras cannot load the file, or the model's output cannot make
-            a network image of this worker (checked by :meth:`_check_output`).
+            a network image of this worker (checked by :meth:`check_output`).
         """
         Worker.check(self, spec)
         path = self.model_path()
         self.model = load_model(path)
         self.info = inspect_loaded(self.model, path)
-        self._check_info(self.info, spec)
+        self.check_model(self.info, spec)
         self.spec = spec
         self._infer = self._make_inference(self.model)
-        self._network_shape = self._check_output(self.model, spec, self.info)
+        self._network_shape = self.check_output(spec, self.info)
         log.info("%s: %s, inference %s", self.name, self.info.describe(), self.inference)
 
     def _make_inference(self, model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
@@ -286,21 +313,33 @@ class KerasWorker(Worker):
         if self.info is None:
             raise RuntimeError("model_input_shape() called before setup()")
         h, w = self.fed_image_shape(spec, self.info)
-        return (1, h, w, *self._item_tail(spec))
+        return (1, h, w, *self.channel_axes(spec))
 
-    def _item_tail(self, spec: StackSpec) -> tuple[int, ...]:
-        assert self.info is not None
+    def channel_axes(self, spec: StackSpec) -> tuple[int, ...]:
+        """The axes of one model input item after ``(height, width)``, for stacks of ``spec``.
+
+        ``(T * C,)`` for a 4-D model, ``(C, T * Z)`` for a 5-D one (:func:`to_model_layout`),
+        with ``C`` the selected channels and ``T`` the time window. Valid after :meth:`setup`.
+        """
+        if self.info is None:
+            raise RuntimeError("channel_axes() called before setup()")
         t = self.settings.n_timepoints
         c = len(self.settings.channels_to_use) or spec.channels
         if self.info.ndim == 4:
             return (t * c,)
         return (c, t * spec.z_slices)
 
-    def _check_output(
-        self, model: keras.Model, spec: StackSpec, info: ModelInfo
-    ) -> tuple[int, int] | None:
+    def check_output(self, spec: StackSpec, info: ModelInfo) -> tuple[int, int] | None:
         """The network image shape for ``spec``, from one real forward pass (zeros) of the
-        input this worker feeds the model.
+        input this worker feeds the model (:meth:`model_input_shape`).
+
+        A hook, called once by :meth:`setup` after the inference call is built; what it
+        returns is :meth:`network_image_shape`. The default sets :attr:`output_shape` and
+        returns the output's axes 1 and 2 (the first batch item's height and width), or None
+        for an output without spatial axes (a classifier). Override it when
+        :meth:`post_process_output` makes another image (the tiling worker stitches its tiles
+        into the resampled image) or to refuse an output your post-processing cannot use
+        (call ``super().check_output(spec, info)`` for the forward pass).
 
         Not from ``model.compute_output_shape``: on a loaded legacy model it can report None
         for dimensions that a real forward pass fixes, and a model that fits must never be

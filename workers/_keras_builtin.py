@@ -399,8 +399,9 @@ class KerasTilingWorker(KerasWorker):
         """The resampled image the tiles are cut from."""
         return resampled_size(spec.height, spec.width, self.factor)
 
-    def _check_info(self, info: ModelInfo, spec: StackSpec) -> None:
-        super()._check_info(info, spec)
+    def check_model(self, info: ModelInfo, spec: StackSpec) -> None:
+        """Also refuse tiles larger than the resampled image, or an overlap as large as a tile."""
+        super().check_model(info, spec)
         th, tw = self.tile_size(info)
         h, w = self.fed_image_shape(spec, info)
         if h < th or w < tw:
@@ -434,12 +435,11 @@ class KerasTilingWorker(KerasWorker):
             raise RuntimeError("model_input_shape() called before setup()")
         ys, xs = self._grid(spec, self.info)
         th, tw = self.tile_size(self.info)
-        return (len(ys) * len(xs), th, tw, *self._item_tail(spec))
+        return (len(ys) * len(xs), th, tw, *self.channel_axes(spec))
 
-    def _check_output(
-        self, model: Any, spec: StackSpec, info: ModelInfo
-    ) -> tuple[int, int] | None:
-        tile_out = super()._check_output(model, spec, info)
+    def check_output(self, spec: StackSpec, info: ModelInfo) -> tuple[int, int] | None:
+        """The resampled image's size; refuses a model whose output tile is not its input's."""
+        tile_out = super().check_output(spec, info)
         if tile_out != self.tile_size(info):
             raise ModelError(
                 f"{self.name} stitches output tiles, but the model maps a "
