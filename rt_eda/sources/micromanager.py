@@ -87,7 +87,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,6 +97,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import numpy as np
 
 from rt_eda.core.errors import ConfigError, SourceError
+from rt_eda.core.stats import RecentWindow
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
@@ -347,7 +347,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._channel_applied: int | None = None
         self._z_applied: int | None = None
         self._counters = _Counters()
-        self._errors_ms: deque[float] = deque(maxlen=_ERRORS_KEPT)
+        self._errors_ms = RecentWindow(_ERRORS_KEPT)
 
 
     # ------------------------------------------------------------------ properties
@@ -714,11 +714,12 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         ``mm_sequence_starts``, ``mode_switches``, ``timepoints_late``,
         ``mm_timestamp_fallbacks``; ``interval_error_ms_p50/p99/max``: ``|achieved -
         requested|`` between consecutive timepoints' first-frame exposure times at an
-        unchanged interval > 0 (the newest 100 000); ``freerun_fps``: frames per second over
+        unchanged interval > 0 (percentiles of the newest 100 000, the maximum of all);
+        ``freerun_fps``: frames per second over
         free-run timepoints.
         """
         c = self._counters
-        errors = np.asarray(self._errors_ms, dtype=np.float64)
+        errors = self._errors_ms.percentiles()
         span = c.freerun_last - c.freerun_first
         current = self._last_number + 1 if self._seq_interval is not None else 0
         return {
@@ -734,9 +735,9 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             "mode_switches": c.mode_switches,
             "timepoints_late": c.timepoints_late,
             "mm_timestamp_fallbacks": c.timestamp_fallbacks,
-            "interval_error_ms_p50": float(np.percentile(errors, 50)) if errors.size else 0.0,
-            "interval_error_ms_p99": float(np.percentile(errors, 99)) if errors.size else 0.0,
-            "interval_error_ms_max": float(errors.max()) if errors.size else 0.0,
+            "interval_error_ms_p50": errors.p50,
+            "interval_error_ms_p99": errors.p99,
+            "interval_error_ms_max": errors.max,
             "freerun_fps": (c.freerun_frames - 1) / span if c.freerun_frames > 1 and span > 0
             else 0.0,
         }
@@ -938,7 +939,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             and interval > 0.0
             and self._prev_interval == interval
         ):
-            self._errors_ms.append(abs((t_first - self._prev_first) - interval) * 1e3)
+            self._errors_ms.add(abs((t_first - self._prev_first) - interval) * 1e3)
         self._prev_first, self._prev_interval = t_first, interval
 
 
