@@ -91,14 +91,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rt_eda.core.errors import ConfigError, SourceError
+from rt_eda.core.imagefiles import AXES, GapKind, Reader, format_indices, open_reader
+from rt_eda.core.runfolder import FRAME_COLUMNS_REQUIRED as CSV_COLUMNS
+from rt_eda.core.runfolder import FRAMES_CSV, read_frames_csv
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
 from ._pacing import checked_interval, wait_until
-from rt_eda.core.imagefiles import AXES, GapKind, Reader, format_indices, open_reader
-from rt_eda.core.runfolder import FRAME_COLUMNS_REQUIRED as CSV_COLUMNS
-from rt_eda.core.runfolder import FRAMES_CSV, read_frames_csv
-
 from ._protocol import StopFlag
 
 if TYPE_CHECKING:

@@ -72,6 +72,30 @@ from typing import Any, Final
 import numpy as np
 
 from rt_eda.core.errors import ConfigError, RtEdaError, WriterError
+from rt_eda.core.runfolder import (
+    CONFIG_TOML,
+    CONTROL_COLUMNS,
+    CONTROLS_CSV,
+    DECISION_COLUMNS,
+    DECISIONS_CSV,
+    FRAME_COLUMNS,
+    FRAME_COLUMNS_REQUIRED,
+    FRAMES_CSV,
+    IMAGES_TIFF,
+    IMAGES_ZARR,
+    INTERVAL_COLUMNS,
+    INTERVALS_CSV,
+    NETWORK_INDEX_COLUMNS,
+    NETWORK_INDEX_CSV,
+    NETWORK_ZARR,
+    RUN_FILES,
+    SUMMARY_JSON,
+    SavedRun,
+    csv_rows,
+    open_run,
+    read_table,
+    store_complete,
+)
 
 __all__ = [
     "CONFIG_TOML",
@@ -100,28 +124,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-IMAGES_ZARR: Final = "images.ome.zarr"
-IMAGES_TIFF: Final = "images.ome.tif"
-FRAMES_CSV: Final = "frames.csv"
-DECISIONS_CSV: Final = "decisions.csv"
-INTERVALS_CSV: Final = "intervals.csv"
-CONTROLS_CSV: Final = "controls.csv"
-NETWORK_ZARR: Final = "network_images.zarr"
-NETWORK_INDEX_CSV: Final = "network_index.csv"
-CONFIG_TOML: Final = "config.toml"
-SUMMARY_JSON: Final = "summary.json"
-
-FRAME_COLUMNS: Final = ("seq", "t_index", "c", "z", "t_exposure", "interval_s")
-DECISION_COLUMNS: Final = (
-    "seq", "worker", "decision", "t_exposure", "t_published", "t_claimed", "t_done",
-    "n_timepoints", "t_prepare_s", "t_infer_s", "t_post_s", "t_decided", "command_interval",
-)
-INTERVAL_COLUMNS: Final = (
-    "interval_s", "reason", "after_seq", "t_decided", "trigger_decision", "trigger_t_exposure",
-)
-CONTROL_COLUMNS: Final = ("key", "value", "t")
-NETWORK_INDEX_COLUMNS: Final = ("seq", "row", "t_published")
 
 STACK_CHUNK_MAX_BYTES: Final = 32 * 2**20
 """Stacks up to this size are one chunk; bigger stacks get one chunk per frame."""
@@ -685,220 +687,6 @@ class Recording:
         self.closed = True
 
 
-# --------------------------------------------------------------------------------------------
-# Reading
-
-
-def _parse(value: str) -> int | float | str:
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
-def _csv_rows(p: Path) -> tuple[list[str], list[list[str]], int]:
-    """The header, the rows with as many cells as it, and how many rows had not.
-
-    Raises :class:`WriterError` naming the file when it is not text or not CSV (binary data,
-    NUL bytes), OSError when it cannot be read.
-    """
-    try:
-        with p.open(newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None) or []
-            rows: list[list[str]] = []
-            torn = 0
-            for r in reader:
-                if len(r) == len(header):
-                    rows.append(r)
-                else:
-                    torn += 1
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise WriterError(f"{p} is not a CSV table ({_one_line(exc)})") from None
-    return header, rows, torn
-
-
-def read_table(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """A CSV file of a run folder as ``{column: numpy array}``.
-
-    Integer columns become int64, numeric ones float64 (empty cells NaN), the rest str. A
-    missing file gives an empty dict; rows with a different number of cells than the header
-    (a file cut short) are left out. Raises :class:`WriterError` naming the file when it is
-    not a CSV table at all.
-    """
-    p = Path(path)
-    if not p.exists():
-        return {}
-    header, rows, _ = _csv_rows(p)
-    out: dict[str, np.ndarray] = {}
-    for i, name in enumerate(header):
-        cells = [r[i] for r in rows]
-        parsed = [_parse(v) if v != "" else math.nan for v in cells]
-        if all(isinstance(v, int) for v in parsed):
-            out[name] = np.asarray(parsed, dtype=np.int64)
-        elif all(isinstance(v, int | float) for v in parsed):
-            out[name] = np.asarray(parsed, dtype=np.float64)
-        else:
-            out[name] = np.asarray(cells, dtype=str)
-    return out
-
-
-class SavedRun:
-    """A run folder opened for reading (:func:`open_run`). Everything is read lazily.
-
-    Attributes
-    ----------
-    path
-        The run folder.
-    format
-        ``"zarr"`` or ``"tiff"`` (whichever image store the folder holds).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        if (path / IMAGES_ZARR).is_dir():
-            self.format = "zarr"
-        elif (path / IMAGES_TIFF).is_file():
-            self.format = "tiff"
-        else:
-            raise WriterError(f"{path} is not an rt-eda run folder: no {IMAGES_ZARR} or "
-                              f"{IMAGES_TIFF}" + ("" if path.is_dir() else " (not a folder)"))
-        self._tables: dict[str, dict[str, np.ndarray]] = {}
-        self._images: Any = None
-
-    def _table(self, name: str) -> dict[str, np.ndarray]:
-        if name not in self._tables:
-            self._tables[name] = read_table(self.path / name)
-        return self._tables[name]
-
-    @property
-    def frames(self) -> dict[str, np.ndarray]:
-        """``frames.csv`` columns (one entry per frame persisted)."""
-        return self._table(FRAMES_CSV)
-
-    @property
-    def decisions(self) -> dict[str, np.ndarray]:
-        """``decisions.csv`` columns (one entry per Result)."""
-        return self._table(DECISIONS_CSV)
-
-    @property
-    def intervals(self) -> dict[str, np.ndarray]:
-        """``intervals.csv`` columns (one entry per interval command)."""
-        return self._table(INTERVALS_CSV)
-
-    @property
-    def controls(self) -> dict[str, np.ndarray]:
-        """``controls.csv`` columns."""
-        return self._table(CONTROLS_CSV)
-
-    @property
-    def network_index(self) -> dict[str, np.ndarray]:
-        """``network_index.csv`` columns: ``seq``, ``row``, ``t_published``."""
-        return self._table(NETWORK_INDEX_CSV)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """``config.toml`` as a dict ({} when absent)."""
-        p = self.path / CONFIG_TOML
-        return tomllib.loads(p.read_text()) if p.exists() else {}
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        """``summary.json`` as a dict ({} when absent)."""
-        p = self.path / SUMMARY_JSON
-        data = json.loads(p.read_text()) if p.exists() else {}
-        return data if isinstance(data, dict) else {}
-
-    @property
-    def timepoints(self) -> int:
-        """Stacks persisted (from ``frames.csv``: the authority after a crash too)."""
-        t = self.frames.get("t_index")
-        return int(t.max()) + 1 if t is not None and t.size else 0
-
-    @property
-    def images(self) -> Any:
-        """The image store, lazily: a ``zarr.Array`` (zarr) or a read-only ``numpy.memmap``
-        (tiff), shape (T', C, Z, Y, X). T' equals :attr:`timepoints` for a recording that was
-        closed; a zarr store whose writer died may have more (trailing zeros)."""
-        if self._images is None:
-            if self.format == "zarr":
-                import zarr
-
-                group = zarr.open_group(store=str(self.path / IMAGES_ZARR), mode="r")
-                self._images = group["0"]
-            else:
-                self._images = self._tiff_memmap()
-        return self._images
-
-    def _tiff_memmap(self) -> np.ndarray:
-        import tifffile
-
-        path = self.path / IMAGES_TIFF
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            offset = int(page.dataoffsets[0])
-            dtype = np.dtype(page.dtype)
-            y, x = int(page.shape[0]), int(page.shape[1])
-            series_shape = tuple(int(n) for n in tif.series[0].shape)
-        frames = self.frames
-        if frames.get("c") is not None and frames["c"].size:
-            c, z = int(frames["c"].max()) + 1, int(frames["z"].max()) + 1
-        else:
-            c, z = (series_shape[-4], series_shape[-3]) if len(series_shape) >= 4 else (1, 1)
-        shape = (self.timepoints, c, z, y, x)
-        if self.timepoints == 0:
-            return np.zeros(shape, dtype=dtype)
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-
-    def stack(self, t_index: int) -> np.ndarray:
-        """Stack ``t_index`` as an (C, Z, Y, X) array."""
-        if not 0 <= t_index < self.timepoints:
-            raise IndexError(f"timepoint {t_index} is not in 0..{self.timepoints - 1}")
-        return np.asarray(self.images[t_index])
-
-    @property
-    def network_images(self) -> Any:
-        """The network images as a ``zarr.Array`` (N', Y', X'), or None if none were saved;
-        row i belongs to stack ``network_index["seq"][i]``."""
-        p = self.path / NETWORK_ZARR
-        if not p.is_dir():
-            return None
-        import zarr
-
-        return zarr.open_array(store=str(p), mode="r")
-
-    def network_image(self, seq: int) -> np.ndarray | None:
-        """The network image of stack ``seq``, or None if it has none."""
-        index = self.network_index
-        rows = np.flatnonzero(index.get("seq", np.zeros(0, np.int64)) == seq)
-        if rows.size == 0 or self.network_images is None:
-            return None
-        return np.asarray(self.network_images[int(index["row"][rows[0]])])
-
-    @property
-    def complete(self) -> bool:
-        """True when the writer closed the recording (False: it was interrupted)."""
-        if self.format == "zarr":
-            meta = json.loads((self.path / IMAGES_ZARR / "zarr.json").read_bytes())
-            return bool(meta.get("attributes", {}).get("rt_eda", {}).get("complete", False))
-        import tifffile
-
-        with tifffile.TiffFile(self.path / IMAGES_TIFF) as tif:
-            return bool(tif.is_ome)
-
-
-def open_run(path: str | os.PathLike[str]) -> SavedRun:
-    """Open a saved run folder for reading (nothing is read until asked for).
-
-    Raises :class:`WriterError` when the folder holds no image store.
-    """
-    return SavedRun(Path(path))
-
-
 def _span(values: Iterable[float]) -> str:
     arr = np.asarray(list(values), dtype=np.float64)
     arr = arr[np.isfinite(arr)]
@@ -911,10 +699,6 @@ def _span(values: Iterable[float]) -> str:
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
-
-RUN_FILES: Final = (IMAGES_ZARR, IMAGES_TIFF, FRAMES_CSV, DECISIONS_CSV, INTERVALS_CSV,
-                    CONTROLS_CSV, NETWORK_ZARR, NETWORK_INDEX_CSV, CONFIG_TOML, SUMMARY_JSON)
-"""Every file of a run folder; a folder holding none of them is not a run folder."""
 
 _DAMAGE: Final = (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError,
                   AttributeError, csv.Error, RtEdaError)
@@ -982,8 +766,8 @@ def _frames_part(folder: Path) -> tuple[list[str], dict[str, np.ndarray], int]:
     p = folder / FRAMES_CSV
     if not p.exists():
         return [f"frames       none ({FRAMES_CSV} missing)"], {}, 0
-    header, rows, torn = _csv_rows(p)
-    missing = [c for c in FRAME_COLUMNS[:5] if c not in header]
+    header, rows, torn = csv_rows(p)
+    missing = [c for c in FRAME_COLUMNS_REQUIRED if c not in header]
     if missing:
         raise WriterError(f"{FRAMES_CSV} has no columns {missing} (header {header[:6]})")
     keep: list[list[float]] = []
@@ -1013,7 +797,7 @@ def _frames_part(folder: Path) -> tuple[list[str], dict[str, np.ndarray], int]:
 
 
 def _images_part(folder: Path, frames: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
-    from rt_eda.sources._replay_files import format_indices, open_reader
+    from rt_eda.core.imagefiles import format_indices, open_reader
 
     zarr_dir, tiff = folder / IMAGES_ZARR, folder / IMAGES_TIFF
     if not zarr_dir.exists() and not tiff.exists():
@@ -1029,16 +813,8 @@ def _images_part(folder: Path, frames: dict[str, np.ndarray]) -> tuple[list[str]
         notes = list(reader.notes)
     finally:
         reader.close()
-    if zarr_dir.exists():
-        store = f"{IMAGES_ZARR} (OME-Zarr 0.5)"
-        meta = json.loads((zarr_dir / "zarr.json").read_bytes())
-        complete = bool(meta.get("attributes", {}).get("rt_eda", {}).get("complete", False))
-    else:
-        import tifffile
-
-        store = f"{IMAGES_TIFF} (OME-TIFF)"
-        with tifffile.TiffFile(tiff) as tif:
-            complete = bool(tif.is_ome)
+    store = f"{IMAGES_ZARR} (OME-Zarr 0.5)" if zarr_dir.exists() else f"{IMAGES_TIFF} (OME-TIFF)"
+    complete = store_complete(zarr_dir if zarr_dir.exists() else tiff)
     t = declared - unreadable
     state = "complete" if complete else "INCOMPLETE (the writer did not close it)"
     size = t * c * z * y * x * dtype.itemsize
