@@ -30,6 +30,7 @@ Non-finite values (NaN, inf) are allowed in a network image: it is stored as the
 
 from __future__ import annotations
 
+import inspect
 import re
 import time
 from dataclasses import dataclass, field
@@ -49,7 +50,9 @@ __all__ = [
     "WorkerSettings",
     "check_warm_up",
     "exception_line",
+    "ORIGINAL_ONLY",
     "network_image_problem",
+    "original_api_problem",
     "probes_before_start",
     "worker_settings",
 ]
@@ -215,6 +218,75 @@ class Worker:
         image = self.post_process_output(output, data)
         t3 = time.perf_counter()
         return Analysis(decision, image, t1 - t0, t2 - t1, t3 - t2)
+
+
+_HOOKS = ("prepare_images -> run_model -> extract_decision_parameter / "
+          "post_process_output")
+
+#: Names the original plugin's workers defined that rt-eda never calls, with what to do
+#: instead. A class that defines one is refused by discovery (:func:`original_api_problem`):
+#: a ported subclass would otherwise run without its code ever being called.
+ORIGINAL_ONLY: dict[str, str] = {
+    "run": (
+        "the original plugin's QRunnable body, which rt-eda never calls: the worker process "
+        f"calls {_HOOKS} itself; move the model call (model.predict_on_batch) into "
+        "run_model(data) and delete run()"
+    ),
+    "_Signals": (
+        "the original plugin's Qt signals, which rt-eda never uses: return the decision from "
+        "extract_decision_parameter and the network image from post_process_output (the "
+        "worker process sends them on); delete _Signals and the emit() calls"
+    ),
+    "predict": (
+        "which rt-eda never calls: the model runs in run_model(data); rename it run_model, "
+        "or call it from your run_model"
+    ),
+    "predict_on_batch": (
+        "which rt-eda never calls: the model runs in run_model(data); rename it run_model, "
+        "or call it from your run_model"
+    ),
+}
+
+#: Names refused only when the class does not also override run_model (then they are its
+#: helpers, called from there).
+_UNLESS_RUN_MODEL = frozenset({"predict", "predict_on_batch"})
+
+
+def original_api_problem(cls: type[Worker]) -> str | None:
+    """Why ``cls`` looks written for the original plugin's API, or None.
+
+    Refused: a class (or a base of it outside rt-eda) that defines a method of the original
+    that rt-eda never calls (:data:`ORIGINAL_ONLY`: ``run``, the ``_Signals`` class;
+    ``predict`` / ``predict_on_batch`` unless it overrides ``run_model`` too), and an
+    ``__init__`` that cannot take rt-eda's one argument (the original's took
+    ``local_images, timepoint, start_time`` and ``model=``). The reason is one line naming the
+    class, the method and the hook to use instead.
+    """
+    own = [k for k in cls.__mro__ if k is not object
+           and not k.__module__.startswith("rt_eda.workers.")]
+    defined = {name: k for k in reversed(own) for name in vars(k)}
+    where = f"worker {cls.name} ({cls.__module__}.{cls.__qualname__})"
+    for name, advice in ORIGINAL_ONLY.items():
+        if name not in defined:
+            continue
+        if name in _UNLESS_RUN_MODEL and "run_model" in defined:
+            continue
+        kind = "class" if isinstance(vars(defined[name])[name], type) else "method"
+        what = f"{name}()" if kind == "method" else name
+        return f"{where} defines {what}, {advice} (docs/workers.md, Porting)"
+    init = vars(defined["__init__"])["__init__"] if "__init__" in defined else None
+    if init is not None:
+        try:
+            inspect.signature(init).bind(None, WorkerSettings())
+        except TypeError:
+            return (f"{where}: __init__{inspect.signature(init)} cannot be called as "
+                    "__init__(self, settings): rt-eda constructs every worker with its "
+                    "WorkerSettings only (the stack reaches prepare_images, the model is "
+                    "loaded by setup); take (self, settings) and call "
+                    "super().__init__(settings) (docs/workers.md, Porting)")
+        except ValueError:  # no signature to read (a builtin): nothing to check
+            pass
+    return None
 
 
 def probes_before_start(cls: type[Worker]) -> bool:

@@ -7,6 +7,13 @@ module that imports a built-in worker to subclass it does not register the built
 time) is selectable by its :attr:`~rt_eda.workers._base.Worker.name`. Classes whose name
 starts with ``_`` are skipped (private helpers, abstract bases).
 
+A class written for the original plugin's API is refused, not ignored: one that defines a
+method the original called and rt-eda never calls (``run``, the QRunnable body that called
+``model.predict_on_batch``; the ``_Signals`` class; ``predict`` without ``run_model``) or an
+``__init__`` that cannot take a :class:`~rt_eda.workers._base.WorkerSettings`
+(:func:`~rt_eda.workers._base.original_api_problem`): the message names the method and the
+hook to use instead, and the run exits 2 before anything starts.
+
 Importing a module runs its top level; the built-in modules import neither TensorFlow nor
 Keras, so discovery in the engine process stays light as long as the user's modules do the
 same (import TensorFlow inside ``setup``).
@@ -23,7 +30,7 @@ from types import ModuleType
 
 from rt_eda.core.errors import ConfigError
 
-from ._base import Worker
+from ._base import Worker, original_api_problem
 
 __all__ = ["BUILTIN_WORKER_MODULES", "describe_workers", "discover_workers"]
 
@@ -111,8 +118,10 @@ def discover_workers(extra_modules: Sequence[str] = ()) -> dict[str, type[Worker
     ------
     ConfigError
         A module of ``extra_modules`` cannot be imported (the message names it and carries
-        the ImportError), or two different classes claim the same name (both named, with
-        their modules).
+        the ImportError), two different classes claim the same name (both named, with their
+        modules), or a class is written for the original plugin's API: it defines a method
+        rt-eda never calls, such as ``run()`` (:func:`~rt_eda.workers._base.original_api_problem`
+        names the method and the hook to use instead).
     """
     found: dict[str, type[Worker]] = {}
     modules = [(m, True) for m in BUILTIN_WORKER_MODULES]
@@ -133,6 +142,9 @@ def discover_workers(extra_modules: Sequence[str] = ()) -> dict[str, type[Worker
                     f" and {cls.__module__}.{cls.__qualname__}; give one a distinct `name` "
                     "class attribute"
                 )
+            problem = original_api_problem(cls)
+            if problem is not None:
+                raise ConfigError(problem)
             found[cls.name] = cls
     return dict(sorted(found.items()))
 
