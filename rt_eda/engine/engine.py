@@ -915,10 +915,9 @@ class Engine:
         A writer killed without its report: counted from the run folder's frames table."""
         written = self._writer_stats.get("frames_written")
         if written is None and self.config.run.save:
-            table = Path(self.config.run.save) / "frames.csv"
-            if table.exists():
-                with table.open() as f:
-                    written = max(0, sum(1 for _ in f) - 1)
+            from rt_eda.core.runfolder import count_frame_rows
+
+            written = count_frame_rows(self.config.run.save)
         return int(written or 0) + self._salvaged
 
     def profile(self) -> dict[str, Any]:

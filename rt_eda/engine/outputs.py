@@ -25,8 +25,6 @@ Guarantees
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import stat
@@ -38,13 +36,15 @@ from typing import Any
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, RtEdaError
+from rt_eda.core.files import write_json_atomic
+from rt_eda.core.runfolder import REPORT_JSON, REPORT_PNG, SUMMARY_JSON
 
 __all__ = ["WrittenOutputs", "check_output_paths", "write_outputs", "write_json_atomic"]
 
 log = logging.getLogger(__name__)
 
 _PROFILE_FILES = ("profile.json", "profile.txt")
-_RUN_FILES = ("summary.json", "report.png", "report.json")
+_RUN_FILES = (SUMMARY_JSON, REPORT_PNG, REPORT_JSON)
 
 
 def _kind(mode: int) -> str:
@@ -169,28 +169,6 @@ def check_output_paths(config: Config) -> None:
                         f"{Path(run.summary).name} would overwrite it; choose another name")
     if problems:
         raise ConfigError("\n".join(problems))
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically, creating missing parent folders.
-
-    Raises
-    ------
-    OSError
-        The file or a parent folder cannot be written.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(dict(data), indent=2, default=str) + "\n")
-        Path(tmp).replace(p)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-    return p
 
 
 @dataclass

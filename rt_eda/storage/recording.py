@@ -72,6 +72,7 @@ from typing import Any, Final
 import numpy as np
 
 from rt_eda.core.errors import ConfigError, RtEdaError, WriterError
+from rt_eda.core.files import write_json_atomic
 from rt_eda.core.runfolder import (
     CONFIG_TOML,
     CONTROL_COLUMNS,
@@ -188,29 +189,17 @@ def prepare_save_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def write_summary(run_dir: str | os.PathLike[str], summary: Mapping[str, Any]) -> Path:
-    """Write ``summary.json`` into ``run_dir`` atomically (temporary file + rename).
+    """Write ``summary.json`` into ``run_dir`` atomically (:func:`rt_eda.core.files.write_atomic`).
 
     Returns the path written. Raises :class:`WriterError` naming the path if it cannot be
     written (the folder is gone, the disk is full).
     """
     path = Path(run_dir) / SUMMARY_JSON
     try:
-        _atomic_write(path, (json.dumps(dict(summary), indent=2, default=str) + "\n").encode())
+        write_json_atomic(path, summary, make_parents=False)
     except OSError as exc:
         raise WriterError(f"writing {path}: {exc.strerror or exc}") from exc
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-        tmp.replace(path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,7 +343,7 @@ class _ChunkedArray:
 
     def _set_shape(self, n: int) -> None:
         self._meta["shape"] = [n, *self.tail]
-        _atomic_write(self._meta_path, json.dumps(self._meta, indent=2).encode())
+        write_json_atomic(self._meta_path, self._meta, make_parents=False)
         self._capacity = n
 
     def finish(self) -> None:
@@ -665,7 +654,7 @@ class Recording:
         meta = json.loads(meta_path.read_bytes())
         meta.setdefault("attributes", {})["rt_eda"] = {
             "complete": True, "timepoints": self.stats.stacks_written, "frames": FRAMES_CSV}
-        _atomic_write(meta_path, json.dumps(meta, indent=2).encode())
+        write_json_atomic(meta_path, meta, make_parents=False)
 
     def abandon(self) -> None:
         """After a failed write: close every file, finalizing what can be (never raises)."""
