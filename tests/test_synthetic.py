@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import re
 import threading
 import time
 from typing import Any
@@ -12,8 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rt_eda.core.config import Config, all_keys
 from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.shm import check_stack, read_stamp
+from rt_eda.sources import make_source
 from rt_eda.sources._protocol import Source
 from rt_eda.sources.synthetic import (
     SyntheticEvent,
@@ -405,8 +408,8 @@ def test_stop_flag_interrupts_a_long_wait() -> None:
 
 def test_events_follow_the_acquisition_clock() -> None:
     src = SyntheticSource(
-        SyntheticSettings(
-            **SMALL, event_every_s=0.0, exposure_s=0.0, events=((0.0, 0.4, 30, 40, 0),)
+        SyntheticSettings.create(  # events given as integers: stored as the floats they are
+            **SMALL, event_every_s=0.0, exposure_ms=1e-6, events=((0.0, 0.4, 30, 40, 0),)
         )
     )
     src.open()
@@ -468,47 +471,80 @@ def test_pickle_round_trip_before_open() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "value"),
+    ("key", "value", "named"),
     [
-        ("height", 4),
-        ("width", 2.5),
-        ("z_slices", 0),
-        ("dtype", "int64"),
-        ("seed", -1),
-        ("event_every_s", -2.0),
-        ("event_duration_s", float("nan")),
-        ("exposure_s", "fast"),
-        ("exposure_s", 1e9),
-        ("exposure_s", 3600.5),
-        ("verify", "yes"),
-        ("noise_frames", 1),
-        ("focus_sigma_px", 0.0),
-        ("events", ((1.0, 2.0, 999.0, 3.0, 0),)),
-        ("events", ((1.0, -2.0, 3.0, 3.0, 0),)),
-        ("events", ((1.0, 2.0, 3.0, 3.0),)),
-        ("events", "soon"),
+        ("height", 4, "camera.synthetic.height"),
+        ("width", 2.5, "camera.synthetic.width"),
+        ("z_slices", 0, "camera.synthetic.z_slices"),
+        ("dtype", "int64", "camera.synthetic.dtype"),
+        ("seed", -1, "camera.synthetic.seed"),
+        ("event_every_s", -2.0, "camera.synthetic.event_every_s"),
+        ("event_duration_s", float("nan"), "camera.synthetic.event_duration_s"),
+        ("verify", "yes", "camera.synthetic.verify"),
+        ("exposure_ms", "fast", "camera.exposure_ms"),
+        ("exposure_ms", 1e12, "camera.exposure_ms"),
+        ("exposure_ms", 3_600_000.5, "camera.exposure_ms"),
+        ("exposure_ms", 0, "camera.exposure_ms"),
+        ("noise_frames", 1, "noise_frames"),
+        ("noise_frames", 2.0, "noise_frames"),
+        ("focus_sigma_px", 0.0, "focus_sigma_px"),
+        ("focus_sigma_px", True, "focus_sigma_px"),
+        ("events", ((1.0, 2.0, 999.0, 3.0, 0),), "events[0]"),
+        ("events", ((1.0, -2.0, 3.0, 3.0, 0),), "events[0]"),
+        ("events", ((1.0, 2.0, 3.0, 3.0),), "events[0]"),
+        ("events", ((1.0, 2.0, 3.0, 3.0, 0.5),), "events[0]"),
+        ("events", "soon", "events"),
     ],
 )
-def test_bad_settings_name_the_key(key: str, value: Any) -> None:
+def test_bad_settings_name_the_key(key: str, value: Any, named: str) -> None:
+    """Keys of the configuration are checked by the configuration, named as in a file; the
+    three without a key are checked once, by name."""
     with pytest.raises(ConfigError) as info:
-        SyntheticSettings(**{key: value})
+        SyntheticSettings.create(**{key: value})
     message = str(info.value)
-    assert f"synthetic.{key}" in message
+    assert f"{named}: " in message or f"{named} must be" in message, message
     shown = repr(value) if key != "events" or isinstance(value, str) else repr(value[0])
     assert shown in message
+    assert all(k in all_keys() for k in re.findall(r"camera\.[\w.]+", message)), message
+
+
+def test_unknown_key_names_the_nearest_one() -> None:
+    with pytest.raises(ConfigError, match=r"camera\.synthetic\.hieght: unknown key; did you mean "
+                                          r"'camera\.synthetic\.height'"):
+        SyntheticSettings.create(hieght=64)
 
 
 def test_duration_longer_than_spacing_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"event_duration_s \(5\.0\).*event_every_s \(4\.0\)"):
-        SyntheticSettings(event_every_s=4.0, event_duration_s=5.0)
+    with pytest.raises(ConfigError, match=r"camera\.synthetic\.event_duration_s \(5\) must be "
+                                          r"<= camera\.synthetic\.event_every_s \(4\)"):
+        SyntheticSettings.create(event_every_s=4.0, event_duration_s=5.0)
 
 
 def test_settings_are_frozen_and_lists_become_tuples() -> None:
-    settings = SyntheticSettings(events=[[1, 2, 3, 4, 0]])  # type: ignore[arg-type]
+    settings = SyntheticSettings.create(events=[[1, 2, 3, 4, 0]])
     assert settings.events == ((1.0, 2.0, 3.0, 4.0, 0),)
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.height = 3  # type: ignore[misc]
     assert hash(settings) == hash(SyntheticSettings(events=((1.0, 2.0, 3.0, 4.0, 0),)))
+
+
+def test_settings_come_from_the_configuration() -> None:
+    # The plain constructor's defaults are the configuration's.
+    assert SyntheticSettings() == SyntheticSettings.from_config(Config())
+    config = Config().with_overrides({
+        "camera.synthetic.height": 64, "camera.synthetic.width": 96,
+        "camera.synthetic.z_slices": 2, "camera.synthetic.dtype": "float32",
+        "camera.synthetic.seed": 5, "camera.synthetic.event_every_s": 0.0,
+        "camera.exposure_ms": 2.5, "run.verify": True,
+    })
+    settings = SyntheticSettings.from_config(config)
+    assert settings == SyntheticSettings(height=64, width=96, z_slices=2, dtype="float32",
+                                         seed=5, event_every_s=0.0, exposure_s=0.0025,
+                                         verify=True)
+    assert SyntheticSettings.create(height=64, width=96, z_slices=2, dtype="float32", seed=5,
+                                    event_every_s=0.0, exposure_ms=2.5, verify=True) == settings
+    source = make_source(config)
+    assert isinstance(source, SyntheticSource) and source.settings == settings
 
 
 # --------------------------------------------------------------------------- speed (reported)

@@ -396,8 +396,10 @@ class CameraConfig(_Section):
     interval: float = _field(
         1.0, "a number >= 0 (starting interval in seconds; 0 = free-run)", ge=0
     )
-    # 1 hour: longer is not a microscope frame but a unit slip (us or ns given as ms); a
-    # camera's own limits are checked when it opens (Micro-Manager's Exposure limits).
+    # 1 hour: longer is not a microscope frame but a unit slip (us or ns given as ms); 1e12 ms
+    # once hung the synthetic source for minutes, generating random events up to the frame's
+    # time 31 000 years ahead. A camera's own limits are checked when it opens
+    # (Micro-Manager's Exposure limits).
     exposure_ms: float = _field(
         10.0, "a number > 0 and at most 3600000 (milliseconds: 1 hour)", gt=0, le=3_600_000
     )
@@ -681,7 +683,9 @@ class Config(_Section):
         )
         return header + tomli_w.dumps(_drop_none(self.to_dict()))
 
-    def with_overrides(self, overrides: Mapping[str, object]) -> Config:
+    def with_overrides(
+        self, overrides: Mapping[str, object], *, source: str = "overrides"
+    ) -> Config:
         """A validated copy with dotted keys changed (how command-line flags apply).
 
         Parameters
@@ -689,6 +693,9 @@ class Config(_Section):
         overrides
             ``{"analysis.workers": 2, "camera.source": "replay:run.tif"}``. Relative paths are
             relative to the current folder. A value of ``None`` unsets an optional key.
+        source
+            Where the changes come from, for the error header (``invalid configuration
+            (<source>): ...``).
 
         Returns
         -------
@@ -709,8 +716,8 @@ class Config(_Section):
                     for key, value in overrides.items() if not _utf8(value)]
         problems += _apply_dotted(data, overrides)
         if problems:
-            raise ConfigError(_header("overrides", len(problems)) + "\n".join(problems))
-        return _validate(Config, data, source="overrides", base_dir=None)
+            raise ConfigError(_header(source, len(problems)) + "\n".join(problems))
+        return _validate(Config, data, source=source, base_dir=None)
 
 
 def _utf8(value: object) -> bool:

@@ -27,19 +27,7 @@ def make_source(config: Config) -> Source:
     if spec.kind is SourceKind.SYNTHETIC:
         from .synthetic import SyntheticSettings, SyntheticSource
 
-        syn = config.camera.synthetic
-        settings = SyntheticSettings(
-            height=syn.height,
-            width=syn.width,
-            z_slices=syn.z_slices,
-            dtype=syn.dtype,
-            seed=syn.seed,
-            event_every_s=syn.event_every_s,
-            event_duration_s=syn.event_duration_s,
-            exposure_s=config.camera.exposure_ms / 1000.0,
-            verify=syn.verify or config.run.verify,
-        )
-        return SyntheticSource(settings)
+        return SyntheticSource(SyntheticSettings.from_config(config))
     if spec.kind in (SourceKind.MM_DEMO, SourceKind.MMCONFIG):
         from .micromanager import make_micromanager_source
 

@@ -23,7 +23,8 @@ prints the figure measured on the machine running it).
 
 Lifecycle (the :class:`~rt_eda.sources.Source` protocol; one thread drives it)::
 
-    source = SyntheticSource(SyntheticSettings())   # cheap; picklable until open()
+    settings = SyntheticSettings.from_config(config)  # or SyntheticSettings.create(height=256)
+    source = SyntheticSource(settings)               # cheap; picklable until open()
     spec = source.open()                             # renders the base images (~0.1-0.5 s)
     source.start(1.0)
     t = source.next_timepoint(stop)                  # sleeps until the scheduled time
@@ -32,7 +33,8 @@ Lifecycle (the :class:`~rt_eda.sources.Source` protocol; one thread drives it)::
         t_exp = source.read_frame(c, z, slot[c, z])
     source.stop(); source.close()
 
-Where each part lives: :mod:`rt_eda.sources._synthetic_settings` (the settings),
+Where each part lives: :mod:`rt_eda.sources._synthetic_settings` (the settings, derived from
+the validated ``[camera.synthetic]`` section),
 :mod:`rt_eda.sources._synthetic_scene` (filaments, images, the event schedule),
 :mod:`rt_eda.sources._synthetic_kernels` (the numba loops); this module holds the source: its
 clock, its counters, the ground truth it answers.
@@ -66,10 +68,9 @@ from ._synthetic_scene import (
     open_peak_bytes,
     splitmix64,
 )
-from ._synthetic_settings import CHANNELS, MAX_EXPOSURE_S, SyntheticSettings
+from ._synthetic_settings import CHANNELS, SyntheticSettings
 
-__all__ = ["MAX_EXPOSURE_S", "SyntheticEvent", "SyntheticSettings", "SyntheticSource",
-           "open_peak_bytes"]
+__all__ = ["SyntheticEvent", "SyntheticSettings", "SyntheticSource", "open_peak_bytes"]
 
 log = logging.getLogger(__name__)
 

@@ -159,8 +159,8 @@ def build_demo_model(cfg: TrainConfig | None = None) -> keras.Model:
 def _source(seed: int, size: int, event_every_s: float) -> SyntheticSource:
     from rt_eda.sources.synthetic import SyntheticSettings, SyntheticSource
 
-    return SyntheticSource(
-        SyntheticSettings(height=size, width=size, seed=seed, event_every_s=event_every_s)
+    return SyntheticSource(  # create: --image-size is checked as camera.synthetic.height
+        SyntheticSettings.create(height=size, width=size, seed=seed, event_every_s=event_every_s)
     )
 
 
