@@ -2,9 +2,18 @@
 
 The worker process loop that drives them is :mod:`rt_eda.roles.worker`.
 
+What a worker of your own needs is importable from here (``docs/workers.md``): the bases
+:class:`Worker` and :class:`KerasWorker`, :class:`WorkerSettings`, the shapes
+(:class:`StackSpec`, :class:`ModelInfo`), the layout and image helpers
+(:func:`to_model_layout`, :func:`network_image`) and the errors that refuse a run before it
+starts (:class:`ConfigError`, :class:`ModelError`).
+
 The only package of rt-eda that imports TensorFlow/Keras, and only when a Keras worker is
 set up: importing :mod:`rt_eda.workers` itself stays light.
 """
+
+from rt_eda.core.errors import ConfigError, ModelError
+from rt_eda.shm import StackSpec
 
 from ._base import (
     Analysis,
@@ -32,12 +41,15 @@ from ._models import (
 __all__ = [
     "INFERENCE_MODES",
     "Analysis",
+    "ConfigError",
     "DemoModelWorker",
     "ImageWorker",
     "KerasRescaleWorker",
     "KerasTilingWorker",
     "KerasWorker",
+    "ModelError",
     "ModelInfo",
+    "StackSpec",
     "Worker",
     "WorkerSettings",
     "check_fit",
