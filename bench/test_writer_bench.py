@@ -44,9 +44,10 @@ from rt_eda.core.config import load_config
 from rt_eda.core.messages import RoleEventKind
 from rt_eda.core.process import RoleChannels
 from rt_eda.core.queues import MessageQueue
+from rt_eda.core.runfolder import open_run
 from rt_eda.roles import writer
 from rt_eda.shm import StackRing, StackSpec
-from rt_eda.storage.recording import Recording, open_run, prepare_save_dir
+from rt_eda.storage.recording import Recording, prepare_save_dir
 
 CTX = mp.get_context("spawn")
 SPEC = StackSpec(2, 1, 512, 512, "uint16")

@@ -267,7 +267,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from rt_eda.core.errors import WriterError
-    from rt_eda.storage.recording import describe
+    from rt_eda.storage.inspect import describe
 
     try:
         print(describe(args.dir))

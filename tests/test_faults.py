@@ -23,8 +23,8 @@ from engine_helpers import (
 )
 
 from rt_eda.core.errors import RingError
+from rt_eda.core.runfolder import open_run
 from rt_eda.shm import StackRing, list_blocks
-from rt_eda.storage.recording import open_run
 
 SMALL = ["--set", "camera.synthetic.height=64", "--set", "camera.synthetic.width=64",
          "--no-viewer"]

@@ -10,17 +10,11 @@ import pytest
 
 from rt_eda.core.config import load_config
 from rt_eda.core.errors import ConfigError, WriterError
-from rt_eda.storage import recording as rec_mod
-from rt_eda.storage.recording import (
-    FRAME_COLUMNS,
-    Recording,
-    describe,
-    open_run,
-    prepare_save_dir,
-    read_table,
-    write_summary,
-)
-from rt_eda.storage.report import REPORT_JSON, write_report
+from rt_eda.core.runfolder import FRAME_COLUMNS, REPORT_JSON, open_run, read_table
+from rt_eda.storage import zarr_store
+from rt_eda.storage.inspect import describe
+from rt_eda.storage.recording import Recording, prepare_save_dir, write_summary
+from rt_eda.storage.report import write_report
 
 SHAPE = (2, 3, 16, 20)
 
@@ -125,7 +119,7 @@ def test_tiff_has_ome_xml_with_plane_times(tmp_path: Path) -> None:
 
 def test_big_stacks_get_one_chunk_per_frame(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rec_mod, "STACK_CHUNK_MAX_BYTES", 100)
+    monkeypatch.setattr(zarr_store, "STACK_CHUNK_MAX_BYTES", 100)
     run_dir = prepare_save_dir(tmp_path / "run")
     fill(run_dir, "zarr", 3, network=False)
     chunks = sorted(p.name for p in (run_dir / "images.ome.zarr" / "0").glob("c.*"))

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from engine_helpers import assert_clean, assert_counts_add_up, rt_eda, summary
 
+from rt_eda.core.runfolder import open_run
 from rt_eda.shm import list_blocks
 from rt_eda.sources.synthetic import SyntheticSettings, SyntheticSource
-from rt_eda.storage.recording import open_run
 
 SMALL = ["--set", "camera.synthetic.height=128", "--set", "camera.synthetic.width=128",
          "--no-viewer", "--worker", "ImageWorker"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from engine_helpers import assert_clean, assert_counts_add_up, role_processes, rt_eda, summary
 
+from rt_eda.core.runfolder import open_run
 from rt_eda.shm import list_blocks
-from rt_eda.storage.recording import open_run
 
 SMALL = ["--no-viewer", "--set", "camera.synthetic.height=64", "--set",
          "camera.synthetic.width=64"]

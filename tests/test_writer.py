@@ -27,9 +27,10 @@ from rt_eda.core.config import Config, load_config
 from rt_eda.core.errors import RingOverrunError
 from rt_eda.core.messages import RoleEvent, RoleEventKind
 from rt_eda.core.process import RoleChannels
+from rt_eda.core.runfolder import open_run
 from rt_eda.roles import writer
 from rt_eda.shm import StackRing, StackSpec
-from rt_eda.storage.recording import open_run, prepare_save_dir
+from rt_eda.storage.recording import prepare_save_dir
 
 CTX = mp.get_context("spawn")
 

@@ -1,6 +1,6 @@
 """A one-page report of a saved run: decisions against thresholds, intervals, latency.
 
-:func:`write_report` reads a run folder (:mod:`rt_eda.storage.recording`) and writes
+:func:`write_report` reads a run folder (:mod:`rt_eda.core.runfolder`) and writes
 
 - ``report.png``: top, the decision parameter of every analysed stack over time (seconds
   since the first exposure) with the lower/upper thresholds of ``config.toml``, the interval
@@ -22,15 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from rt_eda.storage.recording import open_run
+from rt_eda.core.files import write_atomic
+from rt_eda.core.runfolder import REPORT_JSON, REPORT_PNG, open_run
 
 __all__ = ["REPORT_JSON", "REPORT_PNG", "write_report"]
 
 log = logging.getLogger(__name__)
-
-REPORT_PNG = "report.png"
-REPORT_JSON = "report.json"
-
 
 def _intervals_in_force(t: np.ndarray, interval: np.ndarray) -> list[tuple[float, float, float]]:
     """(start, end, interval) runs of a constant interval over the stacks' times."""
@@ -173,6 +170,6 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
         "events": [{"start_s": float(s), "duration_s": float(d)} for s, d in (events or ())],
         "publish_to_decision_ms": {"values": latency_ms.tolist(), **pct},
     }
-    (out_dir / REPORT_JSON).write_text(json.dumps(data, indent=1) + "\n")
+    write_atomic(out_dir / REPORT_JSON, json.dumps(data, indent=1) + "\n")
     log.info("report written: %s", png)
     return png
