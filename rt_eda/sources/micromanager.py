@@ -80,19 +80,19 @@ Lifecycle (the :class:`~rt_eda.sources.Source` protocol; one thread drives it)::
     for c, z in source.frame_order():
         t_exp = source.read_frame(c, z, slot[c, z])
     source.stop(); source.close()
+
+Where each part lives: :mod:`rt_eda.sources._mm_settings` (the settings and the mode they
+choose), :mod:`rt_eda.sources._mm_device` (loading and checking the configuration, presets and
+positions), :mod:`rt_eda.sources._mm_sequence` (sequence acquisition: popping, numbering,
+timestamps, decimation); this module holds the source: its modes, its snaps, its statistics.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -101,6 +101,16 @@ from rt_eda.core.stats import RecentWindow
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
+from ._mm_device import (
+    DEMO_CONFIG_NAME,
+    Positioner,
+    call,
+    configure,
+    demo_adapter_path,
+    load_core,
+)
+from ._mm_sequence import Counters, Sequence
+from ._mm_settings import AcquisitionMode, MicroManagerSettings
 from ._pacing import checked_interval, skip_missed, wait_until
 from ._protocol import StopFlag
 
@@ -120,145 +130,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG_NAME: Final = "MMConfig_demo.cfg"
-"""The DemoCamera configuration shipped in the mm-test-adapters package's adapter folder."""
-
-_TAG_TIME: Final = "TimeReceivedByCore"
-_TAG_NUMBER: Final = "ImageNumber"
-_SEQ_POLL_S: Final = 0.0002  # sleep while waiting for the next frame of a sequence
-_SEQ_DRAIN_S: Final = 0.001  # longest sleep while frames come that are too early to keep
-_ERRORS_KEPT: Final = 100_000  # interval errors kept for the percentiles (the newest)
-_DTYPES: Final = {1: "uint8", 2: "uint16", 4: "uint32"}
-
-
-class AcquisitionMode(StrEnum):
-    """How the frames of a timepoint are acquired (see the module docstring)."""
-
-    SEQUENCE = "sequence"
-    SNAP = "snap"
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _bad(key: str, value: object, allowed: str) -> NoReturn:
-    raise ConfigError(f"micromanager.{key} must be {allowed}, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class MicroManagerSettings:
-    """Settings of :class:`MicroManagerSource` (primitives only: it pickles to any process).
-
-    Attributes
-    ----------
-    config_path
-        A Micro-Manager hardware configuration (``.cfg``), or None for the DemoCamera
-        configuration (:data:`DEMO_CONFIG_NAME` from the mm-test-adapters package).
-    exposure_ms
-        Camera exposure in milliseconds (> 0); set at :meth:`MicroManagerSource.open`.
-    channel_group, channels
-        The configuration group holding the channel presets and the presets of one stack, in
-        acquisition order. No channels: the stack has one channel and no preset is applied.
-    z_positions
-        Absolute positions (micrometres) of the focus device, in acquisition order; none:
-        one z-slice at wherever the stage is.
-    buffer_mb
-        Micro-Manager's circular-buffer size in MB (``setCircularBufferMemoryFootprint``);
-        None keeps Micro-Manager's default.
-    sequence_below_s
-        Single-frame stacks use sequence acquisition for intervals below this (seconds), or
-        below twice the exposure; 0 means only below twice the exposure (and free-run).
-    properties
-        ``(device, property, value)`` triples set after the configuration is loaded (for
-        example ``("Camera", "FastImage", "1")`` for a faster DemoCamera).
-    adapter_path
-        Folder of the device adapters; None: mm-test-adapters' folder for the demo, else
-        ``pymmcore_plus.find_micromanager()``.
-
-    Raises
-    ------
-    ConfigError
-        On construction, for any value not allowed (the key, the value and what is allowed).
-    """
-
-    config_path: str | None = None
-    exposure_ms: float = 10.0
-    channel_group: str = ""
-    channels: tuple[str, ...] = ()
-    z_positions: tuple[float, ...] = ()
-    buffer_mb: int | None = None
-    sequence_below_s: float = 0.05
-    properties: tuple[tuple[str, str, str], ...] = ()
-    adapter_path: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.config_path is not None and not isinstance(self.config_path, str):
-            _bad("config_path", self.config_path, "a path (str) or None for the demo")
-        if (
-            not _is_number(self.exposure_ms)
-            or not math.isfinite(self.exposure_ms)
-            or self.exposure_ms <= 0
-        ):
-            _bad("exposure_ms", self.exposure_ms, "a finite number > 0 (milliseconds)")
-        object.__setattr__(self, "channels", tuple(self.channels))
-        object.__setattr__(self, "z_positions", tuple(self.z_positions))
-        object.__setattr__(self, "properties", tuple(tuple(p) for p in self.properties))
-        if not all(isinstance(c, str) and c for c in self.channels):
-            _bad("channels", self.channels, "a list of non-empty preset names")
-        if self.channels and not (isinstance(self.channel_group, str) and self.channel_group):
-            _bad("channel_group", self.channel_group, "the group of the channel presets")
-        if not all(_is_number(z) and math.isfinite(z) for z in self.z_positions):
-            _bad("z_positions", self.z_positions, "a list of finite numbers (micrometres)")
-        if self.buffer_mb is not None and (
-            not isinstance(self.buffer_mb, int) or isinstance(self.buffer_mb, bool)
-            or self.buffer_mb < 1
-        ):
-            _bad("buffer_mb", self.buffer_mb, "an integer >= 1 (MB) or None")
-        if (
-            not _is_number(self.sequence_below_s)
-            or not math.isfinite(self.sequence_below_s)
-            or self.sequence_below_s < 0
-        ):
-            _bad("sequence_below_s", self.sequence_below_s, "a finite number >= 0 (seconds)")
-        for prop in self.properties:
-            if len(prop) != 3 or not all(isinstance(p, str) for p in prop):
-                _bad("properties", prop, "(device, property, value) string triples")
-
-    @property
-    def exposure_s(self) -> float:
-        """The exposure in seconds."""
-        return self.exposure_ms / 1000.0
-
-    @property
-    def frames_per_stack(self) -> int:
-        """Channels x z positions (each at least 1)."""
-        return max(1, len(self.channels)) * max(1, len(self.z_positions))
-
-    def mode_for(self, interval_s: float) -> AcquisitionMode:
-        """The acquisition mode used at ``interval_s`` (see the module docstring)."""
-        if self.frames_per_stack == 1 and (
-            interval_s < self.sequence_below_s or interval_s < 2.0 * self.exposure_s
-        ):
-            return AcquisitionMode.SEQUENCE
-        return AcquisitionMode.SNAP
-
-
-def demo_adapter_path() -> str:
-    """The mm-test-adapters folder (DemoCamera and :data:`DEMO_CONFIG_NAME`).
-
-    Raises
-    ------
-    SourceError
-        The mm-test-adapters package is not installed.
-    """
-    try:
-        import mm_test_adapters
-    except ImportError as exc:
-        raise SourceError(
-            f"mm-demo needs the mm-test-adapters package (pip install mm-test-adapters): {exc}"
-        ) from exc
-    return str(mm_test_adapters.device_adapter_path())
+_ERRORS_KEPT = 100_000  # interval errors kept for the percentiles (the newest)
 
 
 def make_micromanager_source(config: Config) -> MicroManagerSource:
@@ -289,25 +161,6 @@ def make_micromanager_source(config: Config) -> MicroManagerSource:
     )
 
 
-@dataclass(slots=True)
-class _Counters:
-    timepoints: int = 0
-    frames: int = 0
-    popped: int = 0
-    skipped: int = 0
-    discarded: int = 0
-    overflows: int = 0
-    lost: int = 0
-    camera_frames_done: int = 0  # frames numbered by the core in sequences already stopped
-    sequence_starts: int = 0
-    mode_switches: int = 0
-    timepoints_late: int = 0
-    timestamp_fallbacks: int = 0
-    freerun_first: float = math.nan
-    freerun_last: float = math.nan
-    freerun_frames: int = 0
-
-
 class MicroManagerSource(SettingsSource[MicroManagerSettings]):
     """A Micro-Manager camera (and its channel presets and z stage) as an rt-eda source.
 
@@ -318,10 +171,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
     def __init__(self, settings: MicroManagerSettings) -> None:
         self._settings = settings
         self._core: CMMCorePlus | None = None
-        self._md: Any = None  # a pymmcore.Metadata, reused for every pop
         self._spec: StackSpec | None = None
-        self._adapter_path = ""
-        self._config_file = ""
         self._running = False
         self._started = False
         self._interval = 0.0
@@ -331,24 +181,12 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._t_first: float | None = None  # its first frame's exposure time
         self._prev_first: float | None = None
         self._prev_interval: float | None = None
-        # sequence state
-        self._seq_interval: float | None = None  # None: no sequence running
-        self._seq_t_start = 0.0
-        self._wall_to_mono = 0.0
-        self._expected_number: int | None = None
-        self._last_number = -1
-        self._prev_pop_t: float | None = None
-        self._period = settings.exposure_s
-        self._exposure_s = settings.exposure_s  # what the camera reports after open()
-        self._held: np.ndarray | None = None
+        self._sequence: Sequence | None = None  # after open()
+        self._held: np.ndarray | None = None  # the current timepoint's sequence frame
         self._held_t = 0.0
-        self._warned_timestamps = False
-        # snap state
-        self._channel_applied: int | None = None
-        self._z_applied: int | None = None
-        self._counters = _Counters()
+        self._positioner = Positioner(settings)
+        self._counters = Counters()
         self._errors_ms = RecentWindow(_ERRORS_KEPT)
-
 
     # ------------------------------------------------------------------ properties
 
@@ -411,35 +249,17 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         """
         if self._core is not None:
             return self.spec
-        s = self._settings
-        try:
-            from pymmcore_plus import CMMCorePlus, find_micromanager
-        except ImportError as exc:
-            raise SourceError(f"micromanager source needs pymmcore-plus: {exc}") from exc
-        import pymmcore_plus
-
-        if s.adapter_path is not None:
-            adapters = s.adapter_path
-        elif s.config_path is None:
-            adapters = demo_adapter_path()
-        else:
-            found = find_micromanager()
-            adapters = found if found is not None else demo_adapter_path()
-        cfg = s.config_path if s.config_path is not None else str(Path(adapters) / DEMO_CONFIG_NAME)
-        if not Path(cfg).is_file():
-            raise ConfigError(f"camera.source: Micro-Manager configuration {cfg} does not exist")
         t = time.perf_counter()
-        core = CMMCorePlus(mm_path=adapters)
+        core, adapters, cfg = load_core(self._settings)
         self._core = core
-        self._adapter_path, self._config_file = adapters, cfg
         try:
-            self._configure(core, cfg)
+            self._spec, exposure_s = configure(core, cfg, self._settings, self._positioner)
+            self._sequence = Sequence(core, self._counters, exposure_s)
         except BaseException:
             self.close()
             raise
-        import pymmcore
+        import pymmcore_plus
 
-        self._md = pymmcore.Metadata()
         log.info(
             "micromanager source open: %s from %s (adapters %s, pymmcore-plus %s): %s %s, "
             "exposure %.4g ms, buffer %d MB, %.2f s to load",
@@ -448,83 +268,6 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             core.getCircularBufferMemoryFootprint(), time.perf_counter() - t,
         )
         return self.spec
-
-    def _configure(self, core: CMMCorePlus, cfg: str) -> None:
-        s = self._settings
-        try:
-            core.loadSystemConfiguration(cfg)
-        except (RuntimeError, OSError) as exc:  # pymmcore-plus re-raises load errors as OSError
-            raise ConfigError(
-                f"camera.source: Micro-Manager could not load {cfg}: {_one_line(exc)}"
-            ) from None
-        for device, prop, value in s.properties:
-            _call(f"setting {device}.{prop} = {value!r}", core.setProperty, device, prop, value)
-        camera = core.getCameraDevice()
-        if not camera:
-            raise ConfigError(
-                f"camera.source: Micro-Manager configuration {cfg} sets no camera device "
-                f"(devices: {list(core.getLoadedDevices())[:12]})"
-            )
-        self._set_exposure(core, camera)
-        if s.buffer_mb is not None:
-            _call(
-                f"setting the circular buffer to {s.buffer_mb} MB",
-                core.setCircularBufferMemoryFootprint, s.buffer_mb,
-            )
-        if core.getNumberOfComponents() != 1:
-            raise SourceError(
-                f"micromanager source: camera {camera} gives {core.getNumberOfComponents()}-"
-                "component (colour) images; rt-eda acquires one grey value per pixel"
-            )
-        if s.channels:
-            groups = list(core.getAvailableConfigGroups())
-            if s.channel_group not in groups:
-                raise ConfigError(
-                    f"camera.channel_group: {s.channel_group!r} is not a group of {cfg} "
-                    f"(groups: {groups})"
-                )
-            presets = list(core.getAvailableConfigs(s.channel_group))
-            missing = [c for c in s.channels if c not in presets]
-            if missing:
-                raise ConfigError(
-                    f"camera.channels: {missing} not in group {s.channel_group!r} of {cfg} "
-                    f"(presets: {presets})"
-                )
-        if s.z_positions and not core.getFocusDevice():
-            raise ConfigError(
-                f"camera.z_positions: {list(s.z_positions)} given, but {cfg} sets no focus device"
-            )
-        if s.frames_per_stack == 1:  # the one preset / position, once, for sequences too
-            self._apply(core, 0, 0)
-        nbytes = core.getBytesPerPixel()
-        if nbytes not in _DTYPES:
-            raise SourceError(
-                f"micromanager source: camera {camera} has {nbytes} bytes per pixel "
-                f"(bit depth {core.getImageBitDepth()}); supported: {sorted(_DTYPES)}"
-            )
-        self._spec = StackSpec(
-            max(1, len(s.channels)), max(1, len(s.z_positions)),
-            core.getImageHeight(), core.getImageWidth(), _DTYPES[nbytes],
-        )
-
-    def _set_exposure(self, core: CMMCorePlus, camera: str) -> None:
-        """Set the exposure after checking it against the camera's own limits."""
-        asked = self._settings.exposure_ms
-        if core.hasProperty(camera, "Exposure") and core.hasPropertyLimits(camera, "Exposure"):
-            low = core.getPropertyLowerLimit(camera, "Exposure")
-            high = core.getPropertyUpperLimit(camera, "Exposure")
-            if not low <= asked <= high:
-                raise ConfigError(
-                    f"camera.exposure_ms: {asked:g} ms is outside what camera {camera!r} "
-                    f"({core.getDeviceLibrary(camera)} {core.getDeviceName(camera)}) allows: "
-                    f"{low:g} to {high:g} ms (the limits of its Exposure property)"
-                )
-        _call(f"setting exposure {asked:g} ms on {camera}", core.setExposure, asked)
-        got = float(core.getExposure())
-        if not math.isclose(got, asked, rel_tol=0.01, abs_tol=1e-3):
-            log.warning("micromanager source: camera %s set exposure %.6g ms (asked %.6g ms); "
-                        "using %.6g ms", camera, got, asked, got)
-        self._exposure_s = self._period = got / 1000.0
 
     def start(self, interval_s: float) -> None:
         """Begin acquiring: a sequence starts now if the interval asks for one.
@@ -547,7 +290,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._mode = self._settings.mode_for(self._interval)
         self._interval_changed = False
         if self._mode is AcquisitionMode.SEQUENCE:
-            self._start_sequence(self._interval)
+            self._started_sequence().start(self._interval)
         log.info(
             "micromanager source started: interval %.4g s, %s mode", self._interval, self._mode
         )
@@ -600,13 +343,14 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._t_first = None
         self._held = None
         if self._mode is AcquisitionMode.SEQUENCE:
-            due = self._next_sequence_frame(stop)
-        else:
-            due = self._next_snap_time(stop)
-        if due is None:
+            got = self._started_sequence().next_frame(stop, self._t_current, self._interval)
+            if got is None:
+                return None
+            self._held, self._held_t, self._t_current = got
+        elif self._next_snap_time(stop) is None:
             return None
         self._counters.timepoints += 1
-        return due
+        return self._t_current
 
     def frame_order(self) -> Iterator[tuple[int, int]]:
         """Channel-major: every z position of channel 0, then of channel 1, ...
@@ -653,10 +397,10 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             self._held = None
         else:
             core = self.core
-            self._apply(core, c, z)
+            self._positioner.apply(core, c, z)
             t_exp = time.monotonic()
-            _call(f"snapping frame (c={c}, z={z})", core.snapImage)
-            image = _call("reading the snapped image", core.getImage, fix=False)
+            call(f"snapping frame (c={c}, z={z})", core.snapImage)
+            image = call("reading the snapped image", core.getImage, fix=False)
         if image.shape != out.shape or image.dtype != out.dtype:
             raise SourceError(
                 f"micromanager source: camera image {image.shape} {image.dtype} does not fit "
@@ -721,7 +465,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         c = self._counters
         errors = self._errors_ms.percentiles()
         span = c.freerun_last - c.freerun_first
-        current = self._last_number + 1 if self._seq_interval is not None else 0
+        current = self._sequence.camera_frames() if self._sequence is not None else 0
         return {
             "timepoints": c.timepoints,
             "frames": c.frames,
@@ -744,25 +488,10 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
 
     # ------------------------------------------------------------------ internals
 
-    def _apply(self, core: CMMCorePlus, c: int, z: int) -> None:
-        """Apply channel preset ``c`` and z position ``z`` if not already applied."""
-        s = self._settings
-        if s.channels and self._channel_applied != c:
-            preset = s.channels[c]
-            self._channel_applied = None
-            _call(
-                f"applying preset {s.channel_group!r}/{preset!r} (channel {c})",
-                core.setConfig, s.channel_group, preset,
-            )
-            _call(f"waiting for preset {preset!r}", core.waitForConfig, s.channel_group, preset)
-            self._channel_applied = c
-        if s.z_positions and self._z_applied != z:
-            pos = s.z_positions[z]
-            focus = core.getFocusDevice()
-            self._z_applied = None
-            _call(f"moving {focus} to z = {pos} um (z index {z})", core.setPosition, pos)
-            _call(f"waiting for {focus}", core.waitForDevice, focus)
-            self._z_applied = z
+    def _started_sequence(self) -> Sequence:
+        if self._sequence is None:
+            raise SourceError("micromanager source: not open")
+        return self._sequence
 
     def _switch(self) -> None:
         """Apply an interval change: change mode, or restart the sequence with the interval."""
@@ -772,151 +501,21 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             self._counters.mode_switches += 1
             log.info("micromanager source: %s -> %s mode at interval %.4g s",
                      self._mode, mode, self._interval)
-        if self._seq_interval is not None and (
-            mode is AcquisitionMode.SNAP or self._seq_interval != self._interval
+        sequence = self._started_sequence()
+        if sequence.interval is not None and (
+            mode is AcquisitionMode.SNAP or sequence.interval != self._interval
         ):
             self._stop_sequence()
         self._mode = mode
-        if mode is AcquisitionMode.SEQUENCE and self._seq_interval is None:
-            self._start_sequence(self._interval)
+        if mode is AcquisitionMode.SEQUENCE and sequence.interval is None:
+            sequence.start(self._interval)
         if self._t_current is not None and self._t_current + self._interval < time.monotonic():
             self._t_current = time.monotonic() - self._interval  # next one due now
 
-    def _start_sequence(self, interval: float) -> None:
-        core = self.core
-        self._wall_to_mono = _wall_to_monotonic()
-        self._seq_t_start = time.monotonic()
-        _call(
-            f"starting a sequence acquisition at {interval * 1e3:.4g} ms",
-            core.startContinuousSequenceAcquisition, interval * 1e3,
-        )
-        self._seq_interval = interval
-        self._expected_number = None
-        self._last_number = -1
-        self._prev_pop_t = None
-        self._counters.sequence_starts += 1
-
     def _stop_sequence(self) -> None:
-        core = self._core
-        if self._seq_interval is None or core is None:
-            return
-        _call("stopping the sequence acquisition", core.stopSequenceAcquisition)
-        left = core.getRemainingImageCount()
-        c = self._counters
-        c.discarded += left
-        c.camera_frames_done += self._last_number + 1 + left
-        core.clearCircularBuffer()
-        self._seq_interval = None
+        if self._sequence is not None and self._core is not None:
+            self._sequence.stop()
         self._held = None
-
-    def _pop(self) -> tuple[np.ndarray, float]:
-        """Pop the next frame; account its number; return it and its exposure start."""
-        core = self.core
-        md = self._md
-        image: np.ndarray = _call("popping a frame", core.popNextImageMD, md)
-        now = time.monotonic()
-        c = self._counters
-        c.popped += 1
-        if md.HasTag(_TAG_NUMBER):
-            number = int(md.GetSingleTag(_TAG_NUMBER).GetValue())
-            expected = self._expected_number
-            if expected is not None and number > expected:
-                lost = number - expected
-                c.overflows += 1
-                c.lost += lost
-                log.warning(
-                    "micromanager source: circular buffer overflowed (%d MB): %d frames lost "
-                    "(image %d follows %d)", core.getCircularBufferMemoryFootprint(), lost,
-                    number, expected - 1,
-                )
-                self._prev_pop_t = None
-            self._expected_number = number + 1
-            self._last_number = number
-        else:
-            self._last_number += 1
-        t = now
-        if md.HasTag(_TAG_TIME):
-            stamp = md.GetSingleTag(_TAG_TIME).GetValue()
-            try:
-                received = datetime.fromisoformat(stamp).timestamp() + self._wall_to_mono
-            except ValueError:
-                received = math.nan
-            if self._seq_t_start - 0.5 <= received <= now + 0.5:
-                t = received
-            else:
-                self._timestamp_fallback(f"{_TAG_TIME} {stamp!r}")
-        else:
-            self._timestamp_fallback(f"no {_TAG_TIME} tag")
-        t -= self._exposure_s
-        if self._prev_pop_t is not None and t > self._prev_pop_t:
-            self._period += 0.1 * (t - self._prev_pop_t - self._period)
-        self._prev_pop_t = t
-        return image, t
-
-    def _timestamp_fallback(self, why: str) -> None:
-        self._counters.timestamp_fallbacks += 1
-        if not self._warned_timestamps:
-            self._warned_timestamps = True
-            log.warning(
-                "micromanager source: frame timestamp unusable (%s); using the time it was "
-                "popped (counted in mm_timestamp_fallbacks)", why,
-            )
-
-    def _next_sequence_frame(self, stop: StopFlag) -> float | None:
-        core = self.core
-        interval = self._interval
-        target = None if self._t_current is None or interval == 0.0 else (
-            self._t_current + interval
-        )
-        slack = 0.0 if target is None else min(0.5 * self._period, 0.5 * interval)
-        while True:
-            if stop.is_set():
-                return None
-            if core.getRemainingImageCount() == 0:
-                if not core.isSequenceRunning():
-                    self._sequence_died()
-                # Frames are popped as they come, also the early ones that are skipped: a
-                # backlog popped in one burst at the due time delayed the camera's own thread
-                # (p99 interval error 4 ms -> see bench/test_sources_bench.py).
-                wait = _SEQ_POLL_S if target is None else min(
-                    max(target - slack - time.monotonic(), _SEQ_POLL_S), _SEQ_DRAIN_S)
-                time.sleep(wait)
-                continue
-            image, t = self._pop()
-            if target is None or t >= target - slack:
-                break
-            self._counters.skipped += 1
-        self._held, self._held_t = image, t
-        if target is None:
-            self._t_current = t
-            c = self._counters
-            if interval == 0.0:
-                if c.freerun_frames == 0:
-                    c.freerun_first = t
-                c.freerun_frames += 1
-                c.freerun_last = t
-        elif t - target >= 0.5 * interval:
-            self._counters.timepoints_late += 1
-            self._t_current = t
-        else:
-            self._t_current = target
-        return self._t_current
-
-    def _sequence_died(self) -> NoReturn:
-        core = self.core
-        overflowed = core.isBufferOverflowed()
-        self._seq_interval = None
-        if overflowed:
-            self._counters.overflows += 1
-            raise SourceError(
-                f"micromanager source: camera {core.getCameraDevice()} stopped its sequence "
-                f"acquisition: the circular buffer ({core.getCircularBufferMemoryFootprint()} "
-                f"MB, {core.getBufferTotalCapacity()} frames) overflowed"
-            )
-        raise SourceError(
-            f"micromanager source: camera {core.getCameraDevice()} stopped its sequence "
-            f"acquisition by itself after image {self._last_number}"
-        )
 
     def _next_snap_time(self, stop: StopFlag) -> float | None:
         interval = self._interval
@@ -941,29 +540,3 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         ):
             self._errors_ms.add(abs((t_first - self._prev_first) - interval) * 1e3)
         self._prev_first, self._prev_interval = t_first, interval
-
-
-def _one_line(exc: BaseException) -> str:
-    """Micro-Manager's message on one line (it spans several: the line of the .cfg, then
-    what went wrong, nested in brackets)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args)``; a Micro-Manager failure becomes SourceError keeping its message."""
-    try:
-        return fn(*args, **kwargs)
-    except RuntimeError as exc:
-        raise SourceError(f"Micro-Manager: {what} failed: {_one_line(exc)}") from exc
-
-
-def _wall_to_monotonic() -> float:
-    """``time.monotonic() - time.time()``, from the tightest of a few paired readings."""
-    best_gap, offset = math.inf, 0.0
-    for _ in range(5):
-        m0 = time.monotonic()
-        w = time.time()
-        m1 = time.monotonic()
-        if m1 - m0 < best_gap:
-            best_gap, offset = m1 - m0, (m0 + m1) / 2 - w
-    return offset
