@@ -129,11 +129,12 @@ class ChunkedArray:
             self._set_shape(self.length)
 
 
-def create_image_store(path: Path, stack_shape: tuple[int, int, int, int],
+def create_image_store(path: Path, stack_shape: tuple[int, ...],
                        dtype: np.dtype[Any]) -> ChunkedArray:
     """Create ``images.ome.zarr`` at ``path`` (an OME-Zarr 0.5 group holding array ``0`` of
     axes t, c, z, y, x; one chunk per stack, or per frame for stacks over
-    :data:`STACK_CHUNK_MAX_BYTES`) and return its array, empty.
+    :data:`STACK_CHUNK_MAX_BYTES`) for stacks of ``stack_shape`` (C, Z, Y, X) and return its
+    array, empty.
 
     Raises OSError (``FileExistsError``: the store is there already).
     """
