@@ -10,11 +10,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
-from rt_eda.core.config import Config
+from rt_eda.core.config import Config, all_keys
 from rt_eda.core.errors import ConfigError, SourceError
 from rt_eda.sources.micromanager import (
     AcquisitionMode,
@@ -39,8 +40,8 @@ def sources() -> Iterator[list[MicroManagerSource]]:
         source.close()
 
 
-def _open(made: list[MicroManagerSource], **kwargs: object) -> MicroManagerSource:
-    source = MicroManagerSource(MicroManagerSettings(**kwargs))  # type: ignore[arg-type]
+def _open(made: list[MicroManagerSource], **kwargs: Any) -> MicroManagerSource:
+    source = MicroManagerSource(MicroManagerSettings.create(**kwargs))
     made.append(source)
     source.open()
     return source
@@ -189,12 +190,56 @@ def test_configuration_errors(sources: list[MicroManagerSource]) -> None:
         _open(sources, channel_group="Colour", channels=("FITC",))
     with pytest.raises(SourceError, match=r"setting Camera.Binning = '3'.*Binning"):
         _open(sources, properties=(("Camera", "Binning", "3"),))
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match=r"camera\.source: .*/nonexistent/scope.cfg does not "
+                                          r"exist; expected a Micro-Manager configuration"):
         _open(sources, config_path="/nonexistent/scope.cfg")
-    with pytest.raises(ConfigError, match=r"micromanager\.exposure_ms"):
-        MicroManagerSettings(exposure_ms=0)
-    with pytest.raises(ConfigError, match=r"micromanager\.channel_group"):
-        MicroManagerSettings(channels=("FITC",))
+    # A configuration that is not there any more when the source opens (the engine's case:
+    # the configuration was checked at load).
+    gone = MicroManagerSettings(config_path="/nonexistent/scope.cfg")
+    with pytest.raises(ConfigError, match=r"camera\.source: Micro-Manager configuration "
+                                          r"/nonexistent/scope\.cfg does not exist"):
+        sources.append(MicroManagerSource(gone))
+        sources[-1].open()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"exposure_ms": 0}, r"camera\.exposure_ms: 0 \(int\) is not allowed; expected a number "
+                             r"> 0"),
+        ({"exposure_ms": "fast"}, r"camera\.exposure_ms: 'fast' \(str\) is not allowed"),
+        ({"channels": ("FITC",)}, r"camera\.channel_group is empty but camera\.channels is "
+                                  r"\['FITC'\]"),
+        ({"channels": "FITC"}, r"camera\.channels: 'FITC' \(str\) is not allowed"),
+        ({"z_positions": (0.0, float("nan"))}, r"camera\.z_positions"),
+        ({"buffer_mb": 0}, r"Micro-Manager source settings: buffer_mb must be an integer >= 1 "
+                           r"\(MB\) or None, got 0"),
+        ({"sequence_below_s": -1.0}, r"sequence_below_s must be a finite number >= 0"),
+        ({"properties": (("Camera", "Binning"),)}, r"properties must be \(device, property, "
+                                                   r"value\) string triples, got \('Camera', "
+                                                   r"'Binning'\)"),
+        ({"adapter_path": ""}, r"adapter_path must be a folder path"),
+    ],
+)
+def test_settings_refused_name_the_key(kwargs: dict[str, Any], message: str) -> None:
+    """Keys of the configuration are checked by the configuration, named as in a file; the
+    four without a key are checked once, by name. Nothing is opened."""
+    with pytest.raises(ConfigError, match=message) as info:
+        MicroManagerSettings.create(**kwargs)
+    assert all(k in all_keys() for k in re.findall(r"camera\.[\w.]+", str(info.value)))
+
+
+def test_settings_come_from_the_configuration() -> None:
+    # The plain constructor's defaults are the configuration's.
+    demo = Config().with_overrides({"camera.source": "mm-demo"})
+    assert MicroManagerSettings() == MicroManagerSettings.from_config(demo)
+    settings = MicroManagerSettings.create(exposure_ms=3, channel_group="Channel",
+                                           channels=["DAPI"], z_positions=[1, 2.5],
+                                           properties=[["Camera", "FastImage", "1"]])
+    assert settings == MicroManagerSettings(
+        exposure_ms=3.0, channel_group="Channel", channels=("DAPI",), z_positions=(1.0, 2.5),
+        properties=(("Camera", "FastImage", "1"),))
+    assert isinstance(settings.z_positions[0], float)
 
 
 def test_mmconfig_file_and_factory(tmp_path: object, sources: list[MicroManagerSource]) -> None:
@@ -281,7 +326,12 @@ def test_configuration_that_does_not_load_is_a_config_error_on_one_line(
 
 
 def test_exposure_outside_the_cameras_limits(sources: list[MicroManagerSource]) -> None:
-    for exposure in (1e12, 10_000.5):
+    # Beyond what any configuration allows: refused before anything is opened.
+    with pytest.raises(ConfigError, match=r"camera\.exposure_ms: 1000000000000\.0 \(float\) is "
+                                          r"not allowed; expected a number > 0 and at most"):
+        _open(sources, exposure_ms=1e12)
+    # Within the configuration's limit but beyond the camera's: refused when it opens.
+    for exposure in (3_600_000.0, 10_000.5):
         asked = re.escape(f"{exposure:g}")
         with pytest.raises(ConfigError, match=(
                 rf"camera\.exposure_ms: {asked} ms is outside what camera 'Camera' "

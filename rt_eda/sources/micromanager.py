@@ -73,7 +73,8 @@ so a run with a long exposure ends within about one exposure of the stop.
 
 Lifecycle (the :class:`~rt_eda.sources.Source` protocol; one thread drives it)::
 
-    source = MicroManagerSource(MicroManagerSettings(exposure_ms=5))  # picklable until open()
+    settings = MicroManagerSettings.from_config(config)  # or .create(exposure_ms=5)
+    source = MicroManagerSource(settings)    # picklable until open()
     spec = source.open()                     # loads the configuration, sets exposure etc.
     source.start(0.0)                        # free-run: sequence acquisition
     t = source.next_timepoint(stop)
@@ -96,7 +97,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rt_eda.core.errors import ConfigError, SourceError
+from rt_eda.core.errors import SourceError
 from rt_eda.core.stats import RecentWindow
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
@@ -134,31 +135,15 @@ _ERRORS_KEPT = 100_000  # interval errors kept for the percentiles (the newest)
 
 
 def make_micromanager_source(config: Config) -> MicroManagerSource:
-    """The source for ``camera.source = "mm-demo"`` or ``"mmconfig:PATH"`` (not opened).
+    """The source for ``camera.source = "mm-demo"`` or ``"mmconfig:PATH"`` (not opened),
+    with :meth:`MicroManagerSettings.from_config` (nothing checked again).
 
     Raises
     ------
     ConfigError
-        ``camera.source`` is not a Micro-Manager source, or a camera value is not allowed.
+        ``camera.source`` is not a Micro-Manager source.
     """
-    from rt_eda.core.config import SourceKind
-
-    spec = config.camera.source_spec
-    if spec.kind not in (SourceKind.MM_DEMO, SourceKind.MMCONFIG):
-        raise ConfigError(
-            f"camera.source: {config.camera.source!r} is not a Micro-Manager source "
-            "(expected 'mm-demo' or 'mmconfig:PATH')"
-        )
-    cam = config.camera
-    return MicroManagerSource(
-        MicroManagerSettings(
-            config_path=None if spec.path is None else str(spec.path),
-            exposure_ms=float(cam.exposure_ms),
-            channel_group=cam.channel_group,
-            channels=tuple(cam.channels),
-            z_positions=tuple(float(z) for z in cam.z_positions),
-        )
-    )
+    return MicroManagerSource(MicroManagerSettings.from_config(config))
 
 
 class MicroManagerSource(SettingsSource[MicroManagerSettings]):
