@@ -332,8 +332,14 @@ def test_bad_paths_and_csv(tmp_path: Path) -> None:
     tifffile.imwrite(plain, np.zeros((2, 1, 1, 8, 8), np.uint8))
     with pytest.raises(ConfigError, match="has no recorded timing"):
         ReplaySource(ReplaySettings(str(plain), timing="recorded")).open()
-    with pytest.raises(ConfigError, match=r"replay\.timing"):
-        ReplaySettings(str(plain), timing="fast")
+    with pytest.raises(ConfigError, match=r"replay source settings: timing must be one of "
+                                          r"\['auto', 'recorded', 'commanded'\], got 'fast'"):
+        ReplaySettings.create(str(plain), timing="fast")
+    with pytest.raises(ConfigError, match=r"camera\.source: 'replay:.*nope\.tif': .*nope\.tif "
+                                          r"does not exist; expected a recording"):
+        ReplaySettings.create(str(tmp_path / "nope.tif"))
+    with pytest.raises(ConfigError, match=r"camera\.exposure_ms: -1 \(int\) is not allowed"):
+        ReplaySettings.create(str(plain), exposure_ms=-1)
 
 
 def test_misuse_raises_source_error(tmp_path: Path) -> None:
@@ -361,6 +367,8 @@ def test_factory_and_pickle(tmp_path: Path) -> None:
                                       "camera.exposure_ms": 4.0})
     source = make_replay_source(config)
     assert source.settings == ReplaySettings(str(folder), exposure_s=0.004)
+    assert ReplaySettings.create(str(folder), exposure_ms=4.0) == source.settings
+    assert ReplaySettings.from_config(config, timing="recorded").timing == "recorded"
     clone = pickle.loads(pickle.dumps(source))
     assert isinstance(clone, ReplaySource) and clone.settings == source.settings
     try:
@@ -630,3 +638,56 @@ def test_spec_before_open_checks_the_recording_quietly(
         chunk.unlink()
     with pytest.raises(ConfigError, match="nothing to replay"):
         _ = ReplaySource(ReplaySettings(str(folder))).spec
+
+
+# --------------------------------------------------------------------------- the replay clock
+
+
+def test_schedule_recorded_timing_plays_every_timepoint_at_fast_intervals() -> None:
+    from rt_eda.sources._replay_timing import ReplaySchedule
+
+    times = np.array([0.0, 0.1, 0.2, 0.3])
+    schedule = ReplaySchedule(ReplayTiming.RECORDED, times, times.size)
+    schedule.start(100.0)
+    shown = []
+    nxt, now = 0, 100.0
+    while (chosen := schedule.choose(nxt, 0.01, now)) is not None:
+        pos, due, late = chosen
+        assert not late
+        shown.append((pos, round(due - 100.0, 6)))
+        schedule.shown(due)
+        nxt, now = pos + 1, due  # the caller is back exactly when it was due
+    assert shown == [(0, 0.0), (1, 0.1), (2, 0.2), (3, 0.3)]
+
+
+def test_schedule_recorded_timing_skips_forward_at_slow_intervals_and_when_late() -> None:
+    from rt_eda.sources._replay_timing import ReplaySchedule
+
+    times = np.arange(10) * 0.1  # recorded every 100 ms
+    schedule = ReplaySchedule(ReplayTiming.RECORDED, times, times.size)
+    schedule.start(0.0)
+    assert schedule.choose(0, 0.25, 0.0) == (0, 0.0, False)
+    schedule.shown(0.0)
+    # 250 ms later the timepoint recorded nearest 0.25 s is shown (2, on a tie the earlier).
+    assert schedule.choose(1, 0.25, 0.0) == (2, 0.25, False)
+    schedule.shown(0.25)
+    # A caller back 0.4 s after it was due gets the timepoint nearest to now, marked late.
+    assert schedule.choose(3, 0.25, 0.9) == (9, 0.9, True)
+    schedule.shown(0.9)
+    assert schedule.choose(10, 0.25, 0.9) is None  # past the end of the recording
+
+
+def test_schedule_commanded_timing_one_per_interval() -> None:
+    from rt_eda.sources._replay_timing import ReplaySchedule
+
+    schedule = ReplaySchedule(ReplayTiming.COMMANDED, None, 3)
+    schedule.start(5.0)
+    assert schedule.choose(0, 0.5, 5.0) == (0, 5.0, False)
+    schedule.shown(5.0)
+    assert schedule.choose(1, 0.5, 5.1) == (1, 5.5, False)
+    schedule.shown(5.5)
+    assert schedule.choose(2, 0.5, 7.0) == (2, 7.0, True)  # more than an interval late
+    schedule.shown(7.0)
+    assert schedule.choose(3, 0.5, 7.0) is None
+    with pytest.raises(ValueError, match="recorded timing needs the recorded times"):
+        ReplaySchedule(ReplayTiming.RECORDED, None, 3)

@@ -75,16 +75,19 @@ end: :attr:`~ReplaySource.end_reason` says how far it got).
 Exposure times returned by :meth:`~ReplaySource.read_frame` are on the replay clock: the
 timepoint's time plus the frame's recorded offset within its timepoint (``frames.csv`` or OME
 ``DeltaT``), or its index in :meth:`~ReplaySource.frame_order` times ``exposure_s``.
+
+Where each part lives: :mod:`rt_eda.core.imagefiles` and :mod:`rt_eda.core.runfolder` (reading
+the files), :mod:`rt_eda.sources._replay_timing` (recorded times, the replay clock's choice of
+the next timepoint), :mod:`rt_eda.sources._replay_settings` (the settings, derived from the
+validated ``camera.source``); this module holds the source: opening, reading ahead, counting.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +102,8 @@ from rt_eda.sources._settings import SettingsSource
 
 from ._pacing import checked_interval, wait_until
 from ._protocol import StopFlag
+from ._replay_settings import ReplaySettings
+from ._replay_timing import ReplaySchedule, ReplayTiming, recorded_times
 
 if TYPE_CHECKING:
     from rt_eda.core.config import Config
@@ -116,59 +121,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class ReplayTiming(StrEnum):
-    """When replayed timepoints are due (see the module docstring)."""
-
-    AUTO = "auto"
-    RECORDED = "recorded"
-    COMMANDED = "commanded"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplaySettings:
-    """Settings of :class:`ReplaySource` (primitives only: it pickles to any process).
-
-    Attributes
-    ----------
-    path
-        The recording (see the module docstring for the forms accepted).
-    timing
-        ``"auto"`` (recorded timing when the recording has it, else commanded),
-        ``"recorded"`` (an error at open if the recording has none) or ``"commanded"``.
-    exposure_s
-        Offset between consecutive frames of a timepoint when the recording does not give
-        per-frame times (labels time only).
-
-    Raises
-    ------
-    ConfigError
-        On construction, for a value not allowed.
-    """
-
-    path: str
-    timing: str = ReplayTiming.AUTO.value
-    exposure_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.path, str) or not self.path:
-            raise ConfigError(f"replay.path must be a path, got {self.path!r}")
-        allowed = [t.value for t in ReplayTiming]
-        if self.timing not in allowed:
-            raise ConfigError(f"replay.timing must be one of {allowed}, got {self.timing!r}")
-        if (
-            not isinstance(self.exposure_s, int | float)
-            or isinstance(self.exposure_s, bool)
-            or not math.isfinite(self.exposure_s)
-            or self.exposure_s < 0
-        ):
-            raise ConfigError(
-                f"replay.exposure_s must be a finite number >= 0 (seconds), got "
-                f"{self.exposure_s!r}"
-            )
-
-
 def make_replay_source(config: Config) -> ReplaySource:
-    """The source for ``camera.source = "replay:PATH"`` (not opened).
+    """The source for ``camera.source = "replay:PATH"`` (not opened), with
+    :meth:`ReplaySettings.from_config` (nothing checked again).
 
     The recording decides the stack shape; ``camera.exposure_ms`` spaces the frames of a
     timepoint when the recording has no per-frame times.
@@ -178,43 +133,7 @@ def make_replay_source(config: Config) -> ReplaySource:
     ConfigError
         ``camera.source`` is not a replay.
     """
-    from rt_eda.core.config import SourceKind
-
-    spec = config.camera.source_spec
-    if spec.kind is not SourceKind.REPLAY or spec.path is None:
-        raise ConfigError(
-            f"camera.source: {config.camera.source!r} is not a replay (expected 'replay:PATH')"
-        )
-    return ReplaySource(
-        ReplaySettings(path=str(spec.path), exposure_s=config.camera.exposure_ms / 1000.0)
-    )
-
-
-# --------------------------------------------------------------------------- timing
-
-
-def _starts_and_offsets(frame_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, C, Z) frame times (NaN = unknown) -> timepoint starts (NaN = unknown) and each
-    frame's offset from its timepoint's start (0 where unknown)."""
-    known = ~np.isnan(frame_t).all(axis=(1, 2))
-    starts = np.full(frame_t.shape[0], np.nan)
-    starts[known] = np.nanmin(frame_t[known], axis=(1, 2))
-    offsets = np.nan_to_num(frame_t - starts[:, None, None], nan=0.0)
-    return starts, offsets
-
-
-def _estimate(starts: np.ndarray, playable: np.ndarray) -> tuple[np.ndarray, float]:
-    """Fill unknown starts of playable timepoints (see the module docstring); the spacing
-    used beyond the recorded ones. Needs at least two known starts among the playable."""
-    idx = np.arange(starts.size)
-    known = playable & np.isfinite(starts)
-    k_idx, k_t = idx[known], starts[known]
-    spacing = float(np.median(np.diff(k_t) / np.diff(k_idx)))
-    out = np.interp(idx, k_idx, k_t)
-    out[idx < k_idx[0]] = k_t[0] - (k_idx[0] - idx[idx < k_idx[0]]) * spacing
-    out[idx > k_idx[-1]] = k_t[-1] + (idx[idx > k_idx[-1]] - k_idx[-1]) * spacing
-    out[known] = k_t
-    return out, spacing
+    return ReplaySource(ReplaySettings.from_config(config))
 
 
 # --------------------------------------------------------------------------- the source
@@ -249,18 +168,14 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         self._times: np.ndarray | None = None  # per recorded timepoint (NaN: not playable)
         self._offsets: np.ndarray | None = None
         self._order = np.zeros(0, np.int64)  # the playable recorded timepoints, in order
-        self._ptimes: np.ndarray | None = None  # their times (recorded timing)
+        self._schedule: ReplaySchedule | None = None  # after open()
         self._stack: np.ndarray | None = None  # the current timepoint, read ahead
-        self._csv: Path | None = None
         self._started = False
         self._running = False
         self._exhausted = False
-        self._first = True
         self._interval = 0.0
-        self._t0 = 0.0
         self._pos = -1  # position in _order of the timepoint being shown
         self._index = -1  # the recorded timepoint being shown
-        self._due = 0.0
         self._read_failures_warned = False
         self._counters = _Counters()
 
@@ -394,7 +309,9 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             else:
                 warn("replay: %s is unusable (%s): no recorded times from it",
                             csv_path, found.unusable)
-        times, offsets = self._timepoint_times(reader, frame_t, playable, warn)
+        recorded = recorded_times(reader.description, frame_t, reader.step_s, playable, warn)
+        times = None if recorded is None else recorded.times
+        c.untimed = 0 if recorded is None else recorded.untimed
         timing = ReplayTiming(self._settings.timing)
         if timing is ReplayTiming.AUTO:
             timing = ReplayTiming.RECORDED if times is not None else ReplayTiming.COMMANDED
@@ -407,55 +324,18 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         _, n_c, n_z, h, w = reader.shape
         spec = StackSpec(n_c, n_z, h, w, reader.dtype.name)
         self._order = np.flatnonzero(playable)
-        self._ptimes = None if times is None else times[self._order]
+        self._schedule = ReplaySchedule(
+            timing, None if times is None else times[self._order], self._order.size)
         self._stack = np.empty(spec.shape, spec.np_dtype)
         self._reader, self._spec, self._timing = reader, spec, timing
-        self._times, self._offsets, self._csv = times, offsets, csv_path
+        self._times = times
+        self._offsets = None if recorded is None else recorded.offsets
         (log.debug if warn is log.debug else log.info)(
             "replay source open: %s, %d timepoints (%d replayable), %s timing%s%s",
             reader.description, n_t, self._order.size, timing.value,
             f" from {csv_path}" if csv_path is not None and frame_t is not None else "",
             f" ({np.nanmax(times):.4g} s recorded)" if times is not None else "",
         )
-
-    def _timepoint_times(
-        self, reader: Reader, frame_t: np.ndarray | None, playable: np.ndarray, warn: Any
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Times of the timepoints (estimated where not recorded) and per-frame offsets."""
-        n_t = reader.shape[0]
-        offsets = None
-        if frame_t is not None:
-            starts, offsets = _starts_and_offsets(frame_t)
-        elif reader.step_s is not None and math.isfinite(reader.step_s):
-            starts = np.arange(n_t) * reader.step_s
-        else:
-            return None, None
-        known = playable & np.isfinite(starts)
-        k_t = starts[known]
-        if k_t.size and np.any(np.diff(k_t) < 0):
-            at = int(np.flatnonzero(np.diff(k_t) < 0)[0])
-            raise ConfigError(
-                f"replay: recorded times of {reader.description} go backwards (timepoint "
-                f"{int(np.flatnonzero(known)[at + 1])} at {k_t[at + 1]:.6g} s after "
-                f"{k_t[at]:.6g} s)"
-            )
-        n_play = int(playable.sum())
-        if k_t.size == n_play:
-            times = np.where(playable, starts, np.nan)
-        elif k_t.size >= 2:
-            estimated, spacing = _estimate(starts, playable)
-            untimed = np.flatnonzero(playable & ~known)
-            self._counters.untimed = untimed.size
-            warn("replay: %d of %d replayable timepoints have no recorded time "
-                        "(timepoints %s): replayed at times estimated from their neighbours "
-                        "(recorded spacing %.4g s)", untimed.size, n_play,
-                        format_indices(untimed), spacing)
-            times = np.where(playable, estimated, np.nan)
-        else:
-            warn("replay: only %d of %d replayable timepoints have a recorded time: "
-                        "replayed at the commanded interval", k_t.size, n_play)
-            return None, None
-        return times - np.nanmin(times), offsets
 
     def start(self, interval_s: float) -> None:
         """Start the replay clock now; the first replayable timepoint is due at once.
@@ -467,12 +347,11 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         ConfigError
             ``interval_s`` is negative or not finite.
         """
-        if self._reader is None:
+        if self._reader is None or self._schedule is None:
             raise SourceError("replay source: start() called before open()")
         self._interval = checked_interval(interval_s)
-        self._t0 = time.monotonic()
+        self._schedule.start(time.monotonic())
         self._pos = self._index = -1
-        self._first = True
         self._exhausted = False
         self._started = self._running = True
 
@@ -508,16 +387,19 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         SourceError
             The replay was not started.
         """
-        if not self._started:
+        schedule = self._schedule
+        if not self._started or schedule is None:
             raise SourceError("replay source: next_timepoint() called before start()")
         if not self._running or self._exhausted or stop.is_set():
             return None
         nxt = self._pos + 1
         while True:
-            chosen = self._choose(nxt)
+            chosen = schedule.choose(nxt, self._interval, time.monotonic())
             if chosen is None:
+                self._end(nxt)
                 return None
-            pos, due = chosen
+            pos, due, late = chosen
+            self._counters.late += late
             self._counters.skipped += pos - nxt
             if self._load(pos):
                 break
@@ -527,41 +409,9 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         if wait_until(due, stop) is None:
             return None
         self._counters.timepoints += 1
-        self._pos, self._index, self._due = pos, int(self._order[pos]), due
-        self._first = False
+        self._pos, self._index = pos, int(self._order[pos])
+        schedule.shown(due)
         return due
-
-    def _choose(self, nxt: int) -> tuple[int, float] | None:
-        """The position (in the playable order) of the next timepoint and when it is due;
-        None (and the replay ends) past the end of the recording."""
-        n = self._order.size
-        if nxt >= n:
-            self._end(nxt)
-            return None
-        now = time.monotonic()
-        interval = self._interval
-        if self._timing is ReplayTiming.RECORDED:
-            times = self._ptimes
-            assert times is not None
-            if self._first:
-                return nxt, self._t0 + float(times[nxt])
-            due = max(self._due + interval, self._t0 + float(times[nxt]))
-            if due < now:
-                self._counters.late += 1
-                due = now
-            rec = due - self._t0
-            last_spacing = float(times[-1] - times[-2]) if n > 1 else 0.0
-            if rec > float(times[-1]) + 0.5 * last_spacing:
-                self._end(nxt)
-                return None
-            return max(nxt, _nearest(times, rec)), due
-        if self._first or interval == 0.0:
-            return nxt, now
-        due = self._due + interval
-        if due < now - interval:
-            self._counters.late += 1
-            due = now
-        return nxt, due
 
     def _load(self, pos: int) -> bool:
         """Read the stack of playable position ``pos`` ahead; False if it cannot be read."""
@@ -604,7 +454,10 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             dtype (both named).
         """
         spec = self.spec
-        if self._index < 0 or not self._started or self._stack is None:
+        if (
+            self._index < 0 or not self._started or self._stack is None
+            or self._schedule is None
+        ):
             raise SourceError("replay source: read_frame() called before next_timepoint()")
         if not (0 <= c < spec.channels and 0 <= z < spec.z_slices):
             raise SourceError(
@@ -618,9 +471,10 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             )
         np.copyto(out, self._stack[c, z])
         self._counters.frames += 1
+        due = self._schedule.due
         if self._offsets is not None:
-            return self._due + float(self._offsets[self._index, c, z])
-        return self._due + (c * spec.z_slices + z) * self._settings.exposure_s
+            return due + float(self._offsets[self._index, c, z])
+        return due + (c * spec.z_slices + z) * self._settings.exposure_s
 
     def stop(self) -> None:
         """Stop the replay: :meth:`next_timepoint` returns None from now on."""
@@ -676,12 +530,3 @@ class ReplaySource(SettingsSource[ReplaySettings]):
             self._exhausted = True
             log.info("replay source: %s", self.end_reason)
 
-
-def _nearest(times: np.ndarray, t: float) -> int:
-    """Index of the element of sorted ``times`` nearest ``t`` (the earlier one on a tie)."""
-    i = int(np.searchsorted(times, t))
-    if i <= 0:
-        return 0
-    if i >= len(times):
-        return len(times) - 1
-    return i - 1 if t - float(times[i - 1]) <= float(times[i]) - t else i
