@@ -1,4 +1,21 @@
-"""Image sources driven by the camera role (see :class:`Source` for the protocol)."""
+"""Image sources driven by the camera role (see :class:`Source` for the protocol).
+
+Three sources, each built from a frozen settings dataclass derived from the validated
+configuration (``from_config``; ``create`` for Python callers, through the configuration's
+own checks) by :func:`make_source`:
+
+* ``synthetic``: :mod:`.synthetic` (the source), ``_synthetic_settings``, ``_synthetic_scene``
+  (filaments, images, the event schedule and ground truth), ``_synthetic_kernels`` (numba);
+* ``mm-demo`` / ``mmconfig:PATH``: :mod:`.micromanager` (the source: modes, snaps),
+  ``_mm_settings``, ``_mm_device`` (loading and checking a configuration, presets,
+  positions), ``_mm_sequence`` (sequence acquisition);
+* ``replay:PATH``: :mod:`.replay` (the source), ``_replay_settings``, ``_replay_timing``
+  (recorded times, the replay clock); the files are read by :mod:`rt_eda.core.imagefiles`.
+
+Every source waits for a timepoint on one pacing clock, ``_pacing`` (sleep, then a short spin
+to the deadline, interruptible by the stop flag). ``_protocol`` holds :class:`Source`;
+``_settings`` the pickling base every source shares.
+"""
 
 from __future__ import annotations
 
