@@ -1,8 +1,12 @@
 """The slot state machine, compiled with numba; every transition is one compare-and-swap.
 
 Each kernel runs as one nopython call from Python, so a claim (scan, swap, skip accounting,
-statistics) costs one dispatch. ``ctl`` is the int64 view of a ring's control region (see
-:mod:`._layout`); a slot's state word sits at ``HEADER_WORDS + slot * SLOT_WORDS``.
+statistics) costs one dispatch. The hot paths are one call each: :func:`acquire` (a slot to
+fill and its sequence number), :func:`publish_stack` (the slot's timestamps, the state change,
+the doorbell and the wake-up of sleeping readers) and :func:`claim_wait` (the claim, its
+timestamps, and the sleep on the doorbell when there is nothing to claim, without the GIL).
+``ctl`` is the int64 view of a ring's control region (see :mod:`._layout`); a slot's state
+word sits at ``HEADER_WORDS + slot * SLOT_WORDS``.
 
 Statistics: every actor (the producer, each reader, each pinning consumer, the owner) counts
 in its own row, which only it writes; the row's version is odd while an update is in
@@ -19,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from ._atomics import atomic_add, atomic_cas, atomic_load, atomic_store, fence_acquire
+from ._doorbell import EAGAIN, EINTR, ETIMEDOUT, futex_wait, futex_wake, monotonic
 from ._layout import (
     C_ABORTED,
     C_CLAIMED,
@@ -36,13 +41,16 @@ from ._layout import (
     COUNTER_FIRST,
     DONE,
     EMPTY,
+    H_C,
     H_CLOSED,
     H_DOORBELL,
+    H_FRAMES_OFFSET,
     H_NEXT_SEQ,
     H_NSLOTS,
     H_PIN_MASK,
     H_ROWS_OFFSET,
     H_SLEEPERS,
+    H_Z,
     HEADER_WORDS,
     OWNER_ACTOR,
     OWNER_MASK,
@@ -52,6 +60,12 @@ from ._layout import (
     PIN_SHIFT,
     PRODUCER_ACTOR,
     READY,
+    S_INTERVAL,
+    S_SEQ,
+    S_T_CLAIMED,
+    S_T_EXPOSURE,
+    S_T_LAST_EXPOSURE,
+    S_T_PUBLISHED,
     SEQ_SHIFT,
     SLOT_WORDS,
     STAT_ROW_WORDS,
@@ -61,14 +75,25 @@ from ._layout import (
 )
 
 __all__ = [
+    "CLOSED",
+    "EXHAUSTED",
+    "INTERRUPTED",
+    "NOTHING",
+    "NO_FUTEX",
+    "OS_ERROR",
     "abort",
+    "acquire",
     "claim_newest",
+    "claim_now",
+    "claim_wait",
+    "doorbell_wait",
     "count_torn",
     "count_window_failed",
     "drain",
     "find_pinned",
     "find_seq",
     "publish",
+    "publish_stack",
     "recover_actor",
     "recover_pin",
     "release",
@@ -76,7 +101,16 @@ __all__ = [
     "store",
     "try_acquire",
     "unpin",
+    "wake_all",
 ]
+
+# Codes the hot-path kernels return instead of a slot (slots are >= 0).
+NOTHING = -1  # nothing to claim (within the wait); for acquire: every slot busy (overrun)
+CLOSED = -3  # the ring is shut down
+EXHAUSTED = -4  # acquire: sequence numbers exhausted
+INTERRUPTED = -5  # claim_wait / doorbell_wait: a signal arrived (let Python handle it)
+NO_FUTEX = -6  # claim_wait / doorbell_wait: no futex on this machine, the caller sleeps
+OS_ERROR = -1000  # claim_wait / doorbell_wait: OS_ERROR - errno, an unexpected futex error
 
 
 @njit(cache=True, inline="always")
@@ -180,6 +214,132 @@ def publish(ctl: np.ndarray, slot: int, actor: int) -> int:
     _count(ctl, actor, C_PUBLISHED, 1)
     atomic_add(ctl, H_DOORBELL, 1)  # the low 32 bits are the futex word
     return atomic_load(ctl, H_SLEEPERS)
+
+
+@njit(cache=True)
+def acquire(ctl: np.ndarray, actor: int, seq: int, max_seq: int) -> tuple[int, int]:
+    """Producer, in one call: ``(slot, seq)`` of a slot taken into WRITING for stack ``seq``
+    (< 0: the single producer's next number, ``H_NEXT_SEQ``).
+
+    Instead of a slot: ``(CLOSED, seq)`` after shutdown (nothing taken, nothing counted);
+    ``(EXHAUSTED, seq)`` when the next number is above ``max_seq`` (nothing taken);
+    ``(NOTHING, seq)`` when every slot is claimed, pinned or being written (an overrun,
+    counted by :func:`try_acquire`).
+    """
+    if atomic_load(ctl, H_CLOSED) != 0:
+        return CLOSED, seq
+    if seq < 0:
+        seq = atomic_load(ctl, H_NEXT_SEQ)
+        if seq > max_seq:
+            return EXHAUSTED, seq
+    return try_acquire(ctl, actor, seq), seq
+
+
+@njit(cache=True)
+def publish_stack(ctl: np.ndarray, slot: int, actor: int, interval_s: float,
+                  futex_nr: int) -> None:
+    """Producer, in one call: stamp and publish the stack in WRITING slot ``slot``.
+
+    Stores the slot's timestamps (first and last frame's exposure from the frame-time table,
+    ``t_published`` = now on the monotonic clock, the interval in force) and its sequence
+    number, then :func:`publish` (WRITING -> READY, a release store: a reader that sees READY
+    sees the stamps and the pixels), and wakes the readers asleep on the doorbell, if any.
+    """
+    f = ctl.view(np.float64)
+    wi = _word_index(slot)
+    seq = _seq(ctl[wi])
+    frames = ctl[H_C] * ctl[H_Z]
+    first = ctl[H_FRAMES_OFFSET] + slot * frames
+    f[wi + S_T_EXPOSURE] = f[first]
+    f[wi + S_T_LAST_EXPOSURE] = f[first + frames - 1]
+    f[wi + S_T_PUBLISHED] = monotonic()
+    f[wi + S_INTERVAL] = interval_s
+    ctl[wi + S_SEQ] = seq
+    if publish(ctl, slot, actor) > 0 and futex_nr >= 0:
+        futex_wake(ctl, H_DOORBELL, futex_nr)
+
+
+@njit(cache=True)
+def wake_all(ctl: np.ndarray, futex_nr: int) -> None:
+    """Wake every reader asleep on the doorbell (after :func:`set_closed`)."""
+    if futex_nr >= 0:
+        futex_wake(ctl, H_DOORBELL, futex_nr)
+
+
+@njit(cache=True, inline="always")
+def _sleep(ctl: np.ndarray, bell: int, wait_ns: int, futex_nr: int) -> int:
+    """Sleep on the doorbell while it still reads ``bell`` (registered as a sleeper, so the
+    producer knows to wake us), at most ``wait_ns``. 0 when it is time to look again;
+    INTERRUPTED, NO_FUTEX or OS_ERROR - errno otherwise."""
+    if futex_nr < 0:
+        return NO_FUTEX
+    atomic_add(ctl, H_SLEEPERS, 1)
+    err = futex_wait(ctl, H_DOORBELL, bell, wait_ns, futex_nr)
+    atomic_add(ctl, H_SLEEPERS, -1)
+    if err == 0 or err == EAGAIN or err == ETIMEDOUT:
+        return 0
+    if err == EINTR:
+        return INTERRUPTED
+    return OS_ERROR - err
+
+
+@njit(cache=True, nogil=True)
+def doorbell_wait(ctl: np.ndarray, bell: int, wait_ns: int, futex_nr: int) -> int:
+    """Sleep on the doorbell while it reads ``bell``, at most ``wait_ns`` (the GIL released).
+
+    0 after a publish, a shutdown, the time-out or a spurious wake-up (the caller looks
+    again); INTERRUPTED (a signal: the caller lets Python run its handlers), NO_FUTEX (the
+    caller sleeps itself) or OS_ERROR - errno.
+    """
+    return _sleep(ctl, bell, wait_ns, futex_nr)
+
+
+@njit(cache=True, inline="always")
+def _claim_look(ctl: np.ndarray, actor: int, min_seq: int, check_closed: bool,
+                bell: int) -> tuple[int, int, float, float, float, float]:
+    """One look of :func:`claim_wait` (``bell``: the doorbell, read before it)."""
+    if check_closed and atomic_load(ctl, H_CLOSED) != 0:
+        return CLOSED, bell, 0.0, 0.0, 0.0, 0.0
+    slot = claim_newest(ctl, actor, min_seq)
+    if slot < 0:
+        return NOTHING, bell, 0.0, 0.0, 0.0, 0.0
+    f = ctl.view(np.float64)
+    wi = _word_index(slot)
+    t_claimed = monotonic()
+    f[wi + S_T_CLAIMED] = t_claimed
+    return (slot, _seq(atomic_load(ctl, wi)), f[wi + S_T_EXPOSURE], f[wi + S_T_PUBLISHED],
+            f[wi + S_INTERVAL], t_claimed)
+
+
+@njit(cache=True, nogil=True)
+def claim_wait(ctl: np.ndarray, actor: int, min_seq: int, wait_ns: int, check_closed: bool,
+               futex_nr: int) -> tuple[int, int, float, float, float, float]:
+    """Reader, in one call (the GIL released): claim the newest READY stack; when there is
+    none, sleep on the doorbell (at most ``wait_ns``) and look once more.
+
+    Returns ``(slot, seq, t_exposure, t_published, interval_s, t_claimed)`` for a claim
+    (see :func:`claim_newest`; ``t_claimed`` = now, stored in the slot). Instead of a slot:
+    NOTHING (nothing to claim: no READY stack, or none new enough for a time window ending
+    at ``min_seq`` or later), CLOSED (``check_closed`` and the ring is shut down; checked
+    before each look), INTERRUPTED, NO_FUTEX or OS_ERROR - errno (see :func:`doorbell_wait`).
+    """
+    # The doorbell is read before each look: a publish after the look moves it, and the
+    # sleep returns at once instead of missing the stack.
+    got = _claim_look(ctl, actor, min_seq, check_closed, atomic_load(ctl, H_DOORBELL))
+    if got[0] != NOTHING or wait_ns <= 0:
+        return got
+    code = _sleep(ctl, got[1] & 0xFFFFFFFF, wait_ns, futex_nr)
+    if code != 0:
+        return code, 0, 0.0, 0.0, 0.0, 0.0
+    return _claim_look(ctl, actor, min_seq, check_closed, 0)
+
+
+@njit(cache=True)
+def claim_now(ctl: np.ndarray, actor: int, min_seq: int
+              ) -> tuple[int, int, float, float, float, float]:
+    """Reader: :func:`claim_wait` without the sleep, the closed check or releasing the GIL
+    (a look that finds nothing costs less)."""
+    return _claim_look(ctl, actor, min_seq, False, 0)
 
 
 @njit(cache=True)
@@ -480,16 +640,29 @@ def warm_up() -> None:
     global _warm
     if _warm:
         return
-    scratch = np.zeros(HEADER_WORDS + 2 * SLOT_WORDS + STAT_ROWS * STAT_ROW_WORDS,
+    scratch = np.zeros(HEADER_WORDS + 2 * SLOT_WORDS + STAT_ROWS * STAT_ROW_WORDS + 2,
                        dtype=np.int64)
     scratch[H_NSLOTS] = 2
     scratch[H_ROWS_OFFSET] = HEADER_WORDS + 2 * SLOT_WORDS
     counters = np.zeros(COUNTER_COUNT, dtype=np.int64)
     census = np.zeros(8, dtype=np.int64)
+    scratch[H_C] = scratch[H_Z] = 1
+    scratch[H_FRAMES_OFFSET] = scratch.shape[0] - 2
+    slot, seq = acquire(scratch, 1, -1, 1 << 30)
+    publish_stack(scratch, slot, 1, 0.0, -1)
+    got = claim_wait(scratch, 1, 0, 0, True, -1)[0]
+    release(scratch, got, 1, seq, C_COMPLETED)
+    slot, seq = acquire(scratch, 1, -1, 1 << 30)
+    publish_stack(scratch, slot, 1, 0.0, -1)
+    got = claim_now(scratch, 1, 0)[0]
+    release(scratch, got, 1, seq, C_COMPLETED)
+    claim_wait(scratch, 1, 0, 1, True, -1)  # nothing: NO_FUTEX, no sleep
+    doorbell_wait(scratch, 0, 1, -1)
+    wake_all(scratch, -1)
     slot = try_acquire(scratch, 1, -1)
     publish(scratch, slot, 1)
     got = claim_newest(scratch, 1, 0)
-    release(scratch, got, 1, 0, C_COMPLETED)
+    release(scratch, got, 1, 2, C_COMPLETED)
     slot = try_acquire(scratch, 1, -1)
     abort(scratch, slot, 1)
     find_pinned(scratch, 0)

@@ -29,12 +29,13 @@ import os
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
 
 import numpy as np
 
-from . import _doorbell, _kernels
+from . import _kernels
 from ._block import SharedBlock
+from ._doorbell import FUTEX_NR
 from ._errors import (
     ClaimRecoveredError,
     RingClosedError,
@@ -82,7 +83,6 @@ from ._layout import (
     S_SEQ,
     S_T_CLAIMED,
     S_T_EXPOSURE,
-    S_T_LAST_EXPOSURE,
     S_T_PUBLISHED,
     S_WORD,
     SEQ_SHIFT,
@@ -149,27 +149,22 @@ class SlotWriter:
         self._ring = ring
         self.slot = slot
         self.seq = seq
-        self.pixels: np.ndarray = ring._pixels[slot]
-        self.frame_times: np.ndarray = ring._frame_times[slot]
+        self.pixels: np.ndarray = ring._slot_pixels[slot]
+        self.frame_times: np.ndarray = ring._slot_frame_times[slot]
         self._done = False
 
     def publish(self, *, interval_s: float = 0.0) -> None:
         """Make the stack visible to readers (READY). The exposure timestamps are taken from
-        ``frame_times`` (first and last frame); ``interval_s`` is the interval in force."""
+        ``frame_times`` (first and last frame); ``interval_s`` is the interval in force.
+
+        One compiled call (:func:`._kernels.publish_stack`): the timestamps (``t_published``
+        on the monotonic clock), the state change, and the wake-up of sleeping readers.
+        """
         if self._done:
             raise RingError(f"slot {self.slot} (stack {self.seq}) was already published")
-        ring = self._ring
-        base = ring._slot_word(self.slot)
-        f = ring._ctlf
-        f[base + S_T_EXPOSURE] = self.frame_times[0]
-        f[base + S_T_LAST_EXPOSURE] = self.frame_times[-1]
-        f[base + S_T_PUBLISHED] = time.monotonic()
-        f[base + S_INTERVAL] = interval_s
-        ring._ctl[base + S_SEQ] = self.seq
         self._done = True
-        sleepers = _kernels.publish(ring._ctl, self.slot, PRODUCER_ACTOR)
-        if sleepers > 0:
-            _doorbell.wake(ring._doorbell_address)
+        _kernels.publish_stack(self._ring._ctl, self.slot, PRODUCER_ACTOR, float(interval_s),
+                               FUTEX_NR)
 
     def abort(self) -> None:
         """Give the slot back unpublished; the sequence number is used by the next stack."""
@@ -214,26 +209,24 @@ class Claim:
     )
 
     def __init__(
-        self, ring: StackRing, slot: int, seq: int, actor: int, pixels: np.ndarray
+        self, ring: StackRing, slot: int, seq: int, actor: int, pixels: np.ndarray,
+        t_exposure: float, t_published: float, interval_s: float, t_claimed: float,
     ) -> None:
         self._ring = ring
         self.slot = slot
         self.seq = seq
         self.actor = actor
         self.pixels = pixels
-        base = ring._slot_word(slot)
-        f = ring._ctlf
-        self.t_exposure = float(f[base + S_T_EXPOSURE])
-        self.t_published = float(f[base + S_T_PUBLISHED])
-        self.interval_s = float(f[base + S_INTERVAL])
-        self.t_claimed = time.monotonic()
-        f[base + S_T_CLAIMED] = self.t_claimed
+        self.t_exposure = t_exposure
+        self.t_published = t_published
+        self.interval_s = interval_s
+        self.t_claimed = t_claimed  # stamped in the slot by the claim (claim_wait)
         self._released = False
 
     @property
     def frame_times(self) -> np.ndarray:
         """Exposure times of the newest stack's frames (C*Z)."""
-        times: np.ndarray = self._ring._frame_times[self.slot]
+        times: np.ndarray = self._ring._slot_frame_times[self.slot]
         return times
 
     def count_torn(self) -> None:
@@ -388,6 +381,10 @@ class StackRing:
     Use :meth:`create` or :meth:`attach`, not the constructor.
     """
 
+    SLEEP_CAP_S: ClassVar[float] = 0.25
+    """Longest single sleep on the doorbell: a sleeping reader also wakes by itself this
+    often (a safety net; tests raise it to prove the doorbell alone wakes readers)."""
+
     def __init__(self, block: SharedBlock) -> None:
         _kernels.warm_up()
         self._block = block
@@ -420,6 +417,9 @@ class StackRing:
         ).reshape(self.n_slots, per_slot)
         n_pix = self.spec.nbytes // item
         self._pixels = flat[:, :n_pix].reshape(self.n_slots, *self.spec.shape)
+        # Each slot's views, made once: a publish or claim hands them out without indexing.
+        self._slot_pixels = list(self._pixels)
+        self._slot_frame_times = list(self._frame_times)
         self._doorbell_address = self._ctl.ctypes.data + H_DOORBELL * 8
         self._counters = np.zeros(COUNTER_COUNT, dtype=np.int64)
         self._census = np.zeros(8, dtype=np.int64)
@@ -492,7 +492,7 @@ class StackRing:
     def shutdown(self) -> None:
         """Mark the ring closed and wake every sleeper (they raise RingClosedError)."""
         _kernels.set_closed(self._ctl)
-        _doorbell.wake(self._doorbell_address)
+        _kernels.wake_all(self._ctl, FUTEX_NR)
 
     def close(self) -> None:
         """Unmap the ring in this process (views handed out keep their memory alive)."""
@@ -500,6 +500,7 @@ class StackRing:
             return
         self._closed_locally = True
         del self._ctl, self._ctlf, self._frame_times, self._pixels
+        del self._slot_pixels, self._slot_frame_times
         self._block.close()
 
     def unlink(self) -> None:
@@ -533,19 +534,30 @@ class StackRing:
     def _doorbell_value(self) -> int:
         return int(_kernels.load(self._ctl, H_DOORBELL)) & 0xFFFFFFFF
 
-    def _sleep(self, bell: int, deadline: float | None, cap: float = 0.25) -> bool:
-        """Sleep until the doorbell moves past ``bell`` or ``deadline``; False on timeout."""
+    def _wait_s(self, deadline: float | None) -> float:
+        """How long the next sleep on the doorbell may last (<= 0: the time is up)."""
         if deadline is None:
-            timeout = cap
-        else:
-            timeout = min(cap, deadline - time.monotonic())
-            if timeout <= 0:
-                return False
-        _kernels.sleepers_add(self._ctl, 1)
-        try:
-            _doorbell.wait(self._doorbell_address, bell, timeout)
-        finally:
-            _kernels.sleepers_add(self._ctl, -1)
+            return self.SLEEP_CAP_S
+        return min(self.SLEEP_CAP_S, deadline - time.monotonic())
+
+    def _slept(self, code: int, wait_s: float) -> None:
+        """Handle a sleep's outcome other than a wake-up (see :func:`._kernels.doorbell_wait`):
+        no futex here, sleep briefly instead; an unexpected futex error raises OSError.
+        INTERRUPTED needs nothing: back in Python, the signal's handler runs."""
+        if code == _kernels.NO_FUTEX:
+            time.sleep(min(wait_s, 0.0005))
+        elif code <= _kernels.OS_ERROR:
+            err = _kernels.OS_ERROR - code
+            raise OSError(err, f"futex wait on the ring's doorbell failed: {os.strerror(err)}")
+
+    def _sleep(self, bell: int, deadline: float | None) -> bool:
+        """Sleep until the doorbell moves past ``bell`` or ``deadline``; False on timeout."""
+        wait_s = self._wait_s(deadline)
+        if wait_s <= 0:
+            return False
+        code = _kernels.doorbell_wait(self._ctl, bell, int(wait_s * 1e9), FUTEX_NR)
+        if code != 0:
+            self._slept(code, wait_s)
         return True
 
     # -- producer ----------------------------------------------------------------------------
@@ -557,20 +569,19 @@ class StackRing:
         camera). Several producers (workers publishing network images) each pass their own
         ``seq`` (the number of the stack the image belongs to) and may publish out of order.
         """
-        if self.closed:
-            raise RingClosedError("ring closed")
         if seq is not None and not 0 <= seq <= MAX_SEQ:
             raise ValueError(f"sequence number must be 0..{MAX_SEQ}, got {seq}")
-        slot = _kernels.try_acquire(self._ctl, PRODUCER_ACTOR, -1 if seq is None else seq)
+        slot, seq = _kernels.acquire(self._ctl, PRODUCER_ACTOR, -1 if seq is None else int(seq),
+                                     MAX_SEQ)
         if slot < 0:
+            if slot == _kernels.CLOSED:
+                raise RingClosedError("ring closed")
+            if slot == _kernels.EXHAUSTED:
+                raise RingError(f"sequence numbers exhausted ({seq} > {MAX_SEQ})")
             raise RingOverrunError(
                 f"no free slot in a ring of {self.n_slots}: every slot is claimed, pinned "
                 "by the writer, or being written (the stack is lost)"
             )
-        if seq is None:
-            seq = int(_kernels.load(self._ctl, H_NEXT_SEQ))
-            if seq > MAX_SEQ:
-                raise RingError(f"sequence numbers exhausted ({seq} > {MAX_SEQ})")
         return SlotWriter(self, slot, seq)
 
     # -- readers -----------------------------------------------------------------------------
@@ -585,19 +596,8 @@ class StackRing:
         """
         if not 1 <= actor <= MAX_READER_ID:
             raise ValueError(f"reader id must be 1..{MAX_READER_ID}, got {actor}")
-        slot = _kernels.claim_newest(self._ctl, actor, n_timepoints - 1)
-        if slot < 0:
-            return None
-        seq = int(self._ctl[self._slot_word(slot) + S_SEQ])
-        if n_timepoints == 1:
-            return Claim(self, slot, seq, actor, self._pixels[slot])
-        try:
-            window = self._copy_window(slot, seq, n_timepoints)
-        except TornReadError:
-            _kernels.count_window_failed(self._ctl, actor)
-            _kernels.release(self._ctl, slot, actor, seq, C_SKIPPED)
-            return None
-        return Claim(self, slot, seq, actor, window)
+        got = _kernels.claim_now(self._ctl, actor, n_timepoints - 1)
+        return self._claimed(got, actor, n_timepoints) if got[0] >= 0 else None
 
     def claim(
         self, actor: int, *, timeout: float | None = None, n_timepoints: int = 1
@@ -606,16 +606,43 @@ class StackRing:
 
         Returns None on timeout; raises RingClosedError once the ring is shut down.
         """
+        if not 1 <= actor <= MAX_READER_ID:
+            raise ValueError(f"reader id must be 1..{MAX_READER_ID}, got {actor}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            bell = self._doorbell_value()
-            if self.closed:
+            wait_s = self._wait_s(deadline)
+            # One compiled call: look, sleep if there is nothing (without the GIL), look again.
+            got = _kernels.claim_wait(self._ctl, actor, n_timepoints - 1,
+                                      int(wait_s * 1e9) if wait_s > 0 else 0, True, FUTEX_NR)
+            code = got[0]
+            if code >= 0:
+                claim = self._claimed(got, actor, n_timepoints)
+                if claim is not None:
+                    return claim
+                continue  # the window could not be formed (counted): look again
+            if code == _kernels.CLOSED:
                 raise RingClosedError("ring closed")
-            got = self.try_claim(actor, n_timepoints)
-            if got is not None:
-                return got
-            if not self._sleep(bell, deadline):
+            if code != _kernels.NOTHING:
+                self._slept(code, wait_s)
+            if wait_s <= 0:
                 return None
+
+    def _claimed(self, got: tuple[int, int, float, float, float, float], actor: int,
+                 n_timepoints: int) -> Claim | None:
+        """The Claim of what :func:`._kernels.claim_wait` claimed; for a time window, None
+        when it could not be formed (counted, the stack released as skipped)."""
+        slot, seq, t_exposure, t_published, interval_s, t_claimed = got
+        if n_timepoints == 1:
+            pixels = self._slot_pixels[slot]
+        else:
+            try:
+                pixels = self._copy_window(slot, seq, n_timepoints)
+            except TornReadError:
+                _kernels.count_window_failed(self._ctl, actor)
+                _kernels.release(self._ctl, slot, actor, seq, C_SKIPPED)
+                return None
+        return Claim(self, slot, seq, actor, pixels, t_exposure, t_published, interval_s,
+                     t_claimed)
 
     def _copy_window(self, slot: int, seq: int, n: int) -> np.ndarray:
         out = np.empty((n, *self.spec.shape), dtype=self.spec.np_dtype)
@@ -692,9 +719,8 @@ class StackRing:
 
         A snapshot read without locking (each slot's state word is read once, atomically);
         readable from any process. ``t_claimed`` is the claimer's ``time.monotonic()``, or NaN
-        in the moment between winning the slot and stamping it (for a time window: while the
-        window is copied). The owner's watchdog uses it to find a reader that holds one stack
-        too long.
+        in the moment between winning the slot and stamping it (the same compiled call). The
+        owner's watchdog uses it to find a reader that holds one stack too long.
         """
         first = HEADER_WORDS + S_WORD
         words = self._ctl[first:first + self.n_slots * SLOT_WORDS:SLOT_WORDS].copy()

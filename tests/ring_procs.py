@@ -145,13 +145,13 @@ def claim_and_hang(name: str, actor: int, ready: Any) -> None:
 def doorbell_reader(name: str, actor: int, out: Any) -> None:
     """Sleep for stacks on the doorbell alone and report each wake-up.
 
-    The ring's readers also wake by themselves every 0.25 s (``StackRing._sleep``'s cap, a
+    The ring's readers also wake by themselves every 0.25 s (``StackRing.SLEEP_CAP_S``, a
     safety net); here it is 60 s, so within a test's few seconds only the doorbell wakes this
     process. Reports ("address", doorbell address), then ("claimed", seq) after a publish,
     then ("closed", None) after the owner's shutdown.
     """
-    assert StackRing._sleep.__defaults__ == (0.25,)
-    StackRing._sleep.__defaults__ = (60.0,)
+    assert StackRing.SLEEP_CAP_S == 0.25
+    StackRing.SLEEP_CAP_S = 60.0
     ring = StackRing.attach(name)
     out.put(("address", ring._doorbell_address))
     try:

@@ -256,11 +256,11 @@ def test_drain_counts_unclaimed_stacks_as_skipped(make_ring: MakeRing) -> None:
 
 @pytest.fixture
 def doorbell_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Readers also wake by themselves every 0.25 s (``StackRing._sleep``'s cap, a safety
+    """Readers also wake by themselves every 0.25 s (``StackRing.SLEEP_CAP_S``, a safety
     net), which would hide a broken doorbell; at 60 s, within a test's few seconds only the
     doorbell can wake them."""
-    assert StackRing._sleep.__defaults__ == (0.25,)
-    monkeypatch.setattr(StackRing._sleep, "__defaults__", (60.0,))
+    assert StackRing.SLEEP_CAP_S == 0.25
+    monkeypatch.setattr(StackRing, "SLEEP_CAP_S", 60.0)
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
