@@ -38,6 +38,52 @@ def test_publish_then_claim_gives_the_stack_zero_copy(make_ring: MakeRing) -> No
     assert (stats.published, stats.claimed, stats.completed, stats.skipped) == (1, 1, 1, 0)
 
 
+def test_stamps_are_on_the_monotonic_clock_and_travel_with_the_stack(
+    make_ring: MakeRing,
+) -> None:
+    """The publish and the claim stamp the slot in compiled code: their clock must be the one
+    Python's ``time.monotonic()`` reads (every role compares them with its own), and the
+    exposure times and interval the producer gave must reach the reader and the pin reader."""
+    ring = make_ring(n_slots=4)
+    pins = ring.register_pin()
+    for interval in (0.25, 0.0):
+        with ring.write_slot() as slot:
+            slot.frame_times[:] = [10.0 + interval, 11.0 + interval]  # 2 frames (C=2, Z=1)
+            before = time.monotonic()
+            slot.publish(interval_s=interval)
+            after = time.monotonic()
+        claim = ring.try_claim(1)
+        claimed_after = time.monotonic()
+        assert claim is not None and claim.seq == slot.seq
+        assert before <= claim.t_published <= after
+        assert claim.t_published <= claim.t_claimed <= claimed_after
+        assert claim.t_exposure == 10.0 + interval
+        assert claim.interval_s == interval
+        assert list(claim.frame_times) == [10.0 + interval, 11.0 + interval]
+        assert ring.claims() == [(1, slot.seq, claim.t_claimed)]
+        claim.release()
+        stack = pins.next(timeout=0)
+        assert stack is not None and stack.seq == slot.seq
+        assert (stack.t_exposure, stack.t_published, stack.interval_s) == (
+            claim.t_exposure, claim.t_published, interval)
+        pins.release(stack)
+
+
+def test_exhausted_sequence_numbers_take_no_slot(make_ring: MakeRing) -> None:
+    """A producer out of sequence numbers gets an error and leaves every slot as it was."""
+    from rt_eda.shm._layout import H_NEXT_SEQ, MAX_SEQ
+
+    ring = make_ring(n_slots=2)
+    ring._ctl[H_NEXT_SEQ] = MAX_SEQ + 1
+    for _ in range(3):
+        with pytest.raises(RingError, match="exhausted"):
+            ring.write_slot()
+    stats = ring.statistics()
+    assert (stats.slots_writing, stats.overruns, stats.published) == (0, 0, 0)
+    with ring.write_slot(seq=5) as slot:  # a producer with its own numbers still can
+        assert slot.seq == 5
+
+
 def test_nothing_to_claim_before_publish_and_while_writing(make_ring: MakeRing) -> None:
     ring = make_ring()
     assert ring.try_claim(1) is None
