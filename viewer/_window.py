@@ -16,6 +16,11 @@ Layout::
     +----------------------------------------------------------------------+--------------+
     status: acquired/s, analysed/s, skipped, latency p50/p99, workers, interval, display fps
 
+The window is three modules, one concern each: this one (the window itself: the timer loop,
+the status line, :meth:`ViewerWindow.state`, closing), :mod:`._plots` (the frame with its
+overlay and histogram, the decision plot) and :mod:`._panel` (the controls and their keys),
+the last two as mixins of :class:`ViewerWindow`.
+
 Controls are checked locally against the interpreter's settings (a value the interpreter
 would refuse is refused here, with its message) and handed to a
 :class:`~rt_eda.live.controls.ControlSender`, which never blocks; with no sender the
@@ -23,6 +28,7 @@ controls are disabled and the window says why. Every control has a key (:data:`S
 listed in the panel): Alt+C/Z/A/N/O for the display, Alt+L/U/M/S/F/I to edit a setting
 (type a value, Enter sends it), Alt+T fast/slow in manual mode, Alt+P pause, Alt+R reset.
 """
+
 
 from __future__ import annotations
 
@@ -35,70 +41,26 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from rt_eda.core.config import InterpreterConfig
-from rt_eda.core.errors import ConfigError
 from rt_eda.live.controls import ControlSender
 from rt_eda.live.feed import FeedStatus, LiveFeed
-from rt_eda.live.raster import Raster, visible_block
+from rt_eda.live.raster import Raster
 
+from ._panel import SHORTCUTS, ControlPanel
+from ._plots import Plots
 from ._qt import QtCore, QtGui, QtWidgets, pg
 
 __all__ = ["SHORTCUTS", "ViewerWindow", "run_window"]
 
 log = logging.getLogger(__name__)
 
-pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
-
 _STATUS_PERIOD_S = 0.25
-_AUTO_LEVEL_SAMPLES = 16384
-_HISTOGRAM_PERIOD_S = 0.25  # the histogram costs ~3 ms a frame at 2048 x 2048: 4 Hz is plenty
-_FAST_BRUSH = (255, 140, 0, 70)
-_OVERLAY_OPACITY = 80  # percent; the overlay is transparent where the network sees nothing
-
-SHORTCUTS: tuple[tuple[str, str], ...] = (
-    ("Alt+C", "next channel"),
-    ("Alt+Z", "next z slice"),
-    ("Alt+A", "auto contrast on/off"),
-    ("Alt+N", "network image on/off"),
-    ("Alt+O", "opacity (then arrow keys)"),
-    ("Alt+L / Alt+U", "lower / upper threshold"),
-    ("Alt+M", "min fast frames"),
-    ("Alt+S / Alt+F", "slow / fast interval"),
-    ("Alt+I", "manual interval (type a value, Enter sends it)"),
-    ("Alt+T", "manual mode fast/slow"),
-    ("Alt+P", "pause/resume analysis"),
-    ("Alt+R", "reset the view"),
-    ("Ctrl+W", "close the window (the run goes on)"),
-)
-"""Every control has a key (shown in the window's panel): a person without a mouse, and the
-tests driving a real window through the X server, reach each one."""
-_SLOW_BRUSH = (70, 130, 255, 35)
 
 
-def _overlay_lut() -> np.ndarray:
-    """Inferno, transparent at the low end: where the network sees nothing the frame shows
-    through unchanged; opaque from half of the range up."""
-    rgb = pg.colormap.get("inferno").getLookupTable(nPts=256, alpha=False)
-    alpha = np.clip(np.linspace(0.0, 2.0, 256), 0.0, 1.0) * 255
-    return np.column_stack([rgb, alpha]).astype(np.uint8)
-
-
-def _spin(value: float, lo: float, hi: float, decimals: int, suffix: str = "") -> Any:
-    box = QtWidgets.QDoubleSpinBox()
-    box.setDecimals(decimals)
-    box.setRange(lo, hi)
-    box.setValue(value)
-    box.setKeyboardTracking(False)
-    if suffix:
-        box.setSuffix(suffix)
-    return box
-
-
-class ViewerWindow(QtWidgets.QMainWindow):
+class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
     """The live view of one run.
 
     Parameters
@@ -181,62 +143,11 @@ class ViewerWindow(QtWidgets.QMainWindow):
 
     # -- construction ------------------------------------------------------------------------
     def _build(self) -> None:
-        spec = self.feed.spec
-        self.graphics = pg.GraphicsLayoutWidget()
-        self.view = self.graphics.addViewBox(lockAspect=True, invertY=True)
-        self.view.setMenuEnabled(False)
-        outline = QtWidgets.QGraphicsRectItem(0, 0, spec.width, spec.height)
-        outline.setPen(pg.mkPen((90, 90, 90), width=0))
-        self.view.addItem(outline)  # the only item with bounds: auto-range shows the frame
-        self.image = pg.ImageItem()
-        self.view.addItem(self.image, ignoreBounds=True)
-        self.overlay = pg.ImageItem()
-        self.overlay.setLookupTable(_overlay_lut())
-        self.overlay.setOpacity(_OVERLAY_OPACITY / 100)
-        self.overlay.setZValue(10)
-        self.view.addItem(self.overlay, ignoreBounds=True)
-        self.histogram = pg.HistogramLUTItem(image=self.image)
-        # Recomputed at _HISTOGRAM_PERIOD_S, not on every new image.
-        self.image.sigImageChanged.disconnect(self.histogram.imageChanged)
-        self._next_histogram = 0.0
-        self.graphics.addItem(self.histogram)
-        self.histogram.sigLevelChangeFinished.connect(self._levels_edited)
-        self.view.sigRangeChanged.connect(self._mark_dirty)
-        self.view.autoRange(padding=0)
-
-        self.plot = pg.PlotWidget()
-        self.plot.setLabel("bottom", "time", units="s")
-        self.plot.setLabel("left", "decision parameter")
-        self.plot.getAxis("left").enableAutoSIPrefix(False)
-        self.plot.setMinimumHeight(160)
-        pvb = self.plot.getViewBox()
-        # Shading as rectangles, one per run of the same interval (two items, whatever the
-        # number of switches).
-        self.fast_shade = pg.BarGraphItem(x0=[], width=[], y0=0.0, height=1.0, pen=None,
-                                          brush=pg.mkBrush(*_FAST_BRUSH))
-        self.slow_shade = pg.BarGraphItem(x0=[], width=[], y0=0.0, height=1.0, pen=None,
-                                          brush=pg.mkBrush(*_SLOW_BRUSH))
-        pvb.addItem(self.slow_shade, ignoreBounds=True)
-        pvb.addItem(self.fast_shade, ignoreBounds=True)
-        self.curve = self.plot.plot(pen=pg.mkPen((230, 230, 230), width=1), symbol="o",
-                                    symbolSize=3, symbolPen=None,
-                                    symbolBrush=(230, 230, 230))
-        self.lower_line = pg.InfiniteLine(
-            self.settings.lower_threshold, angle=0, movable=False,
-            pen=pg.mkPen((80, 160, 255), style=QtCore.Qt.PenStyle.DashLine),
-            label="lower {value:.3g}", labelOpts={"position": 0.05, "color": (80, 160, 255)})
-        self.upper_line = pg.InfiniteLine(
-            self.settings.upper_threshold, angle=0, movable=False,
-            pen=pg.mkPen((255, 110, 80), style=QtCore.Qt.PenStyle.DashLine),
-            label="upper {value:.3g}", labelOpts={"position": 0.05, "color": (255, 110, 80)})
-        self.plot.addItem(self.lower_line, ignoreBounds=True)
-        self.plot.addItem(self.upper_line, ignoreBounds=True)
-        pvb.sigRangeChangedManually.connect(self._plot_moved)
-        pvb.enableAutoRange(x=True)
-
+        graphics = self._build_frame_view()
+        plot = self._build_decision_plot()
         left = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        left.addWidget(self.graphics)
-        left.addWidget(self.plot)
+        left.addWidget(graphics)
+        left.addWidget(plot)
         left.setStretchFactor(0, 3)
         left.setStretchFactor(1, 1)
         main = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
@@ -255,197 +166,12 @@ class ViewerWindow(QtWidgets.QMainWindow):
         self.setStatusBar(status_bar)
         self.resize(1200, 850)
 
-    def _build_panel(self) -> QtWidgets.QWidget:
-        spec = self.feed.spec
-        s = self.settings
-        panel = QtWidgets.QWidget()
-        outer = QtWidgets.QVBoxLayout(panel)
-
-        display = QtWidgets.QGroupBox("Display")
-        form = QtWidgets.QFormLayout(display)
-        self.channel_box = QtWidgets.QComboBox()
-        self.channel_box.addItems([f"channel {c}" for c in range(spec.channels)])
-        self.channel_box.currentIndexChanged.connect(self._mark_dirty)
-        form.addRow("channel", self.channel_box)
-        self.z_box = QtWidgets.QSpinBox()
-        self.z_box.setRange(0, spec.z_slices - 1)
-        self.z_box.setEnabled(spec.z_slices > 1)
-        self.z_box.valueChanged.connect(self._mark_dirty)
-        form.addRow("z slice", self.z_box)
-        self.auto_contrast = QtWidgets.QCheckBox("&auto contrast")
-        self.auto_contrast.setChecked(True)
-        self.auto_contrast.toggled.connect(self._mark_dirty)
-        form.addRow(self.auto_contrast)
-        self.overlay_box = QtWidgets.QCheckBox("&network image (inferno)")
-        self.overlay_box.setChecked(self.feed.has_images)
-        self.overlay_box.setEnabled(self.feed.has_images)
-        self.overlay_box.toggled.connect(self._mark_dirty)
-        form.addRow(self.overlay_box)
-        self.opacity = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
-        self.opacity.setRange(0, 100)
-        self.opacity.setValue(_OVERLAY_OPACITY)
-        self.opacity.setEnabled(self.feed.has_images)
-        self.opacity.valueChanged.connect(lambda v: self.overlay.setOpacity(v / 100.0))
-        form.addRow("&opacity", self.opacity)
-        outer.addWidget(display)
-
-        binary = s.kind == "binary"
-        interp = QtWidgets.QGroupBox(f"Interpreter ({s.kind})")
-        form = QtWidgets.QFormLayout(interp)
-        self.lower_box = _spin(s.lower_threshold, -1e9, 1e9, 4)
-        self.upper_box = _spin(s.upper_threshold, -1e9, 1e9, 4)
-        self.min_fast_box = QtWidgets.QSpinBox()
-        self.min_fast_box.setRange(1, 1_000_000)
-        self.min_fast_box.setValue(s.min_fast_frames)
-        self.min_fast_box.setKeyboardTracking(False)
-        self.slow_box = _spin(s.slow_interval, 0.0, 86400.0, 3, " s")
-        self.fast_box = _spin(s.fast_interval, 0.0, 86400.0, 3, " s")
-        manual = s.manual_interval if s.manual_interval is not None else s.slow_interval
-        self.manual_box = _spin(manual, 0.0, 86400.0, 3, " s")
-        self.mode_button = QtWidgets.QPushButton("fast")
-        self.mode_button.setCheckable(True)
-        self.pause_button = QtWidgets.QPushButton("pause analysis")
-        self.pause_button.setCheckable(True)
-        for label, box, key, enabled in (
-            ("&lower threshold", self.lower_box, "lower_threshold", binary),
-            ("&upper threshold", self.upper_box, "upper_threshold", binary),
-            ("&min fast frames", self.min_fast_box, "min_fast_frames", binary),
-            ("&slow interval", self.slow_box, "slow_interval", True),
-            ("&fast interval", self.fast_box, "fast_interval", True),
-            ("manual &interval", self.manual_box, "manual_interval", not binary),
-        ):
-            box.setEnabled(enabled)
-            box.editingFinished.connect(lambda k=key, b=box: self._edit(k, float(b.value())))
-            form.addRow(label, box)
-        self.mode_button.setEnabled(not binary)
-        self.mode_button.toggled.connect(self._mode_toggled)
-        form.addRow("manual mode", self.mode_button)
-        self.pause_button.toggled.connect(self._pause_toggled)
-        form.addRow(self.pause_button)
-        self.control_note = QtWidgets.QLabel(
-            "controls go to the interpreter" if self.control_sender is not None
-            else f"controls off: {self._read_only_reason}")
-        self.control_note.setWordWrap(True)
-        form.addRow(self.control_note)
-        interp.setEnabled(self.control_sender is not None)
-        self.controls_group = interp
-        outer.addWidget(interp)
-        outer.addStretch(1)
-        self.keys_label = QtWidgets.QLabel(
-            "keys: " + " \N{MIDDLE DOT} ".join(f"{k} {what}" for k, what in SHORTCUTS))
-        self.keys_label.setWordWrap(True)
-        font = self.keys_label.font()
-        font.setPointSizeF(font.pointSizeF() * 0.85)
-        self.keys_label.setFont(font)
-        outer.addWidget(self.keys_label)
-        panel.setMaximumWidth(320)
-        return panel
-
-    def _add_shortcuts(self) -> None:
-        """The keys of :data:`SHORTCUTS` that act rather than focus (the others are the
-        labels' and check boxes' own mnemonics)."""
-        for keys, action in (
-            ("Alt+C", lambda: self._cycle(self.channel_box)),
-            ("Alt+Z", lambda: self._cycle(self.z_box)),
-            ("Alt+T", self.mode_button.click),  # no-op while disabled (binary interpreter)
-            ("Alt+P", self.pause_button.click),  # no-op while read-only
-            ("Alt+R", self.reset_view),
-            ("Ctrl+W", self.close),
-        ):
-            shortcut = QtGui.QShortcut(QtGui.QKeySequence(keys), self)
-            shortcut.activated.connect(action)
-
-    @staticmethod
-    def _cycle(box: QtWidgets.QComboBox | QtWidgets.QSpinBox) -> None:
-        if not box.isEnabled():
-            return
-        if isinstance(box, QtWidgets.QComboBox):
-            box.setCurrentIndex((box.currentIndex() + 1) % max(1, box.count()))
-        else:
-            box.setValue(box.minimum() if box.value() >= box.maximum() else box.value() + 1)
-
     def reset_view(self) -> None:
         """Show the whole frame and let the decision plot follow the data again."""
         self.view.autoRange(padding=0)
         self.plot.getViewBox().enableAutoRange(x=True)
         self._follow_y = True
         self._dirty = True
-
-    # -- controls ----------------------------------------------------------------------------
-    def _edit(self, key: str, value: float) -> bool:
-        """A control edited by a person: check it, send it, update the plot's lines."""
-        current = getattr(self.settings, key, None)
-        if current is not None and float(current) == value:
-            return False
-        try:
-            changed = self.settings.with_changes(
-                {key: int(value) if key == "min_fast_frames" else value}, source="viewer")
-        except ConfigError as exc:
-            message = str(exc).splitlines()[-1].strip()
-            self._note(f"refused: {message}")
-            self._show_settings()
-            return False
-        if not self._send(key, value):
-            self._show_settings()
-            return False
-        self.settings = changed
-        self._show_settings()
-        return True
-
-    def _send(self, key: str, value: float) -> bool:
-        if self.control_sender is None:
-            self._note(f"controls off: {self._read_only_reason}")
-            return False
-        if self.control_sender.send(key, value):
-            self._note(f"sent {key} = {value:g}")
-            return True
-        self._note(f"{key} = {value:g} dropped: the interpreter is not reading controls")
-        return False
-
-    def _mode_toggled(self, fast: bool) -> None:
-        self.mode_button.setText("fast" if fast else "slow")
-        self._send("mode", 1.0 if fast else 0.0)
-
-    def _pause_toggled(self, paused: bool) -> None:
-        self.pause_button.setText("resume analysis" if paused else "pause analysis")
-        self._send("paused", 1.0 if paused else 0.0)
-
-    def _show_settings(self) -> None:
-        s = self.settings
-        for box, value in ((self.lower_box, s.lower_threshold),
-                           (self.upper_box, s.upper_threshold),
-                           (self.slow_box, s.slow_interval), (self.fast_box, s.fast_interval)):
-            box.blockSignals(True)
-            box.setValue(value)
-            box.blockSignals(False)
-        self.min_fast_box.blockSignals(True)
-        self.min_fast_box.setValue(s.min_fast_frames)
-        self.min_fast_box.blockSignals(False)
-        self.lower_line.setValue(s.lower_threshold)
-        self.upper_line.setValue(s.upper_threshold)
-
-    def _note(self, text: str) -> None:
-        self.control_note.setText(text)
-        log.info("viewer: %s", text)
-
-    # -- view state --------------------------------------------------------------------------
-    def _mark_dirty(self, *_: object) -> None:
-        self._dirty = True
-
-    def _plot_moved(self, *_: object) -> None:
-        self._follow_y = False
-
-    def _levels_edited(self, *_: object) -> None:
-        lo, hi = (float(v) for v in self.histogram.getLevels())
-        tol = 1e-6 * max(1.0, abs(self._levels[1] - self._levels[0]))
-        if self._setting_levels or (abs(lo - self._levels[0]) <= tol
-                                    and abs(hi - self._levels[1]) <= tol):
-            return  # our own change (auto contrast), not a person's
-        self._levels = (lo, hi)
-        if self.auto_contrast.isChecked():
-            self.auto_contrast.blockSignals(True)
-            self.auto_contrast.setChecked(False)  # the person set the contrast: keep it
-            self.auto_contrast.blockSignals(False)
 
     # -- the loop ----------------------------------------------------------------------------
     def tick(self) -> None:
@@ -476,108 +202,6 @@ class ViewerWindow(QtWidgets.QMainWindow):
         if now >= self._next_status:
             self._next_status = now + _STATUS_PERIOD_S
             self._draw_status(now)
-
-    def _shown_stack(self) -> tuple[np.ndarray, int, bool]:
-        """(stack, seq, with overlay): the frame a network image came from when the overlay
-        is on and that stack was still in the ring, else the newest stack."""
-        feed = self.feed
-        if (self.overlay_box.isChecked() and feed.image_seq >= 0 and feed.image_stack_ok
-                and feed.image_stack is not None):
-            return feed.image_stack, feed.image_seq, True
-        return feed.stack, feed.stack_seq, self.overlay_box.isChecked() and feed.image_seq >= 0
-
-    def _draw_frame(self) -> None:
-        stack, seq, with_overlay = self._shown_stack()
-        if seq < 0:
-            return
-        c, z = self.channel_box.currentIndex(), self.z_box.value()
-        frame = stack[c, z]
-        spec = self.feed.spec
-        (x0, x1), (y0, y1) = self.view.viewRange()
-        px = self.view.viewPixelSize()
-        block = visible_block(spec.height, spec.width, (x0, x1), (y0, y1), min(px))
-        shown = self._raster.fill(frame, block)
-        if self.auto_contrast.isChecked():
-            self._levels = self._auto_levels(shown)
-        self.image.setImage(shown, autoLevels=False, levels=self._levels)
-        rows, cols = block.shape
-        self.image.setRect(QtCore.QRectF(block.x0, block.y0, cols * block.step,
-                                         rows * block.step))
-        now = time.monotonic()
-        if now >= self._next_histogram:
-            self._next_histogram = now + _HISTOGRAM_PERIOD_S
-            self._setting_levels = True
-            self.histogram.imageChanged()  # histogram of what is shown; region = its levels
-            self._setting_levels = False
-        self.overlay.setVisible(with_overlay)
-        if with_overlay:
-            self._draw_overlay((x0, x1), (y0, y1), min(px))
-        self.draws += 1
-        key = (seq, c, z, with_overlay)
-        if key[0] != self._shown_key[0]:
-            self.frames_shown += 1
-        self._shown_key = key
-        self._dirty = False
-
-    def _draw_overlay(self, xr: tuple[float, float], yr: tuple[float, float],
-                      px: float) -> None:
-        image = self.feed.image
-        if image is None or self._net_raster is None:
-            return
-        net = image[0, 0]
-        spec = self.feed.spec
-        sy, sx = net.shape[0] / spec.height, net.shape[1] / spec.width
-        block = visible_block(net.shape[0], net.shape[1], (xr[0] * sx, xr[1] * sx),
-                              (yr[0] * sy, yr[1] * sy), px * min(sx, sy))
-        shown = self._net_raster.fill(net, block)
-        sample = shown.ravel()[:: max(1, shown.size // _AUTO_LEVEL_SAMPLES)]
-        # Levels span at least 0..1 (a probability map is shown as it is, so an image with
-        # nothing in it stays transparent instead of stretching its noise); wider outputs
-        # (logits, distances) are stretched to their own range.
-        lo, hi = float(np.nanmin(sample)), float(np.nanmax(sample))
-        self.image_max = hi
-        lo = min(lo, 0.0) if math.isfinite(lo) else 0.0
-        hi = max(hi, 1.0) if math.isfinite(hi) else 1.0
-        self.overlay.setImage(shown, autoLevels=False, levels=(lo, hi))
-        rows, cols = block.shape
-        self.overlay.setRect(QtCore.QRectF(block.x0 / sx, block.y0 / sy,
-                                           cols * block.step / sx, rows * block.step / sy))
-
-    @staticmethod
-    def _auto_levels(shown: np.ndarray) -> tuple[float, float]:
-        sample = shown.ravel()[:: max(1, shown.size // _AUTO_LEVEL_SAMPLES)]
-        lo, hi = np.percentile(sample, (0.5, 99.8))
-        lo, hi = float(lo), float(hi)
-        if not hi > lo:
-            hi = lo + 1.0
-        return lo, hi
-
-    def _draw_plot(self) -> None:
-        feed = self.feed
-        d = feed.decisions
-        self.curve.setData(d.t, d.v)
-        f = feed.fast
-        n = f.n
-        if n == 0:
-            return
-        values = d.v[np.isfinite(d.v)] if d.n else d.v
-        lo = min(self.settings.lower_threshold, float(values.min()) if values.size else 0.0)
-        hi = max(self.settings.upper_threshold, float(values.max()) if values.size else 1.0)
-        pad = max(hi - lo, 1e-6) * 0.08
-        lo, hi = lo - pad, hi + pad
-        x = self._step_x[: n + 1]
-        x[:n] = f.t
-        x[n] = max(float(f.t[-1]), time.monotonic() - feed.t0)
-        flags = f.v[:n] > 0.5
-        edges = np.flatnonzero(flags[1:] != flags[:-1]) + 1
-        starts = np.concatenate(([0], edges))
-        ends = np.concatenate((edges, [n]))
-        for shade, want in ((self.fast_shade, True), (self.slow_shade, False)):
-            runs = flags[starts] == want
-            x0 = x[starts[runs]]
-            shade.setOpts(x0=x0, width=x[ends[runs]] - x0, y0=lo, height=hi - lo)
-        if self._follow_y:
-            self.plot.getViewBox().setYRange(lo, hi, padding=0)
 
     def _draw_status(self, now: float) -> None:
         st = self.feed.status()
