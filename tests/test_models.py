@@ -15,7 +15,8 @@ import pytest
 
 from rt_eda.core.errors import ModelError
 from rt_eda.shm import StackSpec
-from rt_eda.workers._models import check_fit, inspect_loaded, inspect_model, load_model
+from rt_eda.workers import check_fit
+from rt_eda.workers._models import inspect_loaded, inspect_model, load_model
 
 pytestmark = pytest.mark.tf
 
@@ -188,7 +189,8 @@ def test_inspection_does_not_import_tensorflow(models: dict[str, Path]) -> None:
     code = (
         "import sys\n"
         "import rt_eda.workers\n"
-        "from rt_eda.workers._models import inspect_model, check_fit\n"
+        "from rt_eda.workers._models import inspect_model\n"
+        "from rt_eda.workers._fit import check_fit\n"
         "from rt_eda.shm import StackSpec\n"
         f"for p in {[str(models[k]) for k in ('dynamic.keras', 'five.h5', 'fixed.h5')]!r}:\n"
         "    inspect_model(p)\n"

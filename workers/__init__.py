@@ -25,13 +25,13 @@ from ._base import (
     worker_settings,
 )
 from ._discovery import describe_workers, discover_workers
+from ._fit import check_fit
 from ._flops import count_flops
 from ._image import ImageWorker
 from ._keras import INFERENCE_MODES, KerasWorker, configure_threads, network_image, to_model_layout
 from ._keras_builtin import DemoModelWorker, KerasRescaleWorker, KerasTilingWorker
 from ._models import (
     ModelInfo,
-    check_fit,
     demo_model_path,
     inspect_loaded,
     inspect_model,

@@ -37,10 +37,10 @@ from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
 from ._base import Analysis, Worker, WorkerSettings, exception_line
+from ._fit import check_fit
 from ._models import (
     ModelInfo,
     _fmt,
-    check_fit,
     inspect_loaded,
     inspect_model,
     load_model,

@@ -37,8 +37,9 @@ from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
 from ._base import WorkerSettings
+from ._fit import _size_advice
 from ._keras import KerasWorker, network_image, to_model_layout
-from ._models import ModelInfo, _size_advice, demo_model_path
+from ._models import ModelInfo, demo_model_path
 
 __all__ = [
     "DemoModelWorker",
