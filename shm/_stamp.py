@@ -47,13 +47,18 @@ def read_stamp(frame: np.ndarray) -> tuple[int, int, int]:
 
 
 def check_stack(stack: np.ndarray, seq: int) -> bool:
-    """True when every frame of ``stack`` (C, Z, H, W) carries ``seq`` and its own c and z."""
+    """True when every frame of ``stack`` (C, Z, H, W) carries ``seq`` and its own c and z.
+
+    Each stamp pixel must hold exactly the piece :func:`stamp_frame` writes there (a pixel
+    outside a piece's range never passes). A worker with ``--verify`` checks every stack it
+    claims, so this is on the way to every decision: the stamps are read in one go.
+    """
     bits = _bits(stack.dtype)
-    mask = (1 << (bits * 6)) - 1
-    channels, slices = stack.shape[0], stack.shape[1]
-    for c in range(channels):
-        for z in range(slices):
-            got = read_stamp(stack[c, z])
-            if got != (seq & mask, c & ((1 << bits) - 1), z & ((1 << bits) - 1)):
+    piece = (1 << bits) - 1
+    pieces = [(seq >> (bits * i)) & piece for i in range(6)]
+    stamps: list[list[list[int | float]]] = stack[:, :, 0, :STAMP_PIXELS].tolist()
+    for c, frames in enumerate(stamps):
+        for z, stamp in enumerate(frames):
+            if stamp[:6] != pieces or stamp[6] != c & piece or stamp[7] != z & piece:
                 return False
     return True

@@ -461,3 +461,34 @@ def test_statistics_never_block_on_a_reader_that_died_mid_update(make_ring: Make
     assert ring.recover(3) == 1  # recovery makes the row readable again
     assert _kernels.snapshot(ring._ctl, np.zeros(10, np.int64))
     assert ring.statistics().recovered == 1
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "float16", "float32", "float64"])
+def test_stamps_check_every_frame_exactly(dtype: str) -> None:
+    """``check_stack`` passes a stack whose every frame carries its sequence number, channel
+    and slice, and fails each way a frame can be wrong: another stack's number, another
+    frame's channel or slice, a stamp pixel outside the range of the piece it holds."""
+    from rt_eda.shm import check_stack, read_stamp, stamp_frame
+
+    bits = 4 if dtype in ("uint8", "float16") else 12  # the pieces' size for this dtype
+    seq = 0x3_2B5 if bits == 4 else 0x7_3F3_A51  # the second piece odd (see below)
+    stack = np.zeros((3, 2, 16, 16), dtype=dtype)
+    for c in range(3):
+        for z in range(2):
+            stamp_frame(stack[c, z], seq, c, z)
+            assert read_stamp(stack[c, z]) == (seq, c, z)
+    assert check_stack(stack, seq)
+    assert not check_stack(stack, seq + 1)
+    torn = stack.copy()
+    stamp_frame(torn[2, 1], seq + 1, 2, 1)  # one frame of the next stack
+    assert not check_stack(torn, seq) and not check_stack(torn, seq + 1)
+    swapped = stack.copy()
+    swapped[[0, 1]] = stack[[1, 0]]  # right stack, frames in the wrong channels
+    assert not check_stack(swapped, seq)
+    # The first piece plus 1 << bits, read as one number, equals seq (that bit is set in the
+    # second piece): only a piece-by-piece check refuses it.
+    first = seq & ((1 << bits) - 1)
+    for pixel, wrong in ((0, first + (1 << bits)), (6, 1), (7, 5)):
+        bad = stack.copy()
+        bad[0, 0, 0, pixel] = wrong
+        assert not check_stack(bad, seq), (pixel, wrong)
