@@ -368,6 +368,13 @@ def test_with_overrides_validates_and_leaves_original_unchanged() -> None:
         base.with_overrides({"analysis.workers.count": 2})
     assert problems(exc) == ["analysis.workers.count: analysis.workers is a value, not a table"]
 
+    # Who made the changes is named in the header (a source's settings built from Python).
+    for bad in ({"camera.exposure_ms": 0}, {"camera.exposure_ms.x": 1}):
+        with pytest.raises(ConfigError) as exc:
+            base.with_overrides(bad, source="synthetic source settings")
+        assert str(exc.value).startswith(
+            "invalid configuration (synthetic source settings): 1 problem\n")
+
 
 def test_section_with_changes() -> None:
     settings = InterpreterConfig()
