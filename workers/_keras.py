@@ -12,18 +12,19 @@ the worker process loop (:mod:`rt_eda.roles.worker`) calls it first thing, with
 
 Inference
 ---------
-The model runs through ``model.predict_on_batch`` (option ``inference = "predict_on_batch"``)
-or a ``tf.function`` wrapping ``model(x, training=False)`` (``inference = "call"``); never
-``model.predict``, whose per-call overhead (a data adapter, callbacks, a progress bar) costs
-tens of milliseconds. On a 2-core CPU the two are within noise of each other for the demo
-U-Net (512x512, batch 1: 55.6 ms compiled call vs 56.1 ms ``predict_on_batch``, medians; at
-64x64: 3.3 vs 3.4 ms; ``models/demo.json``, key ``inference_ms``); the compiled call was the
-faster in every measurement, so it is the default.
+The model runs through one backend (:mod:`rt_eda.workers._backends`, option ``inference``):
+a ``tf.function`` wrapping ``model(x, training=False)`` (``"call"``, the reference),
+``model.predict_on_batch``, XLA, ONNX Runtime, OpenVINO, or ``"auto"`` (the fastest that
+matches the call, timed at set-up); never ``model.predict``, whose per-call overhead (a data
+adapter, callbacks, a progress bar) costs tens of milliseconds. The call is the default: it
+was never slower than ``predict_on_batch`` here (demo_v1 at 512x512: 55.6 vs 56.1 ms), and the
+other backends win or lose by model (BENCHMARKS.md, "Inference backends").
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
@@ -36,6 +37,7 @@ import numpy as np
 from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
+from ._backends import INFERENCE_MODES, PRECISIONS, InferencePlan, build_backend, select_backend
 from ._base import Analysis, Worker, WorkerSettings, exception_line
 from ._fit import check_fit
 from ._models import (
@@ -59,7 +61,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INFERENCE_MODES = ("predict_on_batch", "call")
 #: Measured faster here (see the module docstring); overridable per worker with the
 #: ``inference`` option.
 DEFAULT_INFERENCE = "call"
@@ -158,6 +159,50 @@ def _as_window(stack: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a stack (C, Z, H, W) or window (T, C, Z, H, W), got {stack.shape}")
 
 
+def _inference_options(settings: WorkerSettings) -> tuple[str, str, float | None, str]:
+    """``inference``, ``precision``, ``tolerance`` and ``calibration`` options, checked.
+
+    Raises
+    ------
+    ConfigError
+        A value out of range, or a reduced precision with a backend that cannot run it.
+    """
+    mode = str(settings.option("inference", DEFAULT_INFERENCE))
+    if mode not in INFERENCE_MODES:
+        raise ConfigError(
+            f"analysis.options.inference = {mode!r} is not one of {list(INFERENCE_MODES)}"
+        )
+    precision = str(settings.option("precision", "float32"))
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"analysis.options.precision = {precision!r} is not one of {list(PRECISIONS)}"
+        )
+    if precision != "float32" and mode in ("call", "predict_on_batch", "xla"):
+        raise ConfigError(
+            f"analysis.options.precision = {precision!r} needs analysis.options.inference "
+            f"'onnx', 'openvino' or 'auto', not {mode!r}"
+        )
+    tolerance = settings.option("tolerance", None)
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(
+            tolerance, int | float) or not 0 <= tolerance < math.inf):
+        raise ConfigError(
+            f"analysis.options.tolerance must be a number >= 0 (the largest absolute "
+            f"difference from the reference call), got {tolerance!r}"
+        )
+    calibration = settings.option("calibration", "")
+    if not isinstance(calibration, str):
+        raise ConfigError(
+            "analysis.options.calibration must be the path of a recording (a run folder, an "
+            f"OME-Zarr or a TIFF), got {calibration!r}"
+        )
+    if calibration and not Path(calibration).exists():
+        raise ConfigError(
+            f"analysis.options.calibration = {calibration!r} does not exist (a run folder, an "
+            "OME-Zarr or a TIFF of this acquisition)"
+        )
+    return mode, precision, None if tolerance is None else float(tolerance), calibration
+
+
 class KerasWorker(Worker):
     """Keras model on the raw selected channels (float32); decision = maximum of the output.
 
@@ -180,8 +225,19 @@ class KerasWorker(Worker):
     Options (``[analysis.options]``)
     --------------------------------
     inference
-        ``"call"`` (the default: a compiled ``tf.function`` of ``model(x, training=False)``)
-        or ``"predict_on_batch"``.
+        ``"call"`` (the default: a compiled ``tf.function`` of ``model(x, training=False)``),
+        ``"predict_on_batch"``, ``"xla"``, ``"onnx"``, ``"openvino"`` or ``"auto"`` (see
+        :mod:`rt_eda.workers._backends`). Every backend but the call is checked against the
+        call at set-up; a mismatch refuses it (exit 2 through the probe).
+    precision
+        ``"float32"`` (default), ``"int8"`` or ``"bfloat16"`` (with ``onnx``, ``openvino`` or
+        ``auto``; bfloat16 only on a CPU that computes it natively).
+    calibration
+        A recording of this acquisition (run folder, OME-Zarr, TIFF): int8's calibration
+        stacks (and more inputs every backend is checked on).
+    tolerance
+        Largest absolute difference from the call a backend may show (default 1e-3; 0.05 for
+        a reduced precision).
 
     Lifecycle: :meth:`check` (engine process, no TensorFlow), :meth:`setup` (worker process:
     loads the model once, checks it again with its real output shape), :meth:`warm_up` (one
@@ -203,12 +259,10 @@ class KerasWorker(Worker):
         self._network_shape: tuple[int, int] | None = None
         #: The model output's shape for one stack, from a real forward pass (after setup).
         self.output_shape: tuple[int, ...] | None = None
-        mode = str(settings.option("inference", DEFAULT_INFERENCE))
-        if mode not in INFERENCE_MODES:
-            raise ConfigError(
-                f"analysis.options.inference = {mode!r} is not one of {list(INFERENCE_MODES)}"
-            )
-        self.inference = mode
+        self.inference, self.precision, self.tolerance, self.calibration = _inference_options(
+            settings)
+        #: What the set-up chose, checked and timed (None before setup).
+        self.inference_plan: InferencePlan | None = None
 
     # -- what the model is fed -----------------------------------------------------------------
     def model_path(self) -> Path:
@@ -290,23 +344,71 @@ class KerasWorker(Worker):
         self.spec = spec
         self._infer = self._make_inference(self.model)
         self._network_shape = self.check_output(spec, self.info)
+        self._select_inference(spec, path)
         log.info("%s: %s, inference %s", self.name, self.info.describe(), self.inference)
 
     def _make_inference(self, model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
-        if self.inference == "predict_on_batch":
+        """The call (or ``predict_on_batch``) that :meth:`check_output` runs first; the
+        configured backend replaces it once the real input shape is known."""
+        name = "predict_on_batch" if self.inference == "predict_on_batch" else "call"
+        return build_backend(name, model, self.model_path(), ()).run
 
-            def predict(x: np.ndarray) -> np.ndarray:
-                return np.asarray(model.predict_on_batch(x))
+    def _select_inference(self, spec: StackSpec, path: Path) -> None:
+        """Build, check and (``auto``) time the configured backend on the real input shape."""
+        if self.inference in ("call", "predict_on_batch") and self.precision == "float32":
+            return
+        assert self.model is not None
+        shape = self.model_input_shape(spec)
+        calibration: list[np.ndarray] = []
+        if self.calibration:
+            calibration = self.calibration_inputs(spec, Path(self.calibration))
+        reduced = self.precision != "float32"
+        plan = select_backend(
+            self.inference, self.model, path, shape, threads=self.settings.threads,
+            precision=self.precision, tolerance=self.tolerance,
+            calibration=calibration[0::2] if reduced else calibration,
+            check_inputs=calibration[1::2] if reduced else calibration[:2],
+            reference=None if self.inference == "predict_on_batch" else self._infer,
+        )
+        self.inference_plan = plan
+        self._infer = plan.chosen.run
+        log.info("%s: %s", self.name, plan.describe())
 
-            return predict
-        import tensorflow as tf
+    def calibration_inputs(self, spec: StackSpec, path: Path, count: int = 16
+                           ) -> list[np.ndarray]:
+        """Model inputs prepared from ``count`` stacks of a recording (evenly spaced).
 
-        forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        ``path`` is ``analysis.options.calibration``: a saved run folder, an OME-Zarr or a
+        TIFF whose stacks have this acquisition's shape. With a time window, each input is
+        ``n_timepoints`` consecutive stacks.
 
-        def call(x: np.ndarray) -> np.ndarray:
-            return np.asarray(forward(tf.convert_to_tensor(x)))
+        Raises
+        ------
+        ConfigError
+            The recording cannot be read, or its stacks are not this acquisition's shape.
+        """
+        from rt_eda.core.imagefiles import open_reader
 
-        return call
+        try:
+            reader, _ = open_reader(path)
+        except ConfigError as exc:
+            raise ConfigError(f"analysis.options.calibration: {exc}") from None
+        t_total, *stack_shape = reader.shape
+        if tuple(stack_shape) != tuple(spec.shape):
+            raise ConfigError(
+                f"analysis.options.calibration = {str(path)!r} holds stacks of "
+                f"{tuple(stack_shape)}, the acquisition's are {tuple(spec.shape)}")
+        window = self.settings.n_timepoints
+        starts = sorted({int(i) for i in np.linspace(0, max(0, t_total - window),
+                                                     min(count, max(1, t_total)))})
+        inputs = []
+        for t0 in starts:
+            stacks = np.empty((window, *spec.shape), reader.dtype)
+            for k in range(window):
+                reader.read_stack(min(t0 + k, t_total - 1), stacks[k])
+            data = self.prepare_images(stacks[0] if window == 1 else stacks)
+            inputs.append(np.ascontiguousarray(data["pixels"], np.float32))
+        return inputs
 
     def model_input_shape(self, spec: StackSpec) -> tuple[int, ...]:
         """The shape of ``data['pixels']`` for stacks of ``spec`` (batch axis included)."""
