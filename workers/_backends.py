@@ -214,7 +214,7 @@ def precision_unsupported(name: str, precision: str) -> str | None:
 def _openvino_capabilities() -> list[str]:
     if _missing("openvino"):
         return []
-    import openvino as ov  # type: ignore[import-untyped,unused-ignore]
+    import openvino as ov
 
     return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
@@ -298,7 +298,7 @@ def _xla(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
 def _onnx_bytes(model: keras.Model, shape: tuple[int, ...]) -> bytes:
     """The model converted to ONNX by tf2onnx at the static input ``shape``."""
     import tensorflow as tf
-    import tf2onnx  # type: ignore[import-untyped,unused-ignore]
+    import tf2onnx
 
     spec = [tf.TensorSpec(shape, tf.float32, name="x")]
     forward = tf.function(lambda x: model(x, training=False))
@@ -319,14 +319,14 @@ def _int8_bytes(onnx_path: Path, inputs: Sequence[np.ndarray]) -> bytes:
     ranges over ``inputs``) of the float32 ONNX file."""
     import tempfile
 
-    from onnxruntime.quantization import (  # type: ignore[import-untyped,unused-ignore]
+    from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import (  # type: ignore[import-untyped,unused-ignore]
+    from onnxruntime.quantization.shape_inference import (
         quant_pre_process,
     )
 
@@ -356,7 +356,7 @@ def _inputs_digest(inputs: Sequence[np.ndarray]) -> str:
 
 
 def _ort(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -376,7 +376,7 @@ def _ort(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _openvino(path: Path, threads: int, precision: str) -> Callable[[np.ndarray], np.ndarray]:
-    import openvino as ov  # type: ignore[import-untyped,unused-ignore]
+    import openvino as ov
 
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(path)), "CPU", {
