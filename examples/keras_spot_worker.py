@@ -19,8 +19,8 @@ Built from constants, its weights are the same on every machine and every build.
 :class:`KerasSpotWorker` shows the hooks of a Keras worker: ``prepare_images`` normalises
 each frame by its own noise and lays the stack out as the model expects
 (``to_model_layout``: channels last, one batch item); ``run_model`` is inherited (the
-compiled call of the model, or ``model.predict_on_batch`` with
-``analysis.options.inference = "predict_on_batch"``); the decision is the output's maximum
+compiled call of the model by default, or the backend ``analysis.options.inference`` names,
+``"predict_on_batch"`` among them); the decision is the output's maximum
 and the network image the output map. On the synthetic source, frames without an event
 score about 0.05, events above the binary interpreter's upper threshold 0.48 from an
 intensity of about 0.2.
