@@ -451,6 +451,20 @@ def inspect_loaded(model: keras.Model, path: str | Path) -> ModelInfo:
     return _make_info(p, fmt, shapes, output_shape, version)
 
 
+def _load_repaired(path: Path, error: Exception) -> keras.Model | None:
+    """The model of a Keras 2 HDF5 file Keras 3 failed to load, repaired (or None)."""
+    if "Invalid Functional model configuration" not in str(error) or not _magic(
+            path).startswith(_HDF5_MAGIC):
+        return None
+    from ._legacy_h5 import load_repaired
+
+    try:
+        return load_repaired(path)
+    except _LOAD_ERRORS as exc:
+        log.debug("repairing %s did not help: %s", path, exc)
+        return None
+
+
 # -- loading -----------------------------------------------------------------------------------
 def load_model(path: str | Path, *, _checked: bool = False) -> keras.Model:
     """Load a model for inference (``compile=False``); imports Keras and TensorFlow.
@@ -481,6 +495,10 @@ def load_model(path: str | Path, *, _checked: bool = False) -> keras.Model:
     try:
         model = keras.models.load_model(p, compile=False)
     except _LOAD_ERRORS as exc:
+        # A Keras 2 file calling a built nested Sequential: Keras 3 misnumbers its calls.
+        repaired = _load_repaired(p, exc)
+        if repaired is not None:
+            return repaired
         raise ModelError(
             f"Keras {keras.__version__} cannot load {str(p)!r}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
