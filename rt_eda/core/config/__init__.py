@@ -7,7 +7,7 @@ A configuration is a frozen tree of pydantic models, one per TOML section::
                          verify
     [ring]               slots, buffer_s, max_bytes
     [analysis]           worker, model, workers, threads_per_worker, n_timepoints,
-                         channels_to_use, worker_modules, watchdog_s
+                         channels_to_use, worker_modules, watchdog_s, device
     [analysis.options]   free-form worker settings (strings, numbers, booleans)
     [interpreter]        kind, slow_interval, fast_interval, lower_threshold, upper_threshold,
                          min_fast_frames, manual_interval, max_nonfinite_in_a_row

@@ -30,6 +30,7 @@ __all__ = [
 
 _MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 _MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DEVICE_RE = re.compile(r"^(cpu|gpu|gpu:[0-9]+)$")
 
 
 class SyntheticConfig(Section):
@@ -194,6 +195,10 @@ class AnalysisConfig(Section):
     options: dict[str, _Primitive] = key_field(
         {}, "a table of worker settings (strings, numbers or booleans)"
     )
+    device: str = key_field(
+        "cpu", "'cpu', 'gpu' (the first GPU) or 'gpu:N' (GPU number N >= 0), where the "
+        "workers run the model"
+    )
 
     @field_validator("worker")
     @classmethod
@@ -227,6 +232,13 @@ class AnalysisConfig(Section):
                 f"{list(value)!r} holds negative channel indices {bad}; "
                 "expected a list of integers >= 0"
             )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not _DEVICE_RE.match(value):
+            raise value_error(f"{value!r} is not 'cpu', 'gpu' or 'gpu:N' (N >= 0)")
         return value
 
     @field_validator("worker_modules")
