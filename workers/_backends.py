@@ -575,6 +575,7 @@ def select_backend(
     calibration: Sequence[np.ndarray] = (),
     check_inputs: Sequence[np.ndarray] = (),
     reference: Callable[[np.ndarray], np.ndarray] | None = None,
+    candidates: Sequence[str] = BACKENDS,
 ) -> InferencePlan:
     """Build, check and (for ``"auto"``) time the backends of ``mode``; return the plan.
 
@@ -592,6 +593,8 @@ def select_backend(
         inputs in 0..1); for a reduced precision, real stacks it was not calibrated on.
     reference
         The worker's own ``"call"`` (:func:`reference_call`), reused rather than traced again.
+    candidates
+        The backends ``"auto"`` may choose (on a GPU: ``("call", "xla")``).
 
     Raises
     ------
@@ -630,13 +633,14 @@ def select_backend(
             return InferencePlan(Backend("call", "float32", reference, "tf.function"))
         backend = build_checked(mode)
         return InferencePlan(backend, max_abs_diff=plan_diff)
-    names = [n for n in BACKENDS if not reduced or n in _REDUCED_BACKENDS[precision]]
+    names = [n for n in BACKENDS if n in candidates and (
+        not reduced or n in _REDUCED_BACKENDS[precision])]
     cache = _auto_cache(model_path, shape, threads, precision, names)
     remembered: str | None = None
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         remembered = str(json.loads(cache.read_text())["chosen"])
     built: dict[str, Backend] = {}
-    if not reduced:
+    if not reduced and "call" in names:
         built["call"] = Backend("call", "float32", reference, "tf.function")
     for name in names:
         if name in built or (remembered is not None and name != remembered):

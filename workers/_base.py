@@ -80,6 +80,8 @@ class WorkerSettings:
     channels_to_use: tuple[int, ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
     source: str = "synthetic"
+    #: ``analysis.device``: ``"cpu"``, ``"gpu"`` or ``"gpu:N"`` (where a Keras model runs).
+    device: str = "cpu"
 
     def option(self, key: str, default: Any = None) -> Any:
         """A worker-specific option, or ``default``."""
@@ -356,6 +358,7 @@ def worker_settings(config: Config) -> WorkerSettings:
         channels_to_use=tuple(a.channels_to_use),
         options=tuple(sorted(a.options.items())),
         source=config.camera.source.partition(":")[0],
+        device=a.device,
     )
 
 

@@ -37,8 +37,16 @@ import numpy as np
 from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
-from ._backends import INFERENCE_MODES, PRECISIONS, InferencePlan, build_backend, select_backend
+from ._backends import (
+    BACKENDS,
+    INFERENCE_MODES,
+    PRECISIONS,
+    InferencePlan,
+    build_backend,
+    select_backend,
+)
 from ._base import Analysis, Worker, WorkerSettings, exception_line
+from ._device import DevicePlan, configure_device
 from ._fit import check_fit
 from ._models import (
     ModelInfo,
@@ -189,6 +197,11 @@ def _inference_options(settings: WorkerSettings) -> tuple[str, str, float | None
             f"analysis.options.tolerance must be a number >= 0 (the largest absolute "
             f"difference from the reference call), got {tolerance!r}"
         )
+    if settings.device != "cpu" and mode in ("onnx", "openvino"):
+        raise ConfigError(
+            f"analysis.options.inference = {mode!r} runs on the CPU, but analysis.device = "
+            f"{settings.device!r}: use 'call', 'xla' or 'auto' on a GPU"
+        )
     calibration = settings.option("calibration", "")
     if not isinstance(calibration, str):
         raise ConfigError(
@@ -263,6 +276,8 @@ class KerasWorker(Worker):
             settings)
         #: What the set-up chose, checked and timed (None before setup).
         self.inference_plan: InferencePlan | None = None
+        #: Where the model runs (None before setup).
+        self.device_plan: DevicePlan | None = None
 
     # -- what the model is fed -----------------------------------------------------------------
     def model_path(self) -> Path:
@@ -338,6 +353,8 @@ class KerasWorker(Worker):
         """
         Worker.check(self, spec)
         path = self.model_path()
+        self.device_plan = configure_device(self.settings.device,
+                                            self.settings.option("gpu_memory_mb"))
         self.model = load_model(path)
         self.info = inspect_loaded(self.model, path)
         self.check_model(self.info, spec)
@@ -368,6 +385,7 @@ class KerasWorker(Worker):
             precision=self.precision, tolerance=self.tolerance,
             calibration=calibration[0::2] if reduced else calibration,
             check_inputs=calibration[1::2] if reduced else calibration[:2],
+            candidates=BACKENDS if self.settings.device == "cpu" else ("call", "xla"),
             reference=None if self.inference == "predict_on_batch" else self._infer,
         )
         self.inference_plan = plan
