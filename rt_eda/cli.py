@@ -261,7 +261,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     points = run_grid(config, grid, args.duration, args.interval, on_point=show)
     best = recommend(points)
     print(format_table(points, best))
-    print(f"recommended: --workers {best.workers} --threads-per-worker {best.threads}")
+    print(f"recommended: {best.flags()}")
     return 0
 
 
@@ -310,14 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     v = sub.add_parser("view", help="attach the live viewer to a running rt-eda run")
     v.add_argument("--pid", type=int, help="the engine's pid (default: the newest run)")
     v.add_argument("--read-only", action="store_true", help="no controls")
-    b = sub.add_parser("bench", help="measure workers x threads on this machine with your "
-                       "configuration and recommend the best")
+    b = sub.add_parser("bench", help="measure inference backend x workers x threads on this "
+                       "machine with your configuration and recommend the best")
     b.add_argument("--config", metavar="PATH")
     b.add_argument("--model", metavar="PATH")
     b.add_argument("--worker", metavar="NAME")
     b.add_argument("--source", metavar="SPEC")
-    b.add_argument("--grid", metavar="WxT,...", help="e.g. 1x2,2x1,2x2 (default: every split "
-                   "of the cores)")
+    b.add_argument("--grid", metavar="[BACKEND:]WxT,...", help="e.g. 1x2,2x1,onnx:2x2 "
+                   "(default: every split of the cores, each with every backend installed)")
     b.add_argument("--duration", type=float, default=10.0, metavar="S",
                    help="seconds per grid point (default 10)")
     b.add_argument("--interval", type=float, default=0.01, metavar="S",
