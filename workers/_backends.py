@@ -344,8 +344,34 @@ def _int8_bytes(onnx_path: Path, inputs: Sequence[np.ndarray]) -> bytes:
         quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, calibrate_method=CalibrationMethod.MinMax)
+                        per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=_output_head(pre))
         return out.read_bytes()
+
+
+def _output_head(path: Path) -> list[str]:
+    """The nodes from the last weighted layer (convolution, matrix product) to the output.
+
+    They stay in float32: an int8 output can only take values inside the range calibration
+    saw, so calibration stacks without an event would cap the decision below any threshold.
+    """
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    head: list[str] = []
+    frontier = [o.name for o in graph.output]
+    seen: set[str] = set()
+    while frontier:
+        node = producer.get(frontier.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        head.append(node.name)
+        if node.op_type in ("Conv", "ConvTranspose", "MatMul", "Gemm"):
+            continue  # the last weighted layer: stop on this branch
+        frontier += list(node.input)
+    return head
 
 
 def _inputs_digest(inputs: Sequence[np.ndarray]) -> str:

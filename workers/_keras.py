@@ -411,21 +411,24 @@ class KerasWorker(Worker):
             reader, _ = open_reader(path)
         except ConfigError as exc:
             raise ConfigError(f"analysis.options.calibration: {exc}") from None
-        t_total, *stack_shape = reader.shape
-        if tuple(stack_shape) != tuple(spec.shape):
-            raise ConfigError(
-                f"analysis.options.calibration = {str(path)!r} holds stacks of "
-                f"{tuple(stack_shape)}, the acquisition's are {tuple(spec.shape)}")
-        window = self.settings.n_timepoints
-        starts = sorted({int(i) for i in np.linspace(0, max(0, t_total - window),
-                                                     min(count, max(1, t_total)))})
-        inputs = []
-        for t0 in starts:
-            stacks = np.empty((window, *spec.shape), reader.dtype)
-            for k in range(window):
-                reader.read_stack(min(t0 + k, t_total - 1), stacks[k])
-            data = self.prepare_images(stacks[0] if window == 1 else stacks)
-            inputs.append(np.ascontiguousarray(data["pixels"], np.float32))
+        try:
+            t_total, *stack_shape = reader.shape
+            if tuple(stack_shape) != tuple(spec.shape):
+                raise ConfigError(
+                    f"analysis.options.calibration = {str(path)!r} holds stacks of "
+                    f"{tuple(stack_shape)}, the acquisition's are {tuple(spec.shape)}")
+            window = self.settings.n_timepoints
+            starts = sorted({int(i) for i in np.linspace(0, max(0, t_total - window),
+                                                         min(count, max(1, t_total)))})
+            inputs = []
+            for t0 in starts:
+                stacks = np.empty((window, *spec.shape), reader.dtype)
+                for k in range(window):
+                    reader.read_stack(min(t0 + k, t_total - 1), stacks[k])
+                data = self.prepare_images(stacks[0] if window == 1 else stacks)
+                inputs.append(np.ascontiguousarray(data["pixels"], np.float32))
+        finally:
+            reader.close()
         return inputs
 
     def model_input_shape(self, spec: StackSpec) -> tuple[int, ...]:
