@@ -608,9 +608,10 @@ class StackRing:
         """
         if not 1 <= actor <= MAX_READER_ID:
             raise ValueError(f"reader id must be 1..{MAX_READER_ID}, got {actor}")
+        cap = self.SLEEP_CAP_S
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait_s = self._wait_s(deadline)
+            wait_s = cap if deadline is None else min(cap, deadline - time.monotonic())
             # One compiled call: look, sleep if there is nothing (without the GIL), look again.
             got = _kernels.claim_wait(self._ctl, actor, n_timepoints - 1,
                                       int(wait_s * 1e9) if wait_s > 0 else 0, True, FUTEX_NR)
