@@ -19,6 +19,9 @@ process, as numba's own runtime calls do):
 - :func:`monotonic`: ``clock_gettime(CLOCK_MONOTONIC)`` as float seconds, computed exactly as
   Python's ``time.monotonic()`` (so stamps taken in a kernel and in Python compare).
 
+numba caches each kernel against its own source file only: after changing an intrinsic here,
+touch ``_kernels.py`` so that the kernels are compiled again.
+
 Linux only (glibc or musl: ``syscall``, ``__errno_location``, ``clock_gettime``), as the rest
 of rt-eda's process plumbing is. On a Linux architecture missing from the table of system
 call numbers :data:`FUTEX_NR` is -1: the kernels never sleep and the ring's Python side waits
