@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -272,11 +272,19 @@ def _cached_file(model_path: Path, key: str, suffix: str, make: Callable[[], byt
 
 
 # -- building -----------------------------------------------------------------------------------
+def _forward(model: keras.Model) -> Callable[[Any], Any]:
+    """``model(x, training=False)``, with ``x`` in a list when the model's input structure is
+    one (a Keras 2 file's functional model: Keras 3 warns on every trace otherwise)."""
+    if isinstance(model.input, list | tuple):
+        return lambda x: model([x], training=False)
+    return lambda x: model(x, training=False)
+
+
 def reference_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     """The ``"call"`` backend: a ``tf.function`` of ``model(x, training=False)``."""
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    forward = tf.function(_forward(model), reduce_retracing=True)
 
     def call(x: np.ndarray) -> np.ndarray:
         return np.asarray(forward(tf.convert_to_tensor(x)))
@@ -287,7 +295,7 @@ def reference_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
 def _xla(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False), jit_compile=True)
+    forward = tf.function(_forward(model), jit_compile=True)
 
     def call(x: np.ndarray) -> np.ndarray:
         return np.asarray(forward(tf.convert_to_tensor(x)))
@@ -301,7 +309,7 @@ def _onnx_bytes(model: keras.Model, shape: tuple[int, ...]) -> bytes:
     import tf2onnx
 
     spec = [tf.TensorSpec(shape, tf.float32, name="x")]
-    forward = tf.function(lambda x: model(x, training=False))
+    forward = tf.function(_forward(model))
     # tf2onnx logs every rewrite at INFO; the worker's log keeps only what matters.
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
@@ -460,8 +468,10 @@ def build_backend(
         return Backend(name, precision, reference_call(model), "tf.function")
     if name == "predict_on_batch":
 
+        structured = isinstance(model.input, list | tuple)
+
         def predict(x: np.ndarray) -> np.ndarray:
-            return np.asarray(model.predict_on_batch(x))
+            return np.asarray(model.predict_on_batch([x] if structured else x))
 
         return Backend(name, precision, predict, "keras predict_on_batch")
     if name == "xla":

@@ -444,8 +444,9 @@ class KerasTilingWorker(KerasWorker):
         if tile_out != self.tile_size(info):
             raise ModelError(
                 f"{self.name} stitches output tiles, but the model maps a "
-                f"{self.tile_size(info)} tile to an output of spatial size {tile_out}: it "
-                "needs an output of the input's size"
+                f"{self.tile_size(info)} tile to an output of spatial size {tile_out} (a "
+                f"forward pass of {self.model_input_shape(spec)} gave {self.output_shape}): "
+                "it needs an output of the input's size"
             )
         self._tiles = self._grid(spec, info)
         self._image_shape = self.fed_image_shape(spec, info)
