@@ -604,12 +604,6 @@ def set_closed(ctl: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def sleepers_add(ctl: np.ndarray, delta: int) -> int:
-    """Register (+1) or unregister (-1) a sleeper on the doorbell."""
-    return atomic_add(ctl, H_SLEEPERS, delta)
-
-
-@njit(cache=True)
 def load(ctl: np.ndarray, index: int) -> int:
     """An acquire load of one control word."""
     return atomic_load(ctl, index)
@@ -677,7 +671,6 @@ def warm_up() -> None:
     count_window_failed(scratch, 1)
     snapshot(scratch, counters)
     count_states(scratch, census)
-    sleepers_add(scratch, 0)
     load(scratch, 0)
     set_closed(scratch)
     store(scratch, 0, 0)
