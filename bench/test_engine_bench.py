@@ -17,7 +17,6 @@ meaningful, and into the tables printed at the end.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -32,7 +31,14 @@ import pytest
 from bench_timing import figures, median, per_op, times
 
 from rt_eda.core.config import Config, load_config
-from rt_eda.core.messages import Result, RoleEventKind
+from rt_eda.core.messages import (
+    DecisionRecord,
+    InterpreterReport,
+    IntervalChange,
+    Result,
+    RoleEventKind,
+    WorkerStart,
+)
 from rt_eda.core.process import RoleChannels
 from rt_eda.core.queues import MessageQueue
 from rt_eda.engine import Engine
@@ -142,7 +148,7 @@ def _events(channels: RoleChannels, n: int, kind: RoleEventKind) -> list[Any]:
     got = []
     while len(got) < n:
         ev = channels.events.get(timeout=120)
-        assert ev.kind is not RoleEventKind.FAILED, f"{ev.role} failed: {ev.detail}"
+        assert ev.kind is not RoleEventKind.FAILED, f"{ev.role} failed: {ev.payload}"
         if ev.kind is kind:
             got.append(ev)
     return got
@@ -172,21 +178,21 @@ def worker_and_interpreter_roles(config: Config, ring: StackRing
             workers.append((p, control))
         _events(channels, len(workers), RoleEventKind.READY)
         for _, control in workers:
-            control.put("")  # no network-image ring
+            control.put(WorkerStart(""))  # no network-image ring
         p = CTX.Process(target=interpreter_role.run, args=(config, channels), daemon=True)
         p.start()
         others.append(p)
         _events(channels, 1, RoleEventKind.READY)
-        kind, _row = channels.writer.get(timeout=60)
-        assert kind == "interval"  # the start announcement
+        first = channels.writer.get(timeout=60)
+        assert isinstance(first, IntervalChange)  # the start announcement
         yield channels, stats
         ring.shutdown()
         for p, _ in workers:
             p.join(60)
         channels.results.put(None)
         for ev in _events(channels, config.analysis.workers + 1, RoleEventKind.STATS):
-            if ev.role == "interpreter":
-                stats.update(json.loads(ev.detail))
+            if isinstance(ev.payload, InterpreterReport):
+                stats["publish_to_decision"] = ev.payload.publish_to_decision.as_dict()
         for p in others:
             p.join(60)
         assert all(p.exitcode == 0 for p, _ in workers), [p.exitcode for p, _ in workers]
@@ -233,8 +239,8 @@ def test_publish_to_decision(benchmark: Any, quick: bool, report: Any,
                     slot.frame_times[i] = source.read_frame(c, z, slot.pixels[c, z])
                 seq = slot.seq
             while True:
-                kind, row = channels.writer.get(timeout=30)
-                if kind == "decision" and row["seq"] == seq:
+                row = channels.writer.get(timeout=30)
+                if isinstance(row, DecisionRecord) and row.result.seq == seq:
                     return
 
         benchmark.pedantic(one_stack, rounds=rounds, warmup_rounds=10)

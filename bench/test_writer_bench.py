@@ -26,7 +26,7 @@ compared with:
 from __future__ import annotations
 
 import ctypes
-import json
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -41,7 +41,7 @@ import writer_procs
 from bench_timing import figures, median, per_op, times
 
 from rt_eda.core.config import load_config
-from rt_eda.core.messages import RoleEventKind
+from rt_eda.core.messages import RoleEventKind, WriterStatistics
 from rt_eda.core.process import RoleChannels
 from rt_eda.core.queues import MessageQueue
 from rt_eda.core.runfolder import open_run
@@ -115,9 +115,10 @@ def writer_run(folder: Path, rate: float, seconds: float, backpressure: bool) ->
                     e = channels.events.get(timeout=max(0.1, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                assert e.kind is not RoleEventKind.FAILED, e.detail
+                assert e.kind is not RoleEventKind.FAILED, e.payload
                 if e.kind is RoleEventKind.STATS:
-                    stats = json.loads(e.detail)
+                    assert isinstance(e.payload, WriterStatistics), e
+                    stats = dataclasses.asdict(e.payload)
             drained_s = time.monotonic() - t0
             syncfs(save)
             synced_s = time.monotonic() - t0

@@ -46,9 +46,13 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from rt_eda import __version__  # noqa: E402
 from rt_eda.core.errors import ConfigError, ModelError, RtEdaError  # noqa: E402
+
+if TYPE_CHECKING:
+    from rt_eda.engine.summary import PercentileSummary, RunSummary
 
 __all__ = ["main"]
 
@@ -152,7 +156,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if tty:
         sys.stdout.write("\n")
     if code == EXIT_BAD_INPUT:  # nothing started: the lines that say why, once
-        _print_summary({}, engine.errors, code)
+        _print_summary(None, engine.errors, code)
         return code
     _print_outputs(config, engine.outputs)
     _print_summary(engine.summary, engine.errors, code)
@@ -187,22 +191,24 @@ def _one_line(message: str) -> str:
     return message
 
 
-def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
+def _print_summary(s: RunSummary | None, errors: list[str], code: int) -> None:
     if not s:
         for e in errors:
             for line in _one_line(e).splitlines():
                 print(f"rt-eda: {line}", file=sys.stderr)
         return
     lat = s["latency_ms"]
+    moves = s["actuations"]
     print(
         f"acquired {s['stacks_published']} stacks ({s['frames_acquired']} frames) in "
-        f"{s['acquisition_s']:.1f} s at {s['acquired_fps']:.1f} stacks/s; "
+        f"{s['acquisition_s']:.1f} s at {s['acquired_fps']:.1f} stacks/s "
+        f"(jitter {s['camera_jitter_ms']:.2f} ms); "
         f"analysed {s['stacks_analysed']}, skipped {s['stacks_skipped']}, failed "
-        f"{s.get('stacks_failed', 0)} "
+        f"{s['stacks_failed']} "
         f"({s['workers']} worker(s) x {s['threads_per_worker']} thread(s), {s['worker']})\n"
         f"decisions {s['decisions']}, interval switches {s['interval_switches']}, "
         f"dropped out of order {s['results_dropped_out_of_order']}, "
-        + (f"non-finite {s['nonfinite_decisions']}, " if s.get("nonfinite_decisions") else "")
+        + (f"non-finite {s['nonfinite_decisions']}, " if s["nonfinite_decisions"] else "")
         + f"torn reads "
         f"{s['torn_reads']}, worker restarts {s['worker_restarts']}, frames lost "
         f"{s['frames_lost']}\n"
@@ -210,17 +216,20 @@ def _print_summary(s: dict[str, Any], errors: list[str], code: int) -> None:
         f"{_lat(lat['publish_to_claim'])}, publish->decision "
         f"{_lat(lat['publish_to_decision'])}, decision->actuation "
         f"{_lat(lat['decision_to_actuation'])}"
+        + (f" (speed-up x{moves['speed_up']} {_lat(lat['decision_to_actuation_speed_up'])}, "
+           f"slow-down x{moves['slow_down']} {_lat(lat['decision_to_actuation_slow_down'])})"
+           if moves["speed_up"] or moves["slow_down"] else "")
     )
-    if s.get("viewer_exits"):
+    if s["viewer_exits"]:
         print(f"viewer died {s['viewer_exits']} time(s) (acquisition unaffected); last: "
-              f"{s.get('viewer_last_error', '')}")
+              f"{s['viewer_last_error']}")
     for e in errors:
         print(f"rt-eda: error: {e}", file=sys.stderr)
     if code:
         print(f"rt-eda: exit code {code}", file=sys.stderr)
 
 
-def _lat(d: dict[str, float]) -> str:
+def _lat(d: PercentileSummary) -> str:
     return f"{d['p50']:.2f}/{d['p99']:.2f}/{d['max']:.2f}"
 
 

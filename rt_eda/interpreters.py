@@ -63,13 +63,17 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from rt_eda.core.config import Config, InterpreterConfig
 from rt_eda.core.errors import ConfigError
-from rt_eda.core.messages import Command, ControlMessage, Result
+from rt_eda.core.messages import (
+    Command,
+    ControlMessage,
+    InterpreterState,
+    InterpreterStatistics,
+    Result,
+)
 
 __all__ = [
     "BinaryFrameRateInterpreter",
@@ -83,57 +87,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CONTROL_SOURCE = "run-time control"
-
-
-class InterpreterState(StrEnum):
-    """The state of an interpreter: SLOW/FAST for the binary one, MANUAL for the manual one."""
-
-    SLOW = "slow"
-    FAST = "fast"
-    MANUAL = "manual"
-
-
-@dataclass(frozen=True, slots=True)
-class InterpreterStatistics:
-    """A snapshot of an interpreter's counters (taken by :meth:`Interpreter.statistics`).
-
-    Attributes
-    ----------
-    decisions
-        Results acted on (received in order while not paused).
-    results_dropped_out_of_order
-        Results dropped because their ``seq`` was not newer than the newest received.
-    interval_switches
-        Commands sent after the initial announcement (each one changed the interval).
-    current_interval
-        The interval in force (seconds; 0 = free-run).
-    state
-        The current state.
-    fast_frames
-        Results of stacks acquired in the current fast period (0 outside fast mode).
-    results_ignored_paused
-        Results received in order while paused (not acted on).
-    paused
-        Whether the interpreter is paused (holds the interval, ignores results).
-    newest_seq
-        The newest ``seq`` received in order (-1 before any).
-    nonfinite_decisions
-        Results whose decision was NaN or infinite (never acted on, not in ``decisions``).
-    nonfinite_in_a_row
-        Non-finite decisions since the last finite one.
-    """
-
-    decisions: int
-    results_dropped_out_of_order: int
-    interval_switches: int
-    current_interval: float
-    state: InterpreterState
-    fast_frames: int = 0
-    results_ignored_paused: int = 0
-    paused: bool = False
-    newest_seq: int = -1
-    nonfinite_decisions: int = 0
-    nonfinite_in_a_row: int = 0
 
 
 @runtime_checkable

@@ -18,7 +18,6 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError
@@ -131,14 +130,13 @@ def run_grid(config: Config, grid: Sequence[GridItem], duration: float,
         })
         engine = Engine(cfg)
         code = engine.run()
-        s: dict[str, Any] = engine.summary
+        s = engine.summary
         if not s:
             raise ConfigError("; ".join(engine.errors) or f"run failed with exit code {code}")
         p2d = s["latency_ms"]["publish_to_decision"]
-        gap = s.get("publish_interval_ms", {"p50": 0.0, "p99": 0.0})
         point = GridPoint(workers, threads, s["analysed_per_s"], s["acquired_fps"],
                           1 / interval if interval > 0 else float("nan"), p2d["p50"],
-                          p2d["p99"], gap["p99"] - gap["p50"], code)
+                          p2d["p99"], s["camera_jitter_ms"], code)
         point = dataclasses.replace(point, backend=backend)
         points.append(point)
         if on_point is not None:

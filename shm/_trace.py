@@ -1,6 +1,8 @@
 """A decision trace in shared memory: one writer appends records, any process reads them.
 
-The interpreter appends one record per result it receives (and per interval change); the
+The interpreter appends one record per result it receives (and per interval change): the
+rows of its ``DecisionRecord`` and ``IntervalChange`` messages (``trace_row()``, in
+:mod:`rt_eda.core.messages`, which checks the field order against :data:`TRACE_FIELDS`); the
 viewer, in another process, reads the newest records at its own pace. The writer never
 waits for a reader and a reader never blocks the writer: a reader that falls more than the
 trace's capacity behind simply gets the newest records it can still see.
@@ -27,7 +29,8 @@ __all__ = ["TRACE_FIELDS", "DecisionTrace"]
 TRACE_FIELDS = (
     "seq", "t_exposure", "t_decided", "decision", "interval_s", "fast", "worker", "kind",
 )
-"""Columns of a trace record. ``kind``: 0 result, 1 interval change, 2 control."""
+"""Columns of a trace record. ``kind``: 0 a result, 1 an interval change
+(``rt_eda.core.messages.TraceKind``)."""
 
 _MAGIC = 0x5254_4544_4154_5243  # "RTEDATRC"
 _HEADER = 8  # words: magic, capacity, fields, count, spare

@@ -9,6 +9,9 @@ import os
 import subprocess
 import sys
 import time
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +115,64 @@ def assert_counts_add_up(s: dict[str, Any]) -> None:
         s["stack_shape"][1] + s["frames_lost"]
     for key in ("publish_to_claim", "publish_to_decision", "decision_to_actuation"):
         assert set(s["latency_ms"][key]) == {"p50", "p99", "max"}
+    assert_summary_schema(s)
+
+
+def assert_summary_schema(s: Mapping[str, Any]) -> None:
+    """The summary has exactly the keys ``rt_eda.engine.summary.RunSummary`` documents, each
+    of the documented type (nested records too), as built or as read back from JSON."""
+    from rt_eda.engine.summary import RunSummary
+
+    problems = _schema_problems(s, RunSummary, "summary")
+    assert not problems, "\n".join(problems)
+
+
+def _schema_problems(value: Any, tp: Any, where: str) -> list[str]:
+    if typing.is_typeddict(tp):
+        if not isinstance(value, Mapping):
+            return [f"{where}: {value!r} is not a mapping"]
+        hints = typing.get_type_hints(tp)
+        out = [f"{where}.{k}: documented, missing" for k in hints if k not in value]
+        out += [f"{where}.{k}: not documented" for k in value if k not in hints]
+        for k, t in hints.items():
+            if k in value:
+                out += _schema_problems(value[k], t, f"{where}.{k}")
+        return out
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return []
+    if origin in (types.UnionType, typing.Union):
+        tried = [_schema_problems(value, a, where) for a in args]
+        return [] if any(not p for p in tried) else [f"{where}: {value!r} is not {tp}"]
+    if tp is type(None):
+        return [] if value is None else [f"{where}: {value!r} is not None"]
+    if tp is bool:
+        return [] if isinstance(value, bool) else [f"{where}: {value!r} is not a bool"]
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return [] if ok else [f"{where}: {value!r} is not an int"]
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return [] if ok else [f"{where}: {value!r} is not a number"]
+    if tp is str:
+        return [] if isinstance(value, str) else [f"{where}: {value!r} is not a str"]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where}: {value!r} is not a list"]
+        return [p for i, v in enumerate(value) for p in _schema_problems(v, args[0],
+                                                                         f"{where}[{i}]")]
+    if origin is tuple:  # JSON reads a tuple back as a list
+        if not isinstance(value, tuple | list) or len(value) != len(args):
+            return [f"{where}: {value!r} is not a {len(args)}-tuple"]
+        return [p for i, (v, a) in enumerate(zip(value, args, strict=True))
+                for p in _schema_problems(v, a, f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: {value!r} is not a dict"]
+        return [p for k, v in value.items() for p in
+                _schema_problems(k, args[0], f"{where} key") +
+                _schema_problems(v, args[1], f"{where}[{k!r}]")]
+    return [f"{where}: no rule for the documented type {tp}"]
 
 
 def start_rt_eda(*args: str, cwd: Path, env: dict[str, str] | None = None

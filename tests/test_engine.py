@@ -50,8 +50,23 @@ def test_the_loop_closes_on_synthetic_events(tmp_path: Path) -> None:
     assert changes[0] == 0.25
     assert 0.05 in changes[1:] and changes.count(0.25) >= 2, changes
     assert s["interval_switches"] >= 2
-    assert s["latency_ms"]["decision_to_actuation"]["max"] > 0
-    assert "acquired" in proc.stdout
+    lat = s["latency_ms"]
+    assert lat["decision_to_actuation"]["max"] > 0
+    # Issue 17: actuation split by direction; every switch is one or the other.
+    moves = s["actuations"]
+    assert moves["speed_up"] >= 1 and moves["slow_down"] >= 1, moves
+    # (a switch decided in the run's last moment may find no timepoint after it)
+    assert s["interval_switches"] - 1 <= moves["speed_up"] + moves["slow_down"] \
+        <= s["interval_switches"], s
+    up, down = lat["decision_to_actuation_speed_up"], lat["decision_to_actuation_slow_down"]
+    assert 0 < up["p50"] <= up["max"] and 0 < down["p50"] <= down["max"]
+    assert lat["decision_to_actuation"]["max"] == max(up["max"], down["max"])
+    # ... and the camera's jitter: p99 - p50 of its publication gaps.
+    gaps = s["publish_interval_ms"]
+    assert s["camera_jitter_ms"] == pytest.approx(gaps["p99"] - gaps["p50"])
+    assert s["camera_jitter_ms"] >= 0
+    assert "acquired" in proc.stdout and "jitter" in proc.stdout
+    assert "speed-up x" in proc.stdout and "slow-down x" in proc.stdout
     assert_clean(before)
 
 

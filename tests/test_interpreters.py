@@ -9,7 +9,7 @@ import pytest
 
 from rt_eda.core.config import Config, InterpreterConfig
 from rt_eda.core.errors import ConfigError
-from rt_eda.core.messages import Command, ControlMessage, Result
+from rt_eda.core.messages import Command, ControlKey, ControlMessage, Result
 from rt_eda.interpreters import (
     BinaryFrameRateInterpreter,
     Interpreter,
@@ -213,7 +213,6 @@ def test_interval_controls_apply_to_the_current_state() -> None:
         ("min_fast_frames", 0.0, "interpreter.min_fast_frames: 0 (int) is not allowed"),
         ("min_fast_frames", 2.5, "interpreter.min_fast_frames: 2.5 (float) is not allowed"),
         ("manual_interval", 1.0, "interpreter.manual_interval: not a run-time setting"),
-        ("gain", 3.0, "allowed: lower_threshold, upper_threshold"),
         ("paused", 0.5, "interpreter.paused: 0.5 is not allowed; expected 0.0 or 1.0"),
     ],
 )
@@ -231,6 +230,14 @@ def test_invalid_controls_are_refused_and_change_nothing(
     assert interp.statistics() == stats
     # and it goes on exactly as before
     assert feed(interp, clock, [0.0], first_seq=2) == [SLOW]
+
+
+def test_a_key_no_interpreter_knows_is_not_a_control_message() -> None:
+    with pytest.raises(ValueError, match="control key 'gain' unknown; allowed: "
+                                         "lower_threshold, upper_threshold") as exc:
+        ControlMessage("gain", 3.0)  # type: ignore[arg-type]
+    assert not isinstance(exc.value, ConfigError)
+    assert ControlMessage("paused", 1.0).key is ControlKey.PAUSED  # type: ignore[arg-type]
 
 
 def test_pause_holds_the_interval_and_counts_ignored_results() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from rt_eda.core.config import load_config
 from rt_eda.core.errors import ConfigError, WriterError
+from rt_eda.core.messages import Command, DecisionRecord, IntervalChange, Result
 from rt_eda.core.runfolder import FRAME_COLUMNS, REPORT_JSON, open_run, read_table
 from rt_eda.storage import zarr_store
 from rt_eda.storage.inspect import describe
@@ -33,12 +34,14 @@ def fill(path: Path, fmt: str, n: int, *, close: bool = True,
                         0.5 if t < n // 2 else 0.1)
         if network and t % 2 == 0:
             rec.write_network_image(t + 5, np.full((8, 8), t, np.float32), 100.2 + t)
-        rec.log("decision", {"seq": t + 5, "worker": 1, "decision": t / n,
-                             "t_exposure": 100.0 + t * 0.5, "t_published": 100.01 + t * 0.5,
-                             "t_claimed": 100.02 + t * 0.5, "t_done": 100.03 + t * 0.5,
-                             "t_decided": 100.04 + t * 0.5, "command_interval": None})
-    rec.log("interval", {"interval_s": 0.1, "reason": "upper threshold",
-                         "after_seq": n // 2 + 5, "t_decided": 1.0})
+        result = Result(seq=t + 5, worker=1, decision=t / n, t_exposure=100.0 + t * 0.5,
+                        t_published=100.01 + t * 0.5, t_claimed=100.02 + t * 0.5,
+                        t_done=100.03 + t * 0.5)
+        change = None
+        if t == n // 2:  # this result switched to fast: its record carries the change
+            change = IntervalChange(Command(0.1, "upper threshold", t + 5, 1.0), fast=True)
+        rec.log(DecisionRecord(result, 100.04 + t * 0.5, 0.1 if t >= n // 2 else 0.5,
+                               t >= n // 2, change))
     rec.flush()
     if close:
         rec.close()

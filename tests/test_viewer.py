@@ -43,7 +43,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from rt_eda.core.config import Config, load_config
 from rt_eda.core.errors import RingClosedError, RingOverrunError
-from rt_eda.core.messages import ControlMessage, RoleEventKind
+from rt_eda.core.messages import ControlMessage, RoleEventKind, Stopped
 from rt_eda.core.process import RoleChannels
 from rt_eda.core.queues import MessageQueue
 from rt_eda.live.controls import ControlRelay, QueueSender, SocketSender
@@ -542,7 +542,8 @@ def test_viewer_role_runs_in_its_own_process_and_leaves_on_stop(shm_run: Run,
         proc.join(20)
         assert proc.exitcode == 0
         stopped = [e for e in _events(channels.events, time.monotonic() + 1)]
-        assert [(e.kind, e.detail) for e in stopped] == [(RoleEventKind.STOPPED, "run stopped")]
+        assert [(e.kind, e.payload) for e in stopped] == [(RoleEventKind.STOPPED,
+                                                           Stopped("run stopped"))]
     finally:
         if proc.is_alive():
             proc.kill()

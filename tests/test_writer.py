@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -25,7 +24,18 @@ import pytest
 
 from rt_eda.core.config import Config, load_config
 from rt_eda.core.errors import RingOverrunError
-from rt_eda.core.messages import RoleEvent, RoleEventKind
+from rt_eda.core.messages import (
+    Command,
+    ControlKey,
+    ControlRecord,
+    DecisionRecord,
+    Failure,
+    IntervalChange,
+    Result,
+    RoleEvent,
+    RoleEventKind,
+    WriterStatistics,
+)
 from rt_eda.core.process import RoleChannels
 from rt_eda.core.runfolder import open_run
 from rt_eda.roles import writer
@@ -68,12 +78,16 @@ def publish(ring: StackRing, seq_pixels: Any, n: int, *, interval: float = 0.1,
     return sums
 
 
-def decision_row(seq: int) -> dict[str, Any]:
+def decision_record(seq: int) -> DecisionRecord:
+    """What the interpreter sends for stack ``seq``; the one of stack 3 switched to fast."""
     t = 1000.0 + seq * 0.1
-    return {"seq": seq, "worker": 1 + seq % 2, "decision": seq / 10, "t_exposure": t,
-            "t_published": t + 0.01, "t_claimed": t + 0.011, "t_done": t + 0.02,
-            "n_timepoints": 1, "t_prepare_s": 0.001, "t_infer_s": 0.005, "t_post_s": 0.001,
-            "t_decided": t + 0.021, "command_interval": 0.05 if seq == 3 else None}
+    result = Result(seq=seq, worker=1 + seq % 2, decision=seq / 10, t_exposure=t,
+                    t_published=t + 0.01, t_claimed=t + 0.011, t_done=t + 0.02,
+                    n_timepoints=1, t_prepare_s=0.001, t_infer_s=0.005, t_post_s=0.001)
+    change = None
+    if seq == 3:
+        change = IntervalChange(Command(0.05, "upper threshold", 3, t + 0.021), fast=True)
+    return DecisionRecord(result, t + 0.021, 0.05 if seq >= 3 else 0.5, seq >= 3, change)
 
 
 def net_image(seq: int) -> np.ndarray:
@@ -109,9 +123,9 @@ class Harness:
             ev = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
             if ev.kind is kind:
                 return ev
-            assert ev.kind is not RoleEventKind.FAILED, ev.detail
+            assert ev.kind is not RoleEventKind.FAILED, ev.payload
 
-    def finish(self, rings: list[StackRing]) -> dict[str, Any]:
+    def finish(self, rings: list[StackRing]) -> WriterStatistics:
         for r in rings:
             r.shutdown()
         self.rows.put(None)
@@ -124,7 +138,8 @@ class Harness:
         assert stats, f"no STATS event among {events}"
         assert self.code == 0, events
         assert events[-1].kind is RoleEventKind.STOPPED
-        return json.loads(stats[0].detail)  # type: ignore[no-any-return]
+        assert isinstance(stats[0].payload, WriterStatistics), stats[0]
+        return stats[0].payload
 
 
 @pytest.mark.parametrize(("fmt", "shape", "slots", "n"), [
@@ -141,9 +156,9 @@ def test_every_published_frame_is_written_bit_for_bit(tmp_path: Path, make_ring:
     h = Harness(make_config(save, fmt, network=False), ring, None)
     sums = publish(ring, lambda s: stamped(s, spec), n)
     stats = h.finish([ring])
-    assert stats["stacks_written"] == n
-    assert stats["frames_written"] == n * spec.frames
-    assert stats["bytes_written"] == n * spec.nbytes
+    assert stats.stacks_written == n
+    assert stats.frames_written == n * spec.frames
+    assert stats.bytes_written == n * spec.nbytes
     run = open_run(save)
     assert run.complete
     assert run.timepoints == n
@@ -170,7 +185,7 @@ def test_several_runs_write_exactly_what_was_published(tmp_path: Path, make_ring
         h = Harness(make_config(save, network=False), ring, None)
         publish(ring, lambda s: stamped(s, spec), n)
         stats = h.finish([ring])
-        assert stats["frames_written"] == n * spec.frames == ring.statistics().published * 2
+        assert stats.frames_written == n * spec.frames == ring.statistics().published * 2
         assert open_run(save).timepoints == n
 
 
@@ -196,28 +211,32 @@ def test_decisions_intervals_controls_and_network_images(tmp_path: Path,
         with slot:
             slot.pixels[0, 0] = net_image(seq)
             slot.frame_times[:] = 0.0
-    for seq in analysed:
-        h.rows.put(("decision", decision_row(seq)))
-    h.rows.put(("interval", {"interval_s": 0.05, "reason": "upper threshold", "after_seq": 3,
-                             "t_decided": 1000.321}))
-    h.rows.put(("control", {"key": "upper_threshold", "value": 0.7, "t": 1001.0}))
-    h.rows.put(("bogus", {}))
+    start = IntervalChange(Command(0.5, "start", -1, 999.0), fast=False)
+    h.rows.put(start)  # no result caused it: no trigger
+    for seq in analysed:  # stack 3's record carries its interval change
+        h.rows.put(decision_record(seq))
+    h.rows.put(ControlRecord(ControlKey.UPPER_THRESHOLD, 0.7, 1001.0, accepted=True))
+    h.rows.put(("decision", {"seq": 1}))  # the old untyped row: rejected, counted
     stats = h.finish([ring, out])
-    assert stats["network_images_written"] == len(analysed)
-    assert stats["decisions"] == len(analysed)
-    assert stats["intervals"] == 1 and stats["controls"] == 1
-    assert stats["rows_rejected"] == 1
+    assert stats.network_images_written == len(analysed)
+    assert stats.decisions == len(analysed)
+    assert stats.intervals == 2 and stats.controls == 1
+    assert stats.rows_received == len(analysed) + 3 and stats.rows_rejected == 1
     run = open_run(save)
     d = run.decisions
     assert np.array_equal(d["seq"], analysed)
-    for key in ("t_exposure", "t_published", "t_claimed", "t_done", "t_decided"):
-        assert np.array_equal(d[key], [decision_row(s)[key] for s in analysed])
+    for key in ("t_exposure", "t_published", "t_claimed", "t_done"):
+        assert np.array_equal(d[key], [getattr(decision_record(s).result, key)
+                                       for s in analysed])
+    assert np.array_equal(d["t_decided"], [decision_record(s).t_decided for s in analysed])
     assert d["command_interval"][analysed.index(3)] == 0.05
     assert np.isnan(d["command_interval"][0])
     iv = run.intervals
-    assert iv["after_seq"].tolist() == [3]
-    assert iv["trigger_decision"].tolist() == [0.3]
-    assert iv["trigger_t_exposure"].tolist() == [decision_row(3)["t_exposure"]]
+    assert iv["after_seq"].tolist() == [-1, 3]
+    assert iv["interval_s"].tolist() == [0.5, 0.05]
+    assert np.isnan(iv["trigger_decision"][0]) and np.isnan(iv["trigger_t_exposure"][0])
+    assert iv["trigger_decision"][1] == 0.3  # from the record itself, no lookup
+    assert iv["trigger_t_exposure"][1] == decision_record(3).result.t_exposure
     assert run.controls["key"].tolist() == ["upper_threshold"]
     index = run.network_index
     assert sorted(index["seq"].tolist()) == analysed  # no blanks, nothing missing
@@ -264,9 +283,10 @@ def test_a_folder_that_holds_a_run_is_refused(tmp_path: Path, make_ring: Any) ->
     ch = RoleChannels(events=events, camera=None, results=None, stop=threading.Event(),
                       log=None, writer=None, ring=ring2.name)
     assert writer.serve(make_config(save, network=False), ch) == 1
-    failed = [e for e in _drain(events) if e.kind is RoleEventKind.FAILED]
-    assert failed and failed[0].detail.startswith("WriterError:")
-    assert "already exists" in failed[0].detail
+    failed = [e.payload for e in _drain(events) if e.kind is RoleEventKind.FAILED]
+    assert failed and isinstance(failed[0], Failure), failed
+    assert failed[0].error_type == "WriterError" and not failed[0].bad_input
+    assert "already exists" in failed[0].text
     assert open_run(save).timepoints == 3  # untouched
 
 
@@ -334,7 +354,7 @@ def test_a_full_disk_fails_loudly_and_keeps_what_was_written(tiny_fs: Path, make
                 published += 1
             except RingOverrunError:
                 time.sleep(0.002)
-        channels.writer.put(("decision", decision_row(0)))  # drained, not written
+        channels.writer.put(decision_record(0))  # drained, not written
         channels.writer.put(None)  # what the engine sends once the interpreter stopped
         proc.join(30)
         assert proc.exitcode == 1
@@ -343,11 +363,14 @@ def test_a_full_disk_fails_loudly_and_keeps_what_was_written(tiny_fs: Path, make
                 events.append(channels.events.get(timeout=1))
         failed = [e for e in events if e.kind is RoleEventKind.FAILED]
         assert failed, events
-        detail = failed[0].detail
+        failure = failed[0].payload
+        assert isinstance(failure, Failure), failure
+        detail = failure.text
         assert detail.startswith("WriterError:"), detail
         assert str(save) in detail and "ENOSPC" in detail
-        stats = json.loads(next(e for e in events if e.kind is RoleEventKind.STATS).detail)
-        saved = stats["frames_written"]
+        stats = next(e for e in events if e.kind is RoleEventKind.STATS).payload
+        assert isinstance(stats, WriterStatistics), stats
+        saved = stats.frames_written
         assert saved > 0
         assert f"{saved} frame(s) of {saved // 2} stack(s) saved" in detail
         run = open_run(save)

@@ -1,43 +1,349 @@
-"""Messages that cross process boundaries: small frozen, slotted dataclasses of primitives.
+"""Every record that crosses a process boundary: frozen, slotted dataclasses and str-enums.
 
 Pixels never travel in a message; they stay in shared memory. Timestamps are
 ``time.monotonic()`` seconds (CLOCK_MONOTONIC is shared by every process on the machine), so
-differences between timestamps taken in different processes are meaningful.
+differences between timestamps taken in different processes are meaningful. Nothing here is
+a JSON string or a bare dict: a renamed field is an error where it is used, not a silent 0.
+
+Who sends what to whom::
+
+    camera       -> engine       RoleEvent: READY(CameraReady) STATS(CameraStatistics)
+                                            STOPPED(Stopped) FAILED(Failure)
+    worker N     -> engine       RoleEvent: READY(WorkerReady) STATS(WorkerStatistics) ...
+    interpreter  -> engine       RoleEvent: READY STATUS(InterpreterStatus)
+                                            STATS(InterpreterReport) ...
+    writer       -> engine       RoleEvent: READY(WriterReady) STATS(WriterStatistics) ...
+    viewer       -> engine       RoleEvent: READY STOPPED(Stopped) FAILED(Failure)
+    engine       -> camera       CameraControl (ATTACH the ring, START acquiring)
+    engine       -> worker N     WorkerStart (the network-image ring, "" for none)
+    worker N     -> interpreter  Result
+    viewer, CLI  -> interpreter  ControlMessage
+    interpreter  -> camera       Command (the first one is the interval acquisition starts at)
+    interpreter  -> writer       DecisionRecord, IntervalChange, ControlRecord
+    interpreter  -> viewer       DecisionRecord / IntervalChange rows in the shared trace
+
+A :class:`DecisionRecord` is built once per result by the interpreter; the trace, the writer,
+the viewer (through the trace) and the summary (through :class:`InterpreterReport`) all read
+that one record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final, NamedTuple
+
+from rt_eda.core.errors import ConfigError, ModelError, SourceError
+from rt_eda.core.stats import Percentiles
+from rt_eda.shm import TRACE_FIELDS, StackSpec
 
 __all__ = [
+    "BAD_INPUT_ERRORS",
     "CameraControl",
+    "CameraControlKind",
+    "CameraMessage",
+    "CameraReady",
+    "CameraStatistics",
+    "CameraTimes",
     "Command",
+    "ControlKey",
     "ControlMessage",
+    "ControlRecord",
+    "DecisionRecord",
+    "Failure",
+    "IntervalChange",
+    "InterpreterReport",
+    "InterpreterState",
+    "InterpreterStatistics",
+    "InterpreterStatus",
+    "LostTimepoint",
     "Result",
-    "Role",
+    "ResultsMessage",
     "RoleEvent",
     "RoleEventKind",
+    "RoleName",
+    "RolePayload",
+    "Stopped",
+    "TraceKind",
+    "WorkerReady",
+    "WorkerStart",
+    "WorkerStatistics",
+    "WorkerTimes",
+    "WriterReady",
+    "WriterRow",
+    "WriterStatistics",
 ]
 
 
-class Role(StrEnum):
-    """The process roles; their value is the process name shown by ``ps``/``top``."""
+# -- roles and their events ------------------------------------------------------------------
+class RoleName(StrEnum):
+    """The process roles: one vocabulary for events, children, logs and process names."""
 
-    CAMERA = "rt-eda-camera"
-    WORKER = "rt-eda-worker"  # the process name adds the worker index: rt-eda-worker-1
-    INTERPRETER = "rt-eda-interp"
-    WRITER = "rt-eda-writer"
-    VIEWER = "rt-eda-viewer"
+    CAMERA = "camera"
+    WORKER = "worker"
+    INTERPRETER = "interpreter"
+    WRITER = "writer"
+    VIEWER = "viewer"
+
+    def process_name(self, index: int = 0) -> str:
+        """The name ``ps``/``top`` show (at most 15 characters for the kernel):
+        ``rt-eda-camera``, ``rt-eda-worker-1``, ``rt-eda-interp``, ``rt-eda-writer``,
+        ``rt-eda-viewer``."""
+        short = "interp" if self is RoleName.INTERPRETER else self.value
+        return f"rt-eda-{short}-{index}" if self is RoleName.WORKER else f"rt-eda-{short}"
 
 
+class RoleEventKind(StrEnum):
+    """What a role reports to the engine on the events queue (the payload it carries)."""
+
+    READY = "ready"  # set up: CameraReady, WorkerReady, WriterReady, or None
+    STOPPED = "stopped"  # left its loop cleanly: Stopped
+    FAILED = "failed"  # its top loop caught an exception: Failure
+    STATS = "stats"  # its final statistics: CameraStatistics, WorkerStatistics, ...
+    STATUS = "status"  # a live snapshot, a few times a second: InterpreterStatus
+
+
+BAD_INPUT_ERRORS: Final = (ConfigError, ModelError, SourceError)
+"""Exceptions that say the input is wrong (configuration, model, source), not the run."""
+
+
+@dataclass(frozen=True, slots=True)
+class CameraReady:
+    """The camera opened its source: every stack will have this shape."""
+
+    spec: StackSpec
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReady:
+    """A worker is set up and warmed up; ``network_image_shape`` is ``(H', W')`` of the
+    network images it makes, None when it makes none."""
+
+    network_image_shape: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriterReady:
+    """The writer created the run folder's files (``format``: ``"zarr"`` or ``"tiff"``)."""
+
+    path: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a role failed.
+
+    Attributes
+    ----------
+    error_type
+        The exception's class name ("" when the failure is not an exception, e.g. no display).
+    message
+        What went wrong, one line.
+    bad_input
+        True when the exception is one of :data:`BAD_INPUT_ERRORS`: before acquisition starts
+        the engine then exits 2 (bad input) instead of 1 (a fault).
+    """
+
+    error_type: str
+    message: str
+    bad_input: bool = False
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, line: str | None = None) -> Failure:
+        """The failure ``exc`` describes; ``line`` (``"Type: message"``) replaces the
+        exception's own text when given (a worker shortens Keras' messages)."""
+        if line is None:
+            error_type, message = type(exc).__name__, str(exc)
+        else:
+            error_type, _, message = line.partition(": ")
+        return cls(error_type, message, isinstance(exc, BAD_INPUT_ERRORS))
+
+    @property
+    def text(self) -> str:
+        """``"Type: message"`` (or the part there is), as logs and the summary show it."""
+        if self.error_type and self.message:
+            return f"{self.error_type}: {self.message}"
+        return self.error_type or self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """A role left its loop cleanly. ``reason``: why, in words ("" when the run stopped it);
+    ``source_exhausted``: the camera's source ran out of images, a normal end of the run."""
+
+    reason: str = ""
+    source_exhausted: bool = False
+
+
+# -- statistics (STATS) ----------------------------------------------------------------------
+class LostTimepoint(NamedTuple):
+    """A timepoint the camera acquired but could not put in the ring (it was full)."""
+
+    timepoint: int
+    t_exposure: float
+
+
+@dataclass(frozen=True, slots=True)
+class CameraTimes:
+    """Seconds the camera spent, over the run: waiting for timepoints, reading frames from
+    the source, and in the ring (taking a slot, publishing)."""
+
+    wait_s: float = 0.0
+    read_s: float = 0.0
+    publish_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStatistics:
+    """What the camera measured, sent once at its end.
+
+    Attributes
+    ----------
+    timepoints
+        Timepoints taken from the source (published, lost or cut short by the stop).
+    frames_acquired
+        Frames read whole for a timepoint (published or lost); ``frames_abandoned`` aside.
+    stacks_published
+        Stacks put in the ring.
+    overruns, frames_lost, lost
+        Timepoints (and their frames) that found the ring full; ``lost`` lists the first
+        10,000 of them.
+    frames_abandoned
+        Frames read for a stack the stop cut short (never published, never lost).
+    actuation_ms
+        Decision -> actuation: from a command's ``t_decided`` to the exposure of the first
+        timepoint taken after the camera applied it (the start announcement excluded).
+    actuation_speed_up_ms, actuation_slow_down_ms
+        The same, for commands that shortened the interval (speeding up: what event-driven
+        acquisition is judged by) and for those that lengthened it.
+    interval_error_ms
+        ``|achieved - requested|`` between consecutive timepoints at an unchanged interval > 0.
+    publish_interval_ms
+        Gaps between consecutive publications at an unchanged interval; its ``spread``
+        (p99 - p50) is the camera's jitter.
+    acquisition_s
+        From the first to the last published stack's exposure.
+    commands_applied
+        Commands received from the interpreter once acquiring.
+    times
+        Where the camera's time went.
+    source
+        The source's own counters (:meth:`rt_eda.sources.Source.statistics`; keys depend on
+        the source).
+    """
+
+    timepoints: int
+    frames_acquired: int
+    stacks_published: int
+    overruns: int
+    frames_lost: int
+    frames_abandoned: int
+    lost: tuple[LostTimepoint, ...]
+    actuation_ms: Percentiles
+    actuation_speed_up_ms: Percentiles
+    actuation_slow_down_ms: Percentiles
+    interval_error_ms: Percentiles
+    publish_interval_ms: Percentiles
+    acquisition_s: float
+    commands_applied: int
+    times: CameraTimes
+    source: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTimes:
+    """Seconds one worker process spent, over its life: waiting for a claim, in the three
+    hooks, putting results on the queue, and publishing network images."""
+
+    wait_s: float = 0.0
+    prepare_s: float = 0.0
+    infer_s: float = 0.0
+    post_s: float = 0.0
+    queue_s: float = 0.0
+    publish_image_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """What one worker process counted, sent once at its end (a restarted worker sends its
+    own: the engine adds them up).
+
+    ``network_images_refused``: images that break the worker's declared shape, never stored;
+    ``network_images_lost``: images that found the output ring full.
+    """
+
+    analysed: int
+    torn: int
+    recovered: int
+    network_images: int
+    network_images_lost: int
+    network_images_refused: int
+    network_images_nonfinite: int
+    times: WorkerTimes
+
+
+class InterpreterState(StrEnum):
+    """The state of an interpreter: SLOW/FAST for the binary one, MANUAL for the manual one."""
+
+    SLOW = "slow"
+    FAST = "fast"
+    MANUAL = "manual"
+
+
+@dataclass(frozen=True, slots=True)
+class InterpreterStatistics:
+    """A snapshot of an interpreter's counters (taken by ``Interpreter.statistics()``).
+
+    Attributes
+    ----------
+    decisions
+        Results acted on (received in order while not paused).
+    results_dropped_out_of_order
+        Results dropped because their ``seq`` was not newer than the newest received.
+    interval_switches
+        Commands sent after the initial announcement (each one changed the interval).
+    current_interval
+        The interval in force (seconds; 0 = free-run): the one place this fact is kept.
+    state
+        The current state.
+    fast_frames
+        Results of stacks acquired in the current fast period (0 outside fast mode).
+    results_ignored_paused
+        Results received in order while paused (not acted on).
+    paused
+        Whether the interpreter is paused (holds the interval, ignores results).
+    newest_seq
+        The newest ``seq`` received in order (-1 before any).
+    nonfinite_decisions
+        Results whose decision was NaN or infinite (never acted on, not in ``decisions``).
+    nonfinite_in_a_row
+        Non-finite decisions since the last finite one.
+    """
+
+    decisions: int
+    results_dropped_out_of_order: int
+    interval_switches: int
+    current_interval: float
+    state: InterpreterState
+    fast_frames: int = 0
+    results_ignored_paused: int = 0
+    paused: bool = False
+    newest_seq: int = -1
+    nonfinite_decisions: int = 0
+    nonfinite_in_a_row: int = 0
+
+
+# -- the loop: results, commands, controls ---------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Result:
     """One analysed stack (or time window), sent by a worker to the interpreter.
 
     ``seq`` is the sequence number of the newest stack analysed. All ``t_*`` fields are
     monotonic seconds: exposure of the stack's first frame, publication in the ring, claim by
-    the worker, end of analysis.
+    the worker, end of analysis; ``t_*_s`` the seconds the worker's three hooks took.
     """
 
     seq: int
@@ -58,8 +364,9 @@ class Command:
     """An acquisition change sent by the interpreter to the camera.
 
     ``interval_s`` is the new interval between timepoints (0 = free-run); ``after_seq`` the
-    sequence number of the stack whose result triggered it; ``t_decided`` when it was decided.
-    The camera applies it at the next timepoint.
+    sequence number of the stack whose result triggered it (-1: the start announcement, the
+    interval acquisition starts at); ``t_decided`` when it was decided. The camera applies it
+    at the next timepoint.
     """
 
     interval_s: float
@@ -68,44 +375,235 @@ class Command:
     t_decided: float
 
 
+class CameraControlKind(StrEnum):
+    """Engine -> camera: attach to the stack ring, then start acquiring."""
+
+    ATTACH = "attach"
+    START = "start"
+
+
 @dataclass(frozen=True, slots=True)
 class CameraControl:
-    """Engine -> camera: ``attach`` (``value`` = ring name) then ``start`` (``value`` = the
-    starting interval in s). Stopping goes through the shared stop event."""
+    """Engine -> camera. ``ATTACH`` names the stack ``ring``; ``START`` starts acquisition at
+    the interval of the interpreter's first :class:`Command` (already on the camera's queue:
+    the engine sends START only after the interpreter is READY). Stopping goes through the
+    shared stop event."""
 
-    kind: str
-    value: str | float
+    kind: CameraControlKind
+    ring: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStart:
+    """Engine -> worker: start claiming; ``output_ring`` names the network-image ring
+    ("" when no image is kept)."""
+
+    output_ring: str
+
+
+class ControlKey(StrEnum):
+    """Every setting a person may change while the run goes (each interpreter accepts its
+    own subset and refuses the others with a :class:`~rt_eda.core.errors.ConfigError`)."""
+
+    LOWER_THRESHOLD = "lower_threshold"
+    UPPER_THRESHOLD = "upper_threshold"
+    SLOW_INTERVAL = "slow_interval"
+    FAST_INTERVAL = "fast_interval"
+    MIN_FAST_FRAMES = "min_fast_frames"
+    MANUAL_INTERVAL = "manual_interval"
+    MODE = "mode"
+    PAUSED = "paused"
 
 
 @dataclass(frozen=True, slots=True)
 class ControlMessage:
-    """A run-time change asked for by a person (viewer or CLI) and sent to the interpreter.
+    """A run-time change asked for by a person (viewer or CLI), sent to the interpreter.
 
-    ``key`` is one of the interpreter's settings (``lower_threshold``, ``upper_threshold``,
-    ``slow_interval``, ``fast_interval``, ``min_fast_frames``, ``manual_interval``) or
-    ``"paused"``; ``value`` its new value.
+    ``key`` is a :class:`ControlKey` (a plain string naming one is converted; any other
+    string raises ValueError naming the allowed keys); ``value`` its new value.
     """
 
-    key: str
+    key: ControlKey
     value: float
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, ControlKey):
+            try:
+                key = ControlKey(self.key)
+            except ValueError:
+                allowed = ", ".join(k.value for k in ControlKey)
+                raise ValueError(f"control key {self.key!r} unknown; allowed: {allowed}"
+                                 ) from None
+            object.__setattr__(self, "key", key)
 
-class RoleEventKind(StrEnum):
-    """What a role reports to the engine on the events queue."""
 
-    READY = "ready"  # set up (model loaded and warmed up, camera opened)
-    STOPPED = "stopped"  # left its loop cleanly
-    FAILED = "failed"  # its top loop caught an exception; detail holds the message
-    STATS = "stats"  # a final statistics payload in ``detail`` (a JSON string)
-    STATUS = "status"  # a live status payload in ``detail`` (JSON), a few times a second
+ResultsMessage = Result | ControlMessage | None
+"""What the interpreter reads: results, controls, and None (the engine: no more results)."""
+
+CameraMessage = Command | CameraControl
+"""What the camera reads: the interpreter's commands and the engine's controls."""
+
+
+# -- what the interpreter made of each message -----------------------------------------------
+class TraceKind:
+    """The ``kind`` column of a decision-trace row (:data:`rt_eda.shm.TRACE_FIELDS`)."""
+
+    RESULT: Final = 0
+    INTERVAL_CHANGE: Final = 1
+
+
+if TRACE_FIELDS != ("seq", "t_exposure", "t_decided", "decision", "interval_s", "fast",
+                    "worker", "kind"):  # the order trace_row() below writes them in
+    raise ImportError(f"rt_eda.shm.TRACE_FIELDS changed ({TRACE_FIELDS}): update trace_row()")
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalChange:
+    """A :class:`Command` the interpreter sent, with the state it left (``fast``)."""
+
+    command: Command
+    fast: bool
+
+    def trace_row(self) -> tuple[float, ...]:
+        """The row of the shared decision trace (fields in :data:`rt_eda.shm.TRACE_FIELDS`
+        order)."""
+        c = self.command
+        return (c.after_seq, 0.0, c.t_decided, math.nan, c.interval_s, float(self.fast), 0,
+                TraceKind.INTERVAL_CHANGE)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """One result as the interpreter handled it: built once, read by every consumer.
+
+    Attributes
+    ----------
+    result
+        The worker's result.
+    t_decided
+        When the interpreter received it (monotonic s).
+    interval_s, fast
+        The interval in force and whether the interpreter was in its fast state, once the
+        result was acted on.
+    change
+        The interval change the result caused, or None.
+    """
+
+    result: Result
+    t_decided: float
+    interval_s: float
+    fast: bool
+    change: IntervalChange | None = None
+
+    def trace_row(self) -> tuple[float, ...]:
+        """The row of the shared decision trace (fields in :data:`rt_eda.shm.TRACE_FIELDS`
+        order); the change, if any, is a row of its own (:meth:`IntervalChange.trace_row`)."""
+        r = self.result
+        return (r.seq, r.t_exposure, self.t_decided, r.decision, self.interval_s,
+                float(self.fast), r.worker, TraceKind.RESULT)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRecord:
+    """A control the interpreter received, ``t`` when, and whether it was applied (the
+    refusal's text in ``error``)."""
+
+    key: ControlKey
+    value: float
+    t: float
+    accepted: bool
+    error: str = ""
+
+
+WriterRow = DecisionRecord | IntervalChange | ControlRecord
+"""What the writer records (decisions.csv, intervals.csv, controls.csv). An
+:class:`IntervalChange` arrives on its own only when no result caused it (the start, a
+control); one a result caused comes inside that result's :class:`DecisionRecord`."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterpreterStatus:
+    """The interpreter's live snapshot (STATUS, twice a second): what the status line shows.
+
+    ``publish_to_decision_p50_ms`` is over the results since the previous status.
+    """
+
+    interval_s: float
+    state: InterpreterState
+    decisions: int
+    interval_switches: int
+    publish_to_decision_p50_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class InterpreterReport:
+    """What the interpreter role measured, sent once at its end.
+
+    Attributes
+    ----------
+    statistics
+        The interpreter's counters; None if it could not be made.
+    results
+        Results received (every outcome).
+    publish_to_claim, publish_to_decision
+        Latencies of every result received (ms).
+    interval_changes
+        Every command sent, the start announcement first.
+    controls
+        Every control received, applied or refused.
+    handle_s
+        Seconds spent handling messages.
+    """
+
+    statistics: InterpreterStatistics | None
+    results: int
+    publish_to_claim: Percentiles
+    publish_to_decision: Percentiles
+    interval_changes: tuple[IntervalChange, ...]
+    controls: tuple[ControlRecord, ...]
+    handle_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStatistics:
+    """What the writer persisted and measured, sent once at its end.
+
+    The counts are the recording's (frames, stacks, network images, bytes, and the rows of
+    decisions.csv, intervals.csv and controls.csv); ``write_ms``: the time one stack took to
+    write (percentiles of the newest 65,536, max of all); ``rows_received``: records from the
+    interpreter, ``rows_rejected`` those that were not a :data:`WriterRow`; ``error``: why
+    the writer failed ("" after a clean end); ``path``/``format``: "" when the recording was
+    never created.
+    """
+
+    frames_written: int
+    stacks_written: int
+    network_images_written: int
+    bytes_written: int
+    decisions: int
+    intervals: int
+    controls: int
+    path: str
+    format: str
+    write_ms: Percentiles
+    max_backlog_stacks: int
+    rows_received: int
+    rows_rejected: int
+    error: str
+
+
+RolePayload = (CameraReady | WorkerReady | WriterReady | Failure | Stopped | CameraStatistics
+               | WorkerStatistics | InterpreterReport | WriterStatistics | InterpreterStatus
+               | None)
+"""Everything a :class:`RoleEvent` can carry (see :class:`RoleEventKind`)."""
 
 
 @dataclass(frozen=True, slots=True)
 class RoleEvent:
     """A lifecycle report from a role process to the engine."""
 
-    role: str
+    role: RoleName
     index: int
     kind: RoleEventKind
-    detail: str = ""
+    payload: RolePayload = None
     pid: int = 0

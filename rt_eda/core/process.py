@@ -27,11 +27,19 @@ import signal
 import sys
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 import setproctitle
 
-from rt_eda.core.messages import RoleEvent, RoleEventKind
+from rt_eda.core.messages import (
+    CameraMessage,
+    ResultsMessage,
+    RoleEvent,
+    RoleEventKind,
+    RoleName,
+    RolePayload,
+    WriterRow,
+)
+from rt_eda.core.queues import Channel, Sender, StopFlag
 
 __all__ = ["RoleChannels", "enter_role", "report"]
 
@@ -39,18 +47,18 @@ _PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoleChannels:
     """What connects a role to the others (picklable into a spawned process).
 
     Attributes
     ----------
     events
-        Role -> engine: :class:`~rt_eda.core.messages.RoleEvent` (ready, stopped, failed, stats),
-        a :class:`~rt_eda.core.queues.MessageQueue`.
+        Role -> engine: :class:`~rt_eda.core.messages.RoleEvent` (ready, stopped, failed,
+        stats, status).
     camera
-        Interpreter and engine -> camera: :class:`~rt_eda.core.messages.Command` and
-        :class:`CameraControl`.
+        Interpreter -> camera: :class:`~rt_eda.core.messages.Command`; engine -> camera:
+        :class:`~rt_eda.core.messages.CameraControl`.
     results
         Workers -> interpreter: :class:`~rt_eda.core.messages.Result`; viewer -> interpreter:
         :class:`~rt_eda.core.messages.ControlMessage`; engine -> interpreter: ``None`` (stop).
@@ -59,41 +67,56 @@ class RoleChannels:
         a :class:`~rt_eda.core.queues.StopEvent`: it also reads as set once the engine is dead.
         Roles only call ``is_set()``, so a ``threading.Event`` serves in tests.
     log
-        Log records of every role, to the engine (a :class:`~rt_eda.core.queues.MessageQueue`).
+        Log records of every role, to the engine.
     writer
-        Interpreter -> writer: decision-log rows and interval changes (None without --save).
+        Interpreter -> writer: :data:`~rt_eda.core.messages.WriterRow` records, then ``None``
+        (None without --save).
     ring
         Name of the stack ring (set once the camera has told the engine the stack shape).
     output_ring
         Name of the network-image ring, or "" when the worker makes no network images.
     trace
         Name of the shared-memory decision trace (written by the interpreter).
-    viewer
-        Viewer -> engine (None without a viewer): the viewer's own requests.
+    parent_pid
+        The engine's pid: a role started after the engine died exits at once.
+
+    Every queue is a :class:`~rt_eda.core.queues.MessageQueue` in a run; tests may hand
+    anything with the same methods (:class:`~rt_eda.core.queues.Channel`).
     """
 
-    events: Any
-    camera: Any
-    results: Any
-    stop: Any
-    log: Any
-    writer: Any = None
+    events: Sender[RoleEvent]
+    camera: Channel[CameraMessage]
+    results: Channel[ResultsMessage]
+    stop: StopFlag
+    log: Channel[logging.LogRecord]
+    writer: Channel[WriterRow | None] | None = None
     ring: str = ""
     output_ring: str = ""
     trace: str = ""
     parent_pid: int = 0
 
-    def replace(self, **changes: Any) -> RoleChannels:
-        """A copy with some fields changed (e.g. the rings' names once they exist)."""
-        return dataclasses.replace(self, **changes)
+    def with_shared(self, *, ring: str | None = None, output_ring: str | None = None,
+                    trace: str | None = None) -> RoleChannels:
+        """A copy naming the shared-memory blocks once they exist (None: unchanged)."""
+        return dataclasses.replace(
+            self,
+            ring=self.ring if ring is None else ring,
+            output_ring=self.output_ring if output_ring is None else output_ring,
+            trace=self.trace if trace is None else trace,
+        )
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def enter_role(process_name: str, channels: RoleChannels, *, level: int = logging.INFO) -> None:
-    """Set up a role process (see the module docstring). Call first in every role's ``run``."""
+def enter_role(role: RoleName, channels: RoleChannels, *, index: int = 0,
+               level: int = logging.INFO) -> None:
+    """Set up a role process (see the module docstring). Call first in every role's ``run``.
+
+    The process is named :meth:`RoleName.process_name` (``rt-eda-worker-<index>`` for a
+    worker)."""
+    process_name = role.process_name(index)
     setproctitle.setproctitle(process_name)
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
@@ -111,8 +134,8 @@ def enter_role(process_name: str, channels: RoleChannels, *, level: int = loggin
     logging.captureWarnings(True)
 
 
-def report(channels: RoleChannels, role: str, index: int, kind: RoleEventKind,
-           detail: str = "") -> None:
+def report(channels: RoleChannels, role: RoleName, index: int, kind: RoleEventKind,
+           payload: RolePayload = None) -> None:
     """Send a lifecycle event to the engine (never raises: the engine may be gone)."""
     with contextlib.suppress(OSError, ValueError):
-        channels.events.put(RoleEvent(role, index, kind, detail, os.getpid()))
+        channels.events.put(RoleEvent(role, index, kind, payload, os.getpid()))

@@ -49,9 +49,9 @@ import time
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["MessageQueue", "StopEvent"]
+__all__ = ["Channel", "MessageQueue", "Sender", "StopEvent", "StopFlag"]
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,56 @@ _PAYLOAD = _FRAME - _HEAD.size
 _MAX_MESSAGE = 0xFFFFFFFF
 
 
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Sender(Protocol[T_contra]):
+    """The producer's side of a queue of ``T`` (a :class:`MessageQueue`, a
+    ``multiprocessing.Queue`` or a ``queue.Queue`` in tests)."""
+
+    def put(self, obj: T_contra, /) -> None:
+        """Send one message."""
+        ...
+
+    def put_nowait(self, obj: T_contra, /) -> None:
+        """Send one message (a :class:`MessageQueue` never waits longer than ``put``)."""
+        ...
+
+
+class Channel(Sender[T], Protocol[T]):
+    """Both sides of a queue of ``T``: what a role holds when it reads the queue."""
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        """The next message; :class:`queue.Empty` after ``timeout`` s."""
+        ...
+
+    def get_nowait(self) -> T:
+        """The next message, or :class:`queue.Empty` at once."""
+        ...
+
+    def empty(self) -> bool:
+        """True if nothing is waiting (a snapshot)."""
+        ...
+
+
+class StopFlag(Protocol):
+    """What a role polls to know the run is ending (a :class:`StopEvent`; a
+    ``threading.Event`` in tests)."""
+
+    def is_set(self) -> bool:
+        """True once the run is stopping."""
+        ...
+
+
 def _ms(timeout: float | None) -> float | None:
     """A ``poll`` timeout in milliseconds (None: wait for ever)."""
     return None if timeout is None else max(0.0, timeout) * 1e3
 
 
-class MessageQueue:
-    """A queue of picklable messages between processes (see the module docstring).
+class MessageQueue(Generic[T]):
+    """A queue of picklable messages of type ``T`` between processes (see the module
+    docstring). Type it where it is made: ``MessageQueue[Result](ctx)``.
 
     ``put`` may be called from any thread of any process holding the queue; it never takes a
     lock and never waits on another thread. ``get`` is for one consumer process (its threads
@@ -107,7 +150,7 @@ class MessageQueue:
         self._local()
 
     # -- producers ---------------------------------------------------------------------------
-    def put(self, obj: object) -> None:
+    def put(self, obj: T, /) -> None:
         """Send ``obj`` (pickled now, in the caller's thread).
 
         Atomic with respect to every other producer: the message arrives whole or (if this
@@ -137,7 +180,7 @@ class MessageQueue:
             raise OSError(f"short write of a message frame: {written} of {len(frame)} bytes")
 
     # -- the consumer ------------------------------------------------------------------------
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
         """The next message; raises :class:`queue.Empty` if none is complete within
         ``timeout`` seconds (at once with ``block=False``; never with ``timeout=None``).
 
@@ -155,11 +198,12 @@ class MessageQueue:
                     raise queue.Empty
                 message = self._frame()
                 if message is not None:
-                    return ForkingPickler.loads(message)
+                    obj: T = ForkingPickler.loads(message)
+                    return obj
         finally:
             self._get_lock.release()
 
-    def get_nowait(self) -> Any:
+    def get_nowait(self) -> T:
         """The next message, or :class:`queue.Empty` at once."""
         return self.get(block=False)
 

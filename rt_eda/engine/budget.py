@@ -27,6 +27,7 @@ Guarantees
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import resource
@@ -37,8 +38,10 @@ from rt_eda.core.config import Config, SourceKind
 from rt_eda.core.errors import ConfigError
 from rt_eda.shm import StackRing, StackSpec
 
-__all__ = ["Allocation", "Available", "available", "check_fits", "output_ring_slots", "plan",
-           "ring_slots", "stack_keys"]
+__all__ = ["WORKER_CPU_S", "Allocation", "Available", "available", "check_fits", "cores",
+           "output_ring_slots", "plan", "ring_slots", "stack_keys", "warn_oversubscribed"]
+
+log = logging.getLogger(__name__)
 
 MIN_OUTPUT_SLOTS = 2
 """The fewest slots an output ring may have (the viewer and writer read the newest)."""
@@ -279,3 +282,35 @@ def check_fits(allocs: list[Allocation], have: Available | None = None) -> None:
                 break
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+WORKER_CPU_S = 1.2
+"""CPU seconds one worker process costs to start (spawn, imports, warm-up of the ring
+kernels) and stop (interpreter exit), model aside: measured with ImageWorker on this 2-core
+machine, 5.5 CPU-s for a whole run with 1 worker, 13.6 with 8."""
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def warn_oversubscribed(config: Config) -> None:
+    """One warning line before anything starts when workers x threads exceed the cores."""
+    a = config.analysis
+    n = cores()
+    threads = a.workers * a.threads_per_worker
+    if threads <= n:
+        return
+    cost = ""
+    if a.workers > n:
+        cost = (f"; starting and stopping {a.workers} worker processes costs about "
+                f"{WORKER_CPU_S * a.workers:.0f} CPU-s ({WORKER_CPU_S:g} each), about "
+                f"{WORKER_CPU_S * a.workers / n:.0f} s here")
+    log.warning(
+        "analysis.workers x analysis.threads_per_worker = %d x %d = %d compute threads on %d "
+        "core(s): analysis cannot go faster than the cores allow%s (`rt-eda bench` measures "
+        "the best split)", a.workers, a.threads_per_worker, threads, n, cost)

@@ -29,15 +29,15 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, RtEdaError
 from rt_eda.core.files import write_json_atomic
 from rt_eda.core.runfolder import REPORT_JSON, REPORT_PNG, SUMMARY_JSON
+from rt_eda.engine.summary import RunSummary
 
 __all__ = ["WrittenOutputs", "check_output_paths", "write_outputs", "write_json_atomic"]
 
@@ -188,19 +188,19 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if not isinstance(exc, RtEdaError) else str(exc)
 
 
-def _report_events(config: Config, summary: Mapping[str, Any]) -> list[tuple[float, float]] | None:
+def _report_events(config: Config, summary: RunSummary) -> list[tuple[float, float]] | None:
     """Ground-truth events of the synthetic source within the acquisition, for the report."""
     from rt_eda.sources import make_source
 
     schedule = getattr(make_source(config), "events", None)
     if schedule is None:
         return None
-    span = float(summary.get("acquisition_s", 0.0))
+    span = summary["acquisition_s"]
     return [(e.start_s, min(e.duration_s, span - e.start_s)) for e in schedule
             if e.start_s <= span]
 
 
-def write_outputs(config: Config, summary: dict[str, Any],
+def write_outputs(config: Config, summary: RunSummary,
                   write_profile: Callable[[Path], Path], *, full: bool = True
                   ) -> WrittenOutputs:
     """Write every output of a run that ended (see the module docstring).
@@ -227,7 +227,7 @@ def write_outputs(config: Config, summary: dict[str, Any],
 
     out = WrittenOutputs()
     run = config.run
-    errors: list[str] = summary.setdefault("errors", [])
+    errors = summary["errors"]
 
     def failed(what: str, exc: BaseException) -> None:
         line = f"{what} not written: {_why(exc)}"
@@ -235,7 +235,7 @@ def write_outputs(config: Config, summary: dict[str, Any],
         errors.append(line)
 
     folder = Path(run.save) if run.save else None
-    has_frames = bool(summary.get("started") and summary.get("frames_written"))
+    has_frames = bool(summary["started"] and summary["frames_written"])
     if folder is not None and full and has_frames:
         from rt_eda.storage.report import write_report
 

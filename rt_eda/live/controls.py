@@ -29,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from rt_eda.core.messages import ControlMessage
+from rt_eda.core.messages import ControlKey, ControlMessage
 
 __all__ = [
     "CONTROL_KEYS",
@@ -41,10 +41,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CONTROL_KEYS = frozenset({
-    "lower_threshold", "upper_threshold", "slow_interval", "fast_interval",
-    "min_fast_frames", "manual_interval", "mode", "paused",
-})
+CONTROL_KEYS = frozenset(k.value for k in ControlKey)
 """Every key an interpreter may accept at run time (each interpreter checks its own subset)."""
 
 _MAX_DATAGRAM = 512
@@ -106,7 +103,8 @@ class QueueSender:
         """Queue ``ControlMessage(key, value)`` for the thread; False (dropped) if the
         backlog is full or the sender is closed. Raises ValueError for an unknown key or a
         non-finite value."""
-        msg = ControlMessage(key, _check(key, value))
+        checked = _check(key, value)
+        msg = ControlMessage(ControlKey(key), checked)
         if self._closed:
             self.dropped += 1
             return False
@@ -244,7 +242,8 @@ class ControlRelay:
         try:
             obj = json.loads(data)
             key, value = str(obj["key"]), float(obj["value"])
-            return ControlMessage(key, _check(key, value))
+            value = _check(key, value)
+            return ControlMessage(ControlKey(key), value)
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("control datagram refused (%s): %r", exc, data[:100])
             return None

@@ -1,5 +1,10 @@
 """The viewer's read side: copies of the newest stack, network image and decisions.
 
+The decisions are the interpreter's :class:`~rt_eda.core.messages.DecisionRecord` and
+:class:`~rt_eda.core.messages.IntervalChange` records, one trace row each
+(:meth:`~rt_eda.core.messages.DecisionRecord.trace_row`): the same records the writer saves
+and the summary counts, never a second bookkeeping of the interval.
+
 :class:`LiveFeed` maps the stack ring, the network-image ring and the decision trace of a run
 and reads them **without taking part** in the run's protocol: stacks are copied with
 :meth:`~rt_eda.shm.StackRing.copy_stack` (sequence-checked, never claimed, never pinned) and
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rt_eda.core.errors import RingError
+from rt_eda.core.messages import TraceKind
 from rt_eda.shm import TRACE_FIELDS, DecisionTrace, StackRing
 
 __all__ = ["FeedStatus", "LiveFeed"]
@@ -30,7 +36,6 @@ __all__ = ["FeedStatus", "LiveFeed"]
 log = logging.getLogger(__name__)
 
 _F = {name: i for i, name in enumerate(TRACE_FIELDS)}
-_KIND_RESULT = 0
 _COPY_TRIES = 3
 _LATENCY_WINDOW = 256
 _RATE_PERIOD_S = 1.0
@@ -237,7 +242,7 @@ class LiveFeed:
         kind = rows[:, _F["kind"]]
         t = rows[:, _F["t_decided"]] - self.t0
         self.fast.extend(t, rows[:, _F["fast"]])
-        results = rows[kind == _KIND_RESULT]
+        results = rows[kind == TraceKind.RESULT]
         self.decisions.extend(results[:, _F["t_decided"]] - self.t0,
                               results[:, _F["decision"]])
         self._n_decisions += len(results)

@@ -2,12 +2,19 @@
 
 Lifecycle (the engine's side in brackets)::
 
-    open source -> READY (detail: the stack shape as JSON)
-    [engine creates the ring] <- CameraControl('attach', ring name)
-    [every role is ready]     <- CameraControl('start', interval)
+    open source -> READY (CameraReady: the stack's spec)
+    [engine creates the ring] <- CameraControl(ATTACH, ring name)
+    [interpreter started]     <- Command: the interval to start at (the start announcement)
+    [every role is ready]     <- CameraControl(START)
     loop: next timepoint -> fill a slot frame by frame -> publish
           commands from the interpreter are applied between timepoints
     [stop event] or source exhausted -> source stopped and closed -> STATS -> STOPPED
+
+The camera keeps the interval it applies (it is the actuator); the interval *decided* lives in
+the interpreter alone, which sends it in every :class:`~rt_eda.core.messages.Command`, the
+first one included. Each applied command's decision -> actuation latency is measured at the
+exposure of the first timepoint after it, and counted as speeding up (a shorter interval) or
+slowing down (a longer one).
 
 The camera never waits for analysis. When every slot is claimed or pinned (an overrun) the
 timepoint's frames are still read from the source, into a scratch buffer, and counted as
@@ -17,31 +24,43 @@ A stop is seen between timepoints (every source's wait for the next one polls it
 the frames of a stack: a stack cut short by the stop is given back unpublished, its frames
 counted in ``frames_abandoned`` (never acquired, never lost), so a run with a long exposure
 ends one frame after the stop, not one stack. A source that runs out (a replay at the end of
-its recording) is a normal end: STOPPED carries ``"source exhausted: <why>"``, which the
-engine takes as the run's stop reason.
+its recording) is a normal end: STOPPED carries ``Stopped("source exhausted: <why>",
+source_exhausted=True)``, which the engine takes as the run's stop reason.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
 import time
-from dataclasses import asdict
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import RingClosedError, RingOverrunError, RtEdaError
-from rt_eda.core.messages import CameraControl, Command, Role, RoleEventKind
+from rt_eda.core.messages import (
+    CameraControl,
+    CameraControlKind,
+    CameraMessage,
+    CameraReady,
+    CameraStatistics,
+    CameraTimes,
+    Command,
+    Failure,
+    LostTimepoint,
+    RoleEventKind,
+    RoleName,
+    Stopped,
+)
 from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.core.queues import Channel, StopFlag
 from rt_eda.core.stats import Reservoir
 from rt_eda.shm import StackRing
 from rt_eda.sources import Source, make_source
 
-__all__ = ["CameraStatistics", "run"]
+__all__ = ["run"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +70,7 @@ _MAX_LOST_LISTED = 10_000
 class _Wake:
     """The flag ``next_timepoint`` polls: the run is stopping, or a command is waiting."""
 
-    def __init__(self, stop: Any, commands: Any) -> None:
+    def __init__(self, stop: StopFlag, commands: Channel[CameraMessage]) -> None:
         self._stop = stop
         self._commands = commands
 
@@ -59,8 +78,8 @@ class _Wake:
         return bool(self._stop.is_set()) or not self._commands.empty()
 
 
-class CameraStatistics:
-    """What the camera measured, reported to the engine at the end as JSON."""
+class _Measures:
+    """What the camera counts while it runs; :meth:`statistics` freezes it for the engine."""
 
     def __init__(self) -> None:
         self.timepoints = 0
@@ -69,33 +88,48 @@ class CameraStatistics:
         self.overruns = 0
         self.frames_lost = 0
         self.frames_abandoned = 0  # read for a stack the stop cut short; never published
-        self.lost: list[tuple[int, float]] = []  # (timepoint index, exposure time)
+        self.lost: list[LostTimepoint] = []
         self.actuation_ms = Reservoir()
+        self.speed_up_ms = Reservoir()
+        self.slow_down_ms = Reservoir()
         self.interval_error_ms = Reservoir()  # |achieved - requested| per timepoint
         self.publish_gap_ms = Reservoir()  # between consecutive publications, same interval
-        self.time_s = {"wait_s": 0.0, "read_s": 0.0, "publish_s": 0.0}
+        self.wait_s = self.read_s = self.publish_s = 0.0
         self.first_exposure = float("nan")
         self.last_exposure = float("nan")
         self.commands_applied = 0
 
-    def to_json(self, source: dict[str, float]) -> str:
+    def statistics(self, source: Mapping[str, float]) -> CameraStatistics:
         span = self.last_exposure - self.first_exposure
-        return json.dumps({
-            "timepoints": self.timepoints,
-            "frames_acquired": self.frames_acquired,
-            "stacks_published": self.stacks_published,
-            "overruns": self.overruns,
-            "frames_lost": self.frames_lost,
-            "frames_abandoned": self.frames_abandoned,
-            "lost": self.lost[:_MAX_LOST_LISTED],
-            "actuation_ms": self.actuation_ms.percentiles().as_dict(),
-            "interval_error_ms": self.interval_error_ms.percentiles().as_dict(),
-            "publish_interval_ms": self.publish_gap_ms.percentiles().as_dict(),
-            "acquisition_s": span if np.isfinite(span) else 0.0,
-            "commands_applied": self.commands_applied,
-            "time_s": self.time_s,
-            "source": source,
-        })
+        return CameraStatistics(
+            timepoints=self.timepoints,
+            frames_acquired=self.frames_acquired,
+            stacks_published=self.stacks_published,
+            overruns=self.overruns,
+            frames_lost=self.frames_lost,
+            frames_abandoned=self.frames_abandoned,
+            lost=tuple(self.lost[:_MAX_LOST_LISTED]),
+            actuation_ms=self.actuation_ms.percentiles(),
+            actuation_speed_up_ms=self.speed_up_ms.percentiles(),
+            actuation_slow_down_ms=self.slow_down_ms.percentiles(),
+            interval_error_ms=self.interval_error_ms.percentiles(),
+            publish_interval_ms=self.publish_gap_ms.percentiles(),
+            acquisition_s=span if np.isfinite(span) else 0.0,
+            commands_applied=self.commands_applied,
+            times=CameraTimes(self.wait_s, self.read_s, self.publish_s),
+            source=dict(source),
+        )
+
+
+class _Applied:
+    """A command the camera applied, waiting for the first timepoint after it; ``faster``:
+    it shortened the interval (True), lengthened it (False), or left it (None)."""
+
+    __slots__ = ("command", "faster")
+
+    def __init__(self, command: Command, faster: bool | None) -> None:
+        self.command = command
+        self.faster = faster
 
 
 def _realtime(priority: int) -> None:
@@ -117,73 +151,82 @@ def _realtime(priority: int) -> None:
         log.debug("camera: SCHED_FIFO priority %d", priority)
 
 
-def _wait_control(channels: RoleChannels, kind: str) -> CameraControl | None:
-    """Wait for the engine's next control message; None if the run is stopped first."""
+def _wait_control(channels: RoleChannels, kind: CameraControlKind,
+                  start: list[Command]) -> CameraControl | None:
+    """Wait for the engine's next control message; None if the run is stopped first.
+    Commands that come meanwhile are kept in ``start`` (the newest sets the interval
+    acquisition starts at)."""
     while not channels.stop.is_set():
         try:
             msg = channels.camera.get(timeout=0.1)
         except queue.Empty:
             continue
-        if isinstance(msg, CameraControl) and msg.kind == kind:
+        if isinstance(msg, CameraControl) and msg.kind is kind:
             return msg
         if isinstance(msg, Command):
-            continue  # no acquisition yet: the start interval supersedes it
+            start.append(msg)
+            continue
         log.warning("camera: unexpected message before %s: %r", kind, msg)
     return None
 
 
 def run(config: Config, channels: RoleChannels) -> None:
     """Entry point of the camera process."""
-    enter_role(Role.CAMERA.value, channels)
+    enter_role(RoleName.CAMERA, channels)
     _realtime(config.camera.realtime_priority)
     if not config.run.debug:  # device libraries log every call at DEBUG
         logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)
     source: Source | None = None
-    stats = CameraStatistics()
-    ended = ""
+    measures = _Measures()
+    ended = Stopped()
+    me = RoleName.CAMERA
     try:
         source = make_source(config)
         spec = source.open()
-        report(channels, "camera", 0, RoleEventKind.READY, json.dumps(asdict(spec)))
-        attach = _wait_control(channels, "attach")
+        report(channels, me, 0, RoleEventKind.READY, CameraReady(spec))
+        announced: list[Command] = []
+        attach = _wait_control(channels, CameraControlKind.ATTACH, announced)
         if attach is None:
             return
-        ring = StackRing.attach(str(attach.value))
+        ring = StackRing.attach(attach.ring)
         try:
-            start = _wait_control(channels, "start")
+            start = _wait_control(channels, CameraControlKind.START, announced)
             if start is not None:
-                ended = _acquire(source, ring, channels, float(start.value), stats)
+                if not announced:
+                    raise RtEdaError("camera: told to start before the interpreter announced "
+                                     "the interval to start at")
+                ended = _acquire(source, ring, channels, announced[-1].interval_s, measures)
         finally:
             ring.close()
     except RtEdaError as exc:  # the engine logs and reports it (once)
-        report(channels, "camera", 0, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
+        report(channels, me, 0, RoleEventKind.FAILED, Failure.from_exception(exc))
         raise SystemExit(1) from None
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.exception("camera failed")
-        report(channels, "camera", 0, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
+        report(channels, me, 0, RoleEventKind.FAILED, Failure.from_exception(exc))
         raise SystemExit(1) from None
     finally:
-        source_stats: dict[str, float] = {}
+        source_stats: Mapping[str, float] = {}
         if source is not None:
             try:
                 source.stop()
                 source_stats = source.statistics()
             finally:
                 source.close()
-        report(channels, "camera", 0, RoleEventKind.STATS, stats.to_json(source_stats))
-    report(channels, "camera", 0, RoleEventKind.STOPPED, ended)
+        report(channels, me, 0, RoleEventKind.STATS, measures.statistics(source_stats))
+    report(channels, me, 0, RoleEventKind.STOPPED, ended)
 
 
 def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: float,
-             stats: CameraStatistics) -> str:
-    """Acquire until the stop (returns ``""``) or the source runs out (returns
-    ``"source exhausted: <why>"``)."""
+             stats: _Measures) -> Stopped:
+    """Acquire until the stop (returns ``Stopped()``) or the source runs out (returns
+    ``Stopped("source exhausted: <why>", source_exhausted=True)``)."""
     spec = ring.spec
     order = list(source.frame_order())
     scratch = np.empty(spec.shape, dtype=spec.np_dtype)
     set_sequence = getattr(source, "set_sequence", None)
     wake = _Wake(channels.stop, channels.camera)
-    pending: list[Command] = []  # applied, waiting for their first timepoint
+    pending: list[_Applied] = []  # applied, waiting for their first timepoint
     last_exposure: float | None = None
     last_interval = interval
     last_publish = 0.0
@@ -194,10 +237,10 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         t0 = time.perf_counter()
         t_due = source.next_timepoint(wake)
         t1 = time.perf_counter()
-        stats.time_s["wait_s"] += t1 - t0
+        stats.wait_s += t1 - t0
         if t_due is None:
             if source_finished(source, channels):
-                return _exhausted(source) if not channels.stop.is_set() else ""
+                return _exhausted(source) if not channels.stop.is_set() else Stopped()
             continue
         index = stats.timepoints
         stats.timepoints += 1
@@ -212,7 +255,7 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             stats.frames_lost += len(order)
             stats.frames_acquired += len(order)
             if len(stats.lost) < _MAX_LOST_LISTED:
-                stats.lost.append((index, t_exp))
+                stats.lost.append(LostTimepoint(index, t_exp))
             log.warning("camera: ring full (writer or workers behind): timepoint %d lost",
                         index)
             continue
@@ -232,8 +275,8 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             t3 = time.perf_counter()
             slot.publish(interval_s=interval)
             t4 = time.perf_counter()
-        stats.time_s["read_s"] += t3 - t2
-        stats.time_s["publish_s"] += (t4 - t3) + (t2 - t1)
+        stats.read_s += t3 - t2
+        stats.publish_s += (t4 - t3) + (t2 - t1)
         t_pub = time.monotonic()
         stats.stacks_published += 1
         stats.frames_acquired += len(order)
@@ -245,17 +288,24 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             stats.publish_gap_ms.add((t_pub - last_publish) * 1e3)
         last_exposure, last_interval, last_publish = t_exp, interval, t_pub
         stats.last_exposure = t_exp
-        for cmd in pending:
-            if cmd.after_seq >= 0:  # the start announcement is not a decision on a stack
-                stats.actuation_ms.add((t_exp - cmd.t_decided) * 1e3)
+        for applied in pending:
+            cmd = applied.command
+            if cmd.after_seq < 0:  # the start announcement is not a decision on a stack
+                continue
+            ms = (t_exp - cmd.t_decided) * 1e3
+            stats.actuation_ms.add(ms)
+            if applied.faster is True:
+                stats.speed_up_ms.add(ms)
+            elif applied.faster is False:
+                stats.slow_down_ms.add(ms)
         pending.clear()
-    return ""
+    return Stopped()
 
 
-def _exhausted(source: Source) -> str:
+def _exhausted(source: Source) -> Stopped:
     reason = str(getattr(source, "end_reason", "") or "the source has no more images")
     log.info("camera: source exhausted: %s", reason)
-    return f"source exhausted: {reason}"
+    return Stopped(f"source exhausted: {reason}", source_exhausted=True)
 
 
 def source_finished(source: Source, channels: RoleChannels) -> bool:
@@ -266,7 +316,7 @@ def source_finished(source: Source, channels: RoleChannels) -> bool:
 
 
 def _read_frames(source: Source, order: list[tuple[int, int]], pixels: np.ndarray,
-                 frame_times: np.ndarray | None, stop: Any) -> tuple[float, int]:
+                 frame_times: np.ndarray | None, stop: StopFlag) -> tuple[float, int]:
     """Read one timepoint's frames: the first one's exposure time and how many were read
     (fewer than ``order`` when ``stop`` was set before the last one)."""
     first = 0.0
@@ -281,8 +331,8 @@ def _read_frames(source: Source, order: list[tuple[int, int]], pixels: np.ndarra
     return first, len(order)
 
 
-def _apply_commands(source: Source, commands: Any, interval: float, pending: list[Command],
-                    stats: CameraStatistics) -> float:
+def _apply_commands(source: Source, commands: Channel[CameraMessage], interval: float,
+                    pending: list[_Applied], stats: _Measures) -> float:
     while True:
         try:
             msg = commands.get_nowait()
@@ -292,7 +342,8 @@ def _apply_commands(source: Source, commands: Any, interval: float, pending: lis
             log.warning("camera: ignoring unexpected message %r", msg)
             continue
         stats.commands_applied += 1
-        pending.append(msg)
+        faster = None if msg.interval_s == interval else msg.interval_s < interval
+        pending.append(_Applied(msg, faster))
         if msg.interval_s != interval:
             source.set_interval(msg.interval_s)
             log.info("camera: interval %.4g s -> %.4g s (%s)", interval, msg.interval_s,

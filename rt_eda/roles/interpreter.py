@@ -1,10 +1,20 @@
-"""The interpreter role: results in, interval commands out, every decision logged.
+"""The interpreter role: results in, interval commands out, one record per decision.
 
 Consumes :class:`~rt_eda.core.messages.Result` (workers) and
-:class:`~rt_eda.core.messages.ControlMessage` (viewer) from the results queue, runs the configured
-interpreter (:mod:`rt_eda.interpreters`), sends :class:`~rt_eda.core.messages.Command` to the
-camera, and measures the latencies of every result it receives. ``None`` on the queue (put by
-the engine once every worker has stopped) ends the loop after everything before it is handled.
+:class:`~rt_eda.core.messages.ControlMessage` (viewer) from the results queue, runs the
+configured interpreter (:mod:`rt_eda.interpreters`) and sends each
+:class:`~rt_eda.core.messages.Command` to the camera. For every result it builds ONE
+:class:`~rt_eda.core.messages.DecisionRecord` (with the interval change it caused, if any),
+and every consumer reads that record::
+
+    Result --> interpreter.on_result --> DecisionRecord --+--> trace row(s)   (viewer)
+                                        (once)            +--> writer          (decisions.csv,
+                                                          |                     intervals.csv)
+                                                          +--> _Report         (summary)
+
+The interval in force is the interpreter's own state (its statistics); nothing here keeps a
+copy. ``None`` on the queue (put by the engine once every worker has stopped) ends the loop
+after everything before it is handled.
 
 A non-finite decision (NaN, inf) is never acted on (see :mod:`rt_eda.interpreters`); the
 first is logged with its worker and stack, later ones as one count every
@@ -15,18 +25,32 @@ itself goes on draining results until the end, so the summary's counts stay exac
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
 import queue
 import time
+from types import EllipsisType
 
 import numpy as np
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, RtEdaError
-from rt_eda.core.messages import Command, ControlMessage, Result, Role, RoleEventKind
+from rt_eda.core.messages import (
+    Command,
+    ControlMessage,
+    ControlRecord,
+    DecisionRecord,
+    Failure,
+    InterpreterReport,
+    InterpreterState,
+    InterpreterStatus,
+    IntervalChange,
+    Result,
+    ResultsMessage,
+    RoleEventKind,
+    RoleName,
+    WriterRow,
+)
 from rt_eda.core.process import RoleChannels, enter_role, report
 from rt_eda.core.stats import Reservoir
 from rt_eda.interpreters import Interpreter, make_interpreter
@@ -68,83 +92,142 @@ class _NonFiniteLog:
             self.next_line = now + _NONFINITE_LOG_PERIOD_S
 
 
-class _Log:
-    """Latencies and the decision log of one run."""
+class _Report:
+    """What the role measures over the run, from the records it builds (one thread)."""
 
     def __init__(self) -> None:
         self.publish_to_claim = Reservoir()
         self.publish_to_decision = Reservoir()
-        self.interval_changes: list[dict[str, object]] = []
-        self.controls: list[dict[str, object]] = []
+        self.interval_changes: list[IntervalChange] = []
+        self.controls: list[ControlRecord] = []
         self.results = 0
         self.handle_s = 0.0
-        self.trace: DecisionTrace | None = None
-        self.interval = float("nan")
-        self.fast = 0.0
         self.nonfinite = _NonFiniteLog()
 
-    def command(self, cmd: Command) -> None:
-        self.interval_changes.append(dataclasses.asdict(cmd))
-        self.interval = cmd.interval_s
-        if self.trace is not None:
-            self.trace.append(cmd.after_seq, 0.0, cmd.t_decided, float("nan"), cmd.interval_s,
-                              self.fast, 0, 1)
+    def decision(self, record: DecisionRecord) -> float:
+        """Count one record; returns its publish -> decision latency (ms)."""
+        r = record.result
+        self.results += 1
+        p2d = (record.t_decided - r.t_published) * 1e3
+        self.publish_to_claim.add((r.t_claimed - r.t_published) * 1e3)
+        self.publish_to_decision.add(p2d)
+        if record.change is not None:
+            self.interval_changes.append(record.change)
+        return p2d
 
-    def result(self, r: Result, t_decided: float) -> None:
+    def freeze(self, interp: Interpreter | None) -> InterpreterReport:
+        return InterpreterReport(
+            statistics=interp.statistics() if interp is not None else None,
+            results=self.results,
+            publish_to_claim=self.publish_to_claim.percentiles(),
+            publish_to_decision=self.publish_to_decision.percentiles(),
+            interval_changes=tuple(self.interval_changes),
+            controls=tuple(self.controls),
+            handle_s=self.handle_s,
+        )
+
+
+class _Outputs:
+    """Where each record goes besides the report: the shared trace and the writer."""
+
+    def __init__(self, channels: RoleChannels, trace: DecisionTrace | None) -> None:
+        self.trace = trace
+        self._writer = channels.writer
+
+    def decision(self, record: DecisionRecord) -> None:
         if self.trace is not None:
-            self.trace.append(r.seq, r.t_exposure, t_decided, r.decision, self.interval,
-                              self.fast, r.worker, 0)
+            self.trace.append(*record.trace_row())
+            if record.change is not None:
+                self.trace.append(*record.change.trace_row())
+        self.row(record)
+
+    def change(self, change: IntervalChange) -> None:
+        """An interval change no result caused (the start, a control)."""
+        if self.trace is not None:
+            self.trace.append(*change.trace_row())
+        self.row(change)
+
+    def row(self, row: WriterRow) -> None:
+        """Hand one record to the writer (without --save: nowhere)."""
+        if self._writer is not None:
+            self._writer.put(row)
+
+
+def _is_fast(interp: Interpreter) -> tuple[float, bool]:
+    """The interval in force and whether the interpreter is fast (its own state)."""
+    s = interp.statistics()
+    return s.current_interval, s.state is InterpreterState.FAST
 
 
 def run(config: Config, channels: RoleChannels) -> None:
     """Entry point of the interpreter process."""
-    enter_role(Role.INTERPRETER.value, channels)
+    enter_role(RoleName.INTERPRETER, channels)
+    me = RoleName.INTERPRETER
     interp: Interpreter | None = None
-    record = _Log()
+    measured = _Report()
     trace: DecisionTrace | None = None
     try:
         interp = make_interpreter(config)
         if channels.trace:
             trace = DecisionTrace.attach(channels.trace)
-            record.trace = trace
+        outputs = _Outputs(channels, trace)
         first = interp.start()
-        channels.camera.put(first)
-        record.command(first)
-        _to_writer(channels, "interval", dataclasses.asdict(first))
-        report(channels, "interpreter", 0, RoleEventKind.READY)
-        _loop(interp, channels, record)
-        record.nonfinite.flush(time.monotonic(), final=True)
+        channels.camera.put(first)  # the interval acquisition starts at
+        change = IntervalChange(first, _is_fast(interp)[1])
+        measured.interval_changes.append(change)
+        outputs.change(change)
+        report(channels, me, 0, RoleEventKind.READY)
+        _loop(interp, channels, measured, outputs)
+        measured.nonfinite.flush(time.monotonic(), final=True)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.exception("interpreter failed")
-        report(channels, "interpreter", 0, RoleEventKind.FAILED,
-               f"{type(exc).__name__}: {exc}")
+        report(channels, me, 0, RoleEventKind.FAILED, Failure.from_exception(exc))
         raise SystemExit(1) from None
     finally:
-        stats = dataclasses.asdict(interp.statistics()) if interp is not None else {}
-        report(channels, "interpreter", 0, RoleEventKind.STATS, json.dumps({
-            "interpreter": {k: (str(v) if not isinstance(v, (int, float, bool)) else v)
-                            for k, v in stats.items()},
-            "results": record.results,
-            "publish_to_claim": record.publish_to_claim.percentiles().as_dict(),
-            "publish_to_decision": record.publish_to_decision.percentiles().as_dict(),
-            "interval_changes": record.interval_changes,
-            "controls": record.controls,
-            "time_s": {"handle_s": record.handle_s},
-        }))
+        report(channels, me, 0, RoleEventKind.STATS, measured.freeze(interp))
         if trace is not None:
             trace.close()
-    report(channels, "interpreter", 0, RoleEventKind.STOPPED)
+    report(channels, me, 0, RoleEventKind.STOPPED)
 
 
-def _to_writer(channels: RoleChannels, kind: str, row: dict[str, object]) -> None:
-    if channels.writer is not None:
-        channels.writer.put((kind, row))
+def _on_result(interp: Interpreter, msg: Result, now: float, channels: RoleChannels,
+               measured: _Report) -> DecisionRecord:
+    """Act on one result; its record (built here, once)."""
+    cmd = interp.on_result(msg)
+    interval, fast = _is_fast(interp)
+    record = DecisionRecord(msg, now, interval, fast,
+                            IntervalChange(cmd, fast) if cmd is not None else None)
+    if not math.isfinite(msg.decision):
+        measured.nonfinite.add(msg, now)
+        why = interp.broken()
+        if why is not None and not measured.nonfinite.fault_reported:
+            measured.nonfinite.fault_reported = True
+            report(channels, RoleName.INTERPRETER, 0, RoleEventKind.FAILED, Failure("", why))
+    return record
 
 
-def _loop(interp: Interpreter, channels: RoleChannels, record: _Log) -> None:
+def _on_control(interp: Interpreter, msg: ControlMessage, now: float,
+                measured: _Report) -> tuple[ControlRecord, Command | None]:
+    """Apply one control; its record and the command it caused, if any."""
+    try:
+        cmd = interp.on_control(msg)
+    except ConfigError as exc:
+        log.error("control %s=%r refused: %s", msg.key.value, msg.value, exc)
+        control = ControlRecord(msg.key, msg.value, now, accepted=False, error=str(exc))
+        cmd = None
+    else:
+        log.info("control %s=%r applied", msg.key.value, msg.value)
+        control = ControlRecord(msg.key, msg.value, now, accepted=True)
+    measured.controls.append(control)
+    return control, cmd
+
+
+def _loop(interp: Interpreter, channels: RoleChannels, measured: _Report,
+          outputs: _Outputs) -> None:
     next_status = time.monotonic() + _STATUS_PERIOD_S
     recent: list[float] = []
     while True:
+        msg: ResultsMessage | EllipsisType
         try:
             msg = channels.results.get(timeout=0.1)
         except queue.Empty:
@@ -152,55 +235,38 @@ def _loop(interp: Interpreter, channels: RoleChannels, record: _Log) -> None:
         now = time.monotonic()
         if msg is None:
             return
-        cmd: Command | None = None
         if isinstance(msg, Result):
-            cmd = interp.on_result(msg)
-            if cmd is not None:  # the state changes only with the interval
-                record.fast = 1.0 if interp.statistics().state == "fast" else 0.0
-            if not math.isfinite(msg.decision):
-                record.nonfinite.add(msg, now)
-                why = interp.broken()
-                if why is not None and not record.nonfinite.fault_reported:
-                    record.nonfinite.fault_reported = True
-                    report(channels, "interpreter", 0, RoleEventKind.FAILED, why)
-            record.result(msg, now)
-            record.results += 1
-            p2d = (now - msg.t_published) * 1e3
-            record.publish_to_claim.add((msg.t_claimed - msg.t_published) * 1e3)
-            record.publish_to_decision.add(p2d)
-            recent.append(p2d)
-            if channels.writer is not None:
-                row = dataclasses.asdict(msg)
-                row.update(t_decided=now, command_interval=cmd.interval_s if cmd else None)
-                channels.writer.put(("decision", row))
+            record = _on_result(interp, msg, now, channels, measured)
+            if record.change is not None:
+                _send(channels, record.change.command)  # first: the camera is waiting
+            recent.append(measured.decision(record))
+            outputs.decision(record)
         elif isinstance(msg, ControlMessage):
-            try:
-                cmd = interp.on_control(msg)
-            except ConfigError as exc:
-                log.error("control %s=%r refused: %s", msg.key, msg.value, exc)
-                record.controls.append({"key": msg.key, "value": msg.value, "t": now,
-                                        "accepted": False, "error": str(exc)})
-            else:
-                log.info("control %s=%r applied", msg.key, msg.value)
-                record.controls.append({"key": msg.key, "value": msg.value, "t": now,
-                                        "accepted": True})
-                _to_writer(channels, "control", {"key": msg.key, "value": msg.value, "t": now})
+            control, cmd = _on_control(interp, msg, now, measured)
+            if cmd is not None:
+                _send(channels, cmd)
+            if control.accepted:
+                outputs.row(control)
+            if cmd is not None:
+                change = IntervalChange(cmd, _is_fast(interp)[1])
+                measured.interval_changes.append(change)
+                outputs.change(change)
         elif msg is not Ellipsis:
             raise RtEdaError(f"interpreter: unexpected message {msg!r}")
-        if cmd is not None:
-            channels.camera.put(cmd)
-            record.command(cmd)
-            _to_writer(channels, "interval", dataclasses.asdict(cmd))
-            log.debug("interval -> %.4g s after stack %d (%s)", cmd.interval_s, cmd.after_seq,
-                     cmd.reason)
         if msg is not Ellipsis:
-            record.handle_s += time.monotonic() - now
+            measured.handle_s += time.monotonic() - now
         if now >= next_status:
             next_status = now + _STATUS_PERIOD_S
             s = interp.statistics()
-            report(channels, "interpreter", 0, RoleEventKind.STATUS, json.dumps({
-                "interval": s.current_interval, "state": str(s.state),
-                "decisions": s.decisions, "switches": s.interval_switches,
-                "p2d_p50_ms": float(np.median(recent)) if recent else 0.0,
-            }))
+            report(channels, RoleName.INTERPRETER, 0, RoleEventKind.STATUS, InterpreterStatus(
+                interval_s=s.current_interval, state=s.state, decisions=s.decisions,
+                interval_switches=s.interval_switches,
+                publish_to_decision_p50_ms=float(np.median(recent)) if recent else 0.0,
+            ))
             recent.clear()
+
+
+def _send(channels: RoleChannels, cmd: Command) -> None:
+    channels.camera.put(cmd)
+    log.debug("interval -> %.4g s after stack %d (%s)", cmd.interval_s, cmd.after_seq,
+              cmd.reason)

@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import RingError
-from rt_eda.core.messages import Role, RoleEventKind
+from rt_eda.core.messages import Failure, RoleEventKind, RoleName, Stopped
 from rt_eda.core.process import RoleChannels, enter_role, report
 from rt_eda.live.controls import ControlSender, QueueSender, SocketSender
 from rt_eda.live.display import STATE_ENV, no_display
@@ -53,7 +53,8 @@ def run(config: Config, channels: RoleChannels) -> None:
     never waits on the queue), and leaves when ``channels.stop`` is set, on SIGTERM, when the
     ring is shut, or when its window is closed. Closing the window ends only this process.
     """
-    enter_role(Role.VIEWER.value, channels)
+    me = RoleName.VIEWER
+    enter_role(me, channels)
     terminated = threading.Event()
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -64,7 +65,7 @@ def run(config: Config, channels: RoleChannels) -> None:
         os.nice(VIEWER_NICENESS)
     reason = no_display()
     if reason:
-        report(channels, "viewer", 0, RoleEventKind.FAILED, reason)
+        report(channels, me, 0, RoleEventKind.FAILED, Failure("", reason))
         _leave(1, channels.events, channels.log)
     try:
         from rt_eda.live.feed import LiveFeed
@@ -77,7 +78,7 @@ def run(config: Config, channels: RoleChannels) -> None:
             return bool(channels.stop.is_set()) or terminated.is_set()
 
         def shown(window: object) -> None:
-            report(channels, "viewer", 0, RoleEventKind.READY)
+            report(channels, me, 0, RoleEventKind.READY)
 
         reason = run_window(feed, config.interpreter, max_fps=config.viewer.max_fps,
                             sender=sender, stop=stopping, quit_on_end=True,
@@ -85,10 +86,10 @@ def run(config: Config, channels: RoleChannels) -> None:
                             state_path=os.environ.get(STATE_ENV) or None)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.debug("viewer failed", exc_info=True)  # the engine logs the one-line WARNING
-        report(channels, "viewer", 0, RoleEventKind.FAILED, f"{type(exc).__name__}: {exc}")
+        report(channels, me, 0, RoleEventKind.FAILED, Failure.from_exception(exc))
         _leave(1, channels.events, channels.log)
     log.info("viewer: %s", reason)
-    report(channels, "viewer", 0, RoleEventKind.STOPPED, reason)
+    report(channels, me, 0, RoleEventKind.STOPPED, Stopped(reason))
     _leave(0, channels.events, channels.log)
 
 
@@ -158,7 +159,7 @@ def view(pid: int | None = None, *, directory: str | Path | None = None,
     ctx = mp.get_context("spawn")
     child = ctx.Process(target=_attached_main,
                         args=(str(session.path), controls, logging.getLogger().level),
-                        name="rt-eda-viewer")
+                        name=RoleName.VIEWER.process_name())
     child.start()
     try:
         child.join()
@@ -175,7 +176,7 @@ def _attached_main(session_path: str, controls: bool, level: int) -> None:
     """Body of the attached viewer's process: show the window, then :func:`_leave`."""
     import setproctitle
 
-    setproctitle.setproctitle(Role.VIEWER.value)
+    setproctitle.setproctitle(RoleName.VIEWER.process_name())
     logging.basicConfig(level=level or logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stopped = threading.Event()

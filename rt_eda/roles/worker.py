@@ -20,12 +20,10 @@ start-up, a warm-up image that breaks the declaration is a :class:`~rt_eda.core.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
 import time
-from typing import Any
 
 import numpy as np
 
@@ -35,8 +33,18 @@ from rt_eda.core.errors import (
     RingClosedError,
     RingOverrunError,
 )
-from rt_eda.core.messages import Result, Role, RoleEventKind
+from rt_eda.core.messages import (
+    Failure,
+    Result,
+    RoleEventKind,
+    RoleName,
+    WorkerReady,
+    WorkerStart,
+    WorkerStatistics,
+    WorkerTimes,
+)
 from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.core.queues import Channel
 from rt_eda.shm import StackRing, check_stack
 from rt_eda.workers import (
     Worker,
@@ -64,13 +72,39 @@ WORKER_NICENESS = 15
 acquisition keeps its rate and analysis (which skips stale stacks anyway) gives way."""
 
 
-def run(config: Config, channels: RoleChannels, index: int, control: Any) -> None:
+class _Counts:
+    """What one worker process counts; :meth:`statistics` freezes it for the engine."""
+
+    def __init__(self) -> None:
+        self.analysed = self.torn = self.recovered = 0
+        self.network_images = self.network_images_lost = 0
+        self.network_images_refused = self.network_images_nonfinite = 0
+        self.wait_s = self.prepare_s = self.infer_s = self.post_s = 0.0
+        self.queue_s = self.publish_image_s = 0.0
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            analysed=self.analysed, torn=self.torn, recovered=self.recovered,
+            network_images=self.network_images,
+            network_images_lost=self.network_images_lost,
+            network_images_refused=self.network_images_refused,
+            network_images_nonfinite=self.network_images_nonfinite,
+            times=WorkerTimes(self.wait_s, self.prepare_s, self.infer_s, self.post_s,
+                              self.queue_s, self.publish_image_s),
+        )
+
+
+def run(config: Config, channels: RoleChannels, index: int,
+        control: Channel[WorkerStart]) -> None:
     """Entry point of worker process ``index`` (its ring reader id is ``index`` too).
 
-    After warm-up the worker reports READY with the shape of its network images and waits on
-    ``control`` for the name of the output ring ("" for none) before it claims anything.
+    After warm-up the worker reports READY (:class:`~rt_eda.core.messages.WorkerReady`: the
+    shape of its network images) and waits on ``control`` for
+    :class:`~rt_eda.core.messages.WorkerStart` (the output ring's name, "" for none) before
+    it claims anything.
     """
-    enter_role(f"{Role.WORKER.value}-{index}", channels,
+    me = RoleName.WORKER
+    enter_role(me, channels, index=index,
                level=logging.DEBUG if config.run.debug else logging.INFO)
     os.nice(WORKER_NICENESS)
     from rt_eda.workers import KerasWorker, configure_threads, discover_workers
@@ -78,10 +112,7 @@ def run(config: Config, channels: RoleChannels, index: int, control: Any) -> Non
     worker: Worker | None = None
     ring: StackRing | None = None
     out_ring: StackRing | None = None
-    counts = {"analysed": 0, "torn": 0, "recovered": 0, "network_images": 0,
-              "network_images_lost": 0, "network_images_refused": 0,
-              "network_images_nonfinite": 0}
-    times = {"wait_s": 0.0, "prepare_s": 0.0, "infer_s": 0.0, "post_s": 0.0, "queue_s": 0.0}
+    counts = _Counts()
     try:
         cls = discover_workers(config.analysis.worker_modules)[config.analysis.worker]
         configure_threads(config.analysis.threads_per_worker,
@@ -91,18 +122,19 @@ def run(config: Config, channels: RoleChannels, index: int, control: Any) -> Non
         worker.setup(ring.spec)
         check_warm_up(worker, worker.warm_up())
         shape = worker.network_image_shape()
-        report(channels, "worker", index, RoleEventKind.READY,
-               json.dumps({"network_image_shape": list(shape) if shape else None}))
+        report(channels, me, index, RoleEventKind.READY,
+               WorkerReady((int(shape[0]), int(shape[1])) if shape else None))
         name = _wait_output_ring(channels, control)
         if name is None:
             return
         if name:
             out_ring = StackRing.attach(name)
-        _loop(worker, ring, out_ring, channels, config, index, counts, times)
+        _loop(worker, ring, out_ring, channels, config, index, counts)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         # The engine reports the FAILED event in one line; the traceback only with --debug.
         log.debug("worker %d failed", index, exc_info=True)
-        report(channels, "worker", index, RoleEventKind.FAILED, exception_line(exc))
+        report(channels, me, index, RoleEventKind.FAILED,
+               Failure.from_exception(exc, exception_line(exc)))
         raise SystemExit(1) from None
     finally:
         if worker is not None:
@@ -111,23 +143,23 @@ def run(config: Config, channels: RoleChannels, index: int, control: Any) -> Non
             ring.close()
         if out_ring is not None:
             out_ring.close()
-        report(channels, "worker", index, RoleEventKind.STATS, json.dumps({**counts, **times}))
-    report(channels, "worker", index, RoleEventKind.STOPPED)
+        report(channels, me, index, RoleEventKind.STATS, counts.statistics())
+    report(channels, me, index, RoleEventKind.STOPPED)
 
 
-def _wait_output_ring(channels: RoleChannels, control: Any) -> str | None:
+def _wait_output_ring(channels: RoleChannels, control: Channel[WorkerStart]) -> str | None:
     """The output ring's name from the engine ("" for none); None if the run stopped."""
     while not channels.stop.is_set():
         try:
             msg = control.get(timeout=0.2)
         except queue.Empty:
             continue
-        return str(msg)
+        return msg.output_ring
     return None
 
 
 def _publish_image(out_ring: StackRing, seq: int, image: np.ndarray, t_exposure: float,
-                   interval_s: float, counts: dict[str, int]) -> None:
+                   interval_s: float, counts: _Counts) -> None:
     """Network image of stack ``seq`` into the output ring (never through a queue)."""
     try:
         with out_ring.write_slot(seq) as slot:
@@ -135,17 +167,16 @@ def _publish_image(out_ring: StackRing, seq: int, image: np.ndarray, t_exposure:
             slot.frame_times[:] = t_exposure
             slot.publish(interval_s=interval_s)
     except RingOverrunError:
-        counts["network_images_lost"] += 1
+        counts.network_images_lost += 1
         log.warning("network image of stack %d lost: output ring full", seq)
         return
     except RingClosedError:
         return
-    counts["network_images"] += 1
+    counts.network_images += 1
 
 
 def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
-          channels: RoleChannels, config: Config, index: int, counts: dict[str, int],
-          times: dict[str, float]) -> None:
+          channels: RoleChannels, config: Config, index: int, counts: _Counts) -> None:
     verify = config.run.verify or config.camera.synthetic.verify
     n_t = config.analysis.n_timepoints
     results = channels.results
@@ -159,11 +190,11 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
             return
         if claim is None:
             continue
-        times["wait_s"] += time.perf_counter() - t0
+        counts.wait_s += time.perf_counter() - t0
         try:
             with claim:
                 if verify and not _intact(claim.pixels, claim.seq, n_t):
-                    counts["torn"] += 1
+                    counts.torn += 1
                     claim.count_torn()
                     log.error("worker %d: stack %d is torn (stamps do not match)", index,
                               claim.seq)
@@ -171,13 +202,13 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
                     continue
                 analysis = worker.analyse(claim.pixels)
         except ClaimRecoveredError:
-            counts["recovered"] += 1  # declared dead while analysing: drop the result
+            counts.recovered += 1  # declared dead while analysing: drop the result
             continue
         t_done = time.monotonic()
-        counts["analysed"] += 1
-        times["prepare_s"] += analysis.t_prepare_s
-        times["infer_s"] += analysis.t_infer_s
-        times["post_s"] += analysis.t_post_s
+        counts.analysed += 1
+        counts.prepare_s += analysis.t_prepare_s
+        counts.infer_s += analysis.t_infer_s
+        counts.post_s += analysis.t_post_s
         tq = time.perf_counter()
         results.put(Result(
             seq=claim.seq, worker=index, decision=analysis.decision,
@@ -186,13 +217,13 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
             t_prepare_s=analysis.t_prepare_s, t_infer_s=analysis.t_infer_s,
             t_post_s=analysis.t_post_s,
         ))
-        times["queue_s"] += time.perf_counter() - tq
+        counts.queue_s += time.perf_counter() - tq
         image = analysis.network_image
         if image is None:
             continue
         problem = network_image_problem(image, declared)
         if problem is not None:
-            counts["network_images_refused"] += 1
+            counts.network_images_refused += 1
             key = (type(image).__name__, getattr(image, "shape", None),
                    str(getattr(image, "dtype", "")))
             if key not in refused:
@@ -202,10 +233,9 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
                             index, claim.seq, problem)
             continue
         if image.dtype.kind == "f" and not np.isfinite(image).all():
-            counts["network_images_nonfinite"] += 1
+            counts.network_images_nonfinite += 1
         if out_ring is not None:
             tp = time.perf_counter()
             _publish_image(out_ring, claim.seq, image, claim.t_exposure, claim.interval_s,
                            counts)
-            times["publish_image_s"] = times.get("publish_image_s", 0.0) + \
-                time.perf_counter() - tp
+            counts.publish_image_s += time.perf_counter() - tp

@@ -7,7 +7,9 @@ Lifecycle (the engine's side in brackets)::
     create the run folder's files -> READY
     loop: stacks in sequence order -> image store + frames.csv -> release the pin
           network images (lowest pinned first) -> network_images.zarr + network_index.csv
-          rows from the interpreter (a reader thread drains channels.writer) -> CSV files
+          records from the interpreter (a reader thread drains channels.writer) -> CSV files
+            (a DecisionRecord -> decisions.csv, and intervals.csv when it changed the
+             interval: the row names its trigger from the record itself)
           flush the CSV files after every batch
     until the ring is closed and drained AND ``None`` arrived on channels.writer
     close the recording (exact shapes, OME metadata) -> STATS -> STOPPED
@@ -26,24 +28,32 @@ interpreter on a full pipe; the main thread does all the writing.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, RingClosedError, RtEdaError, WriterError
-from rt_eda.core.messages import Role, RoleEventKind
+from rt_eda.core.messages import (
+    ControlRecord,
+    DecisionRecord,
+    Failure,
+    IntervalChange,
+    RoleEventKind,
+    RoleName,
+    WriterReady,
+    WriterRow,
+    WriterStatistics,
+)
 from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.core.queues import Channel, StopFlag
+from rt_eda.core.stats import RecentWindow
 from rt_eda.shm import PinReader, StackRing
 from rt_eda.storage.recording import Recording
 
-__all__ = ["WriterStatistics", "run", "serve"]
+__all__ = ["run", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -51,53 +61,45 @@ _BATCH = 16  # stacks written before the rows and network images get a turn
 _IDLE_WAIT_S = 0.02  # how long an idle writer sleeps on the ring's doorbell
 _KEEP_TIMES = 1 << 16
 _LINGER_QUIET_S = 1.0  # after a failure: rows are drained until stop and this much quiet
-_ROW_KINDS = frozenset({"decision", "interval", "control"})
+_ROW_TYPES = (DecisionRecord, IntervalChange, ControlRecord)
 
 
-class WriterStatistics:
-    """What the writer measured, reported to the engine at the end (STATS, JSON).
-
-    Write times: percentiles over the most recent ``_KEEP_TIMES`` stacks, max over all.
-    """
+class _Measures:
+    """What the writer measures; :meth:`statistics` freezes it (with the recording's counts)
+    for the engine. Write times: percentiles over the newest ``_KEEP_TIMES`` stacks, max
+    over all."""
 
     def __init__(self) -> None:
-        self._times = np.zeros(_KEEP_TIMES, dtype=np.float64)
-        self._n = 0
-        self._max_ms = 0.0
+        self.write_ms = RecentWindow(_KEEP_TIMES)
         self.max_backlog = 0
         self.rows_received = 0
         self.rows_rejected = 0
 
-    def add_write(self, ms: float) -> None:
-        """Record the time one stack took to write."""
-        self._times[self._n % _KEEP_TIMES] = ms
-        self._n += 1
-        self._max_ms = max(self._max_ms, ms)
-
-    def to_json(self, recording: Recording | None, error: str) -> str:
-        counts = recording.stats.as_dict() if recording is not None else {
-            "frames_written": 0, "stacks_written": 0, "network_images_written": 0,
-            "bytes_written": 0, "decisions": 0, "intervals": 0, "controls": 0}
-        arr = self._times[:min(self._n, _KEEP_TIMES)]
-        return json.dumps({
-            **counts,
-            "path": str(recording.run_dir) if recording is not None else "",
-            "format": recording.format if recording is not None else "",
-            "write_ms": {"p50": float(np.percentile(arr, 50)) if arr.size else 0.0,
-                         "p99": float(np.percentile(arr, 99)) if arr.size else 0.0,
-                         "max": self._max_ms},
-            "max_backlog_stacks": self.max_backlog,
-            "rows_received": self.rows_received,
-            "rows_rejected": self.rows_rejected,
-            "error": error,
-        })
+    def statistics(self, recording: Recording | None, error: str) -> WriterStatistics:
+        counts = recording.stats if recording is not None else None
+        return WriterStatistics(
+            frames_written=counts.frames_written if counts else 0,
+            stacks_written=counts.stacks_written if counts else 0,
+            network_images_written=counts.network_images_written if counts else 0,
+            bytes_written=counts.bytes_written if counts else 0,
+            decisions=counts.decisions if counts else 0,
+            intervals=counts.intervals if counts else 0,
+            controls=counts.controls if counts else 0,
+            path=str(recording.run_dir) if recording is not None else "",
+            format=recording.format if recording is not None else "",
+            write_ms=self.write_ms.percentiles(),
+            max_backlog_stacks=self.max_backlog,
+            rows_received=self.rows_received,
+            rows_rejected=self.rows_rejected,
+            error=error,
+        )
 
 
 class _Rows:
     """Drains ``channels.writer`` in a thread into a deque; ``done`` once ``None`` arrived."""
 
-    def __init__(self, source: Any) -> None:
-        self.items: collections.deque[Any] = collections.deque()
+    def __init__(self, source: Channel[WriterRow | None] | None) -> None:
+        self.items: collections.deque[WriterRow] = collections.deque()
         self.done = threading.Event()
         self._source = source
         self._stop = threading.Event()
@@ -111,6 +113,7 @@ class _Rows:
             self._thread.start()
 
     def _drain(self) -> None:
+        assert self._source is not None
         while not self._stop.is_set():
             try:
                 msg = self._source.get(timeout=0.1)
@@ -124,7 +127,7 @@ class _Rows:
             self.items.append(msg)
         self.done.set()
 
-    def discard_until_done(self, stop: Any) -> int:
+    def discard_until_done(self, stop: StopFlag) -> int:
         """After a failure: keep the interpreter's pipe from filling (its ``put`` would
         block) by discarding rows until the sentinel, or until ``stop`` is set and no row
         came for a second. Returns how many were discarded."""
@@ -147,7 +150,7 @@ class _Rows:
 
 def run(config: Config, channels: RoleChannels) -> None:
     """Entry point of the writer process (exits 1 after a failure)."""
-    enter_role(Role.WRITER.value, channels)
+    enter_role(RoleName.WRITER, channels)
     if serve(config, channels) != 0:
         raise SystemExit(1)
 
@@ -159,13 +162,14 @@ def serve(config: Config, channels: RoleChannels) -> int:
     STOPPED at the end, FAILED (with ``WriterError: ...``) on a failure. Returns 0 after a
     clean end, 1 after a failure.
     """
-    stats = WriterStatistics()
+    me = RoleName.WRITER
+    stats = _Measures()
     ring: StackRing | None = None
     out_ring: StackRing | None = None
     pins: list[tuple[StackRing, PinReader]] = []
     recording: Recording | None = None
     rows: _Rows | None = None
-    error = ""
+    error: Failure | None = None
     try:
         if not config.run.save:
             raise ConfigError("writer: run.save is not set (the writer needs a folder)")
@@ -186,8 +190,8 @@ def serve(config: Config, channels: RoleChannels) -> int:
                               fmt=config.writer.format, config_toml=config.to_toml(),
                               network_shape=network_shape)
         rows = _Rows(channels.writer)
-        report(channels, "writer", 0, RoleEventKind.READY, json.dumps({
-            "path": str(recording.run_dir), "format": recording.format}))
+        report(channels, me, 0, RoleEventKind.READY,
+               WriterReady(str(recording.run_dir), recording.format))
         log.info("writer: recording %s %s stacks to %s (%s)", spec.shape, spec.dtype,
                  recording.run_dir, recording.format)
         _loop(ring, pin, out_pin, recording, rows, stats)
@@ -195,13 +199,13 @@ def serve(config: Config, channels: RoleChannels) -> int:
         if rows.error:
             log.warning("writer: the row queue ended without its sentinel (%s)", rows.error)
     except RtEdaError as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = Failure.from_exception(exc)
     except OSError as exc:
         saved = recording.stats.frames_written if recording is not None else 0
-        error = f"WriterError: {exc}; {saved} frame(s) saved"
+        error = Failure("WriterError", f"{exc}; {saved} frame(s) saved")
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.exception("writer failed")
-        error = f"{type(exc).__name__}: {exc}"
+        error = Failure.from_exception(exc)
     finally:
         for _, p in pins:
             p.unregister()  # a dead or failed writer never blocks the camera
@@ -210,24 +214,25 @@ def serve(config: Config, channels: RoleChannels) -> int:
         for r in (out_ring, ring):
             if r is not None:
                 r.close()
-        if error:
-            log.error("writer: %s", error)
-            report(channels, "writer", 0, RoleEventKind.FAILED, error)
-        report(channels, "writer", 0, RoleEventKind.STATS, stats.to_json(recording, error))
+        if error is not None:
+            log.error("writer: %s", error.text)
+            report(channels, me, 0, RoleEventKind.FAILED, error)
+        report(channels, me, 0, RoleEventKind.STATS,
+               stats.statistics(recording, error.text if error is not None else ""))
         if rows is not None:
             if error:
                 lost = rows.discard_until_done(channels.stop)
                 if lost:
                     log.warning("writer: %d row(s) from the interpreter not recorded", lost)
             rows.stop()
-    if error:
+    if error is not None:
         return 1
-    report(channels, "writer", 0, RoleEventKind.STOPPED)
+    report(channels, me, 0, RoleEventKind.STOPPED)
     return 0
 
 
 def _loop(ring: StackRing, pin: PinReader, out_pin: PinReader | None, recording: Recording,
-          rows: _Rows, stats: WriterStatistics) -> None:
+          rows: _Rows, stats: _Measures) -> None:
     stacks_done = False
     network_done = out_pin is None
     idle = False
@@ -252,12 +257,11 @@ def _loop(ring: StackRing, pin: PinReader, out_pin: PinReader | None, recording:
             busy = True
             item = rows.items.popleft()
             stats.rows_received += 1
-            if (not isinstance(item, tuple) or len(item) != 2 or item[0] not in _ROW_KINDS
-                    or not isinstance(item[1], dict)):
+            if not isinstance(item, _ROW_TYPES):
                 stats.rows_rejected += 1
                 log.warning("writer: ignoring unexpected message %r", item)
                 continue
-            recording.log(item[0], item[1])
+            recording.log(item)
         if busy:
             recording.flush()
         if stacks_done and network_done and finished_rows and not rows.items:
@@ -268,7 +272,7 @@ def _loop(ring: StackRing, pin: PinReader, out_pin: PinReader | None, recording:
 
 
 def _write_stacks(ring: StackRing, pin: PinReader, recording: Recording,
-                  stats: WriterStatistics, wait_s: float) -> bool:
+                  stats: _Measures, wait_s: float) -> bool:
     """Write up to a batch of stacks in sequence order; True if any. RingClosedError once
     the ring is closed and every stack is written."""
     wrote = False
@@ -281,7 +285,7 @@ def _write_stacks(ring: StackRing, pin: PinReader, recording: Recording,
         stats.max_backlog = max(stats.max_backlog, backlog)
         t0 = time.perf_counter()
         recording.write_stack(stack.seq, stack.pixels, stack.frame_times, stack.interval_s)
-        stats.add_write((time.perf_counter() - t0) * 1e3)
+        stats.write_ms.add((time.perf_counter() - t0) * 1e3)
         pin.release(stack)
         wrote = True
     return wrote

@@ -32,6 +32,7 @@ import numpy as np
 
 from rt_eda.core.errors import ConfigError, WriterError
 from rt_eda.core.files import write_json_atomic
+from rt_eda.core.messages import ControlRecord, DecisionRecord, IntervalChange, Result, WriterRow
 from rt_eda.core.runfolder import (
     CONFIG_TOML,
     CONTROL_COLUMNS,
@@ -232,7 +233,6 @@ class Recording:
         self._tiff: TiffStack | None = None
         self._network: ChunkedArray | None = None
         self._network_index: _CsvLog | None = None
-        self._decisions_by_seq: dict[int, tuple[object, object]] = {}
         c, z, y, x = self.stack_shape
         self._frame_cz = [divmod(i, z) for i in range(c * z)]
         if fmt not in ("zarr", "tiff"):
@@ -344,33 +344,53 @@ class Recording:
         self.stats.network_images_written += 1
         self.stats.bytes_written += nbytes
 
-    def log(self, kind: str, row: Mapping[str, Any]) -> None:
-        """Append a ``decision``, ``interval`` or ``control`` row (what the interpreter sends).
-
-        Interval rows get the decision and exposure time of the stack that triggered them
-        (``after_seq``) when that decision was logged. Unknown kinds raise WriterError.
-        """
+    def log(self, row: WriterRow) -> None:
+        """Append what the interpreter recorded: a :class:`~rt_eda.core.messages.DecisionRecord`
+        (a decisions.csv row, and an intervals.csv row when it changed the interval, its
+        trigger columns from the record itself), an
+        :class:`~rt_eda.core.messages.IntervalChange` no result caused (the start, a control:
+        no trigger) or a :class:`~rt_eda.core.messages.ControlRecord` (controls.csv).
+        Anything else raises WriterError."""
+        name = DECISIONS_CSV
         try:
-            if kind == "decision":
-                self._decisions.append(row)
-                self._decisions_by_seq[int(row.get("seq", -1))] = (
-                    row.get("decision"), row.get("t_exposure"))
-                if len(self._decisions_by_seq) > 4096:
-                    self._decisions_by_seq.pop(next(iter(self._decisions_by_seq)))
+            if isinstance(row, DecisionRecord):
+                r = row.result
+                change = row.change
+                self._decisions.append({
+                    "seq": r.seq, "worker": r.worker, "decision": r.decision,
+                    "t_exposure": r.t_exposure, "t_published": r.t_published,
+                    "t_claimed": r.t_claimed, "t_done": r.t_done,
+                    "n_timepoints": r.n_timepoints, "t_prepare_s": r.t_prepare_s,
+                    "t_infer_s": r.t_infer_s, "t_post_s": r.t_post_s,
+                    "t_decided": row.t_decided,
+                    "command_interval": change.command.interval_s if change else None,
+                })
                 self.stats.decisions += 1
-            elif kind == "interval":
-                trigger = self._decisions_by_seq.get(int(row.get("after_seq", -1)), (None, None))
-                self._intervals.append({**row, "trigger_decision": trigger[0],
-                                        "trigger_t_exposure": trigger[1]})
-                self.stats.intervals += 1
-            elif kind == "control":
-                self._controls.append(row)
+                if change is not None:
+                    name = INTERVALS_CSV
+                    self._log_interval(change, r)
+            elif isinstance(row, IntervalChange):
+                name = INTERVALS_CSV
+                self._log_interval(row, None)
+            elif isinstance(row, ControlRecord):
+                name = CONTROLS_CSV
+                self._controls.append({"key": row.key.value, "value": row.value, "t": row.t})
                 self.stats.controls += 1
             else:
-                raise WriterError(f"unknown log kind {kind!r} (expected decision, interval, "
-                                  "control)")
+                raise WriterError(f"cannot record {row!r} (expected a DecisionRecord, "
+                                  "IntervalChange or ControlRecord)")
         except OSError as exc:
-            raise self._failed(self.run_dir / f"{kind}s.csv", exc) from exc
+            raise self._failed(self.run_dir / name, exc) from exc
+
+    def _log_interval(self, change: IntervalChange, trigger: Result | None) -> None:
+        c = change.command
+        self._intervals.append({
+            "interval_s": c.interval_s, "reason": c.reason, "after_seq": c.after_seq,
+            "t_decided": c.t_decided,
+            "trigger_decision": trigger.decision if trigger is not None else None,
+            "trigger_t_exposure": trigger.t_exposure if trigger is not None else None,
+        })
+        self.stats.intervals += 1
 
     def flush(self) -> None:
         """Hand every buffered row to the kernel (survives a crash of this process)."""

@@ -1,0 +1,396 @@
+"""The run summary and the profile, built from the roles' typed reports.
+
+Every role sends its statistics once, at its end, as a frozen record
+(:mod:`rt_eda.core.messages`); the engine keeps them in :class:`RoleReports` and
+:func:`build_summary` turns them, with the ring's counters and the engine's own, into the
+:class:`RunSummary` that ``--summary``, the run folder's ``summary.json`` and the CLI show.
+Fields are read by attribute, so a renamed statistic is an error (mypy, the tests), never a
+silent 0.
+
+A role that died without reporting
+----------------------------------
+Its record is None, and the summary says so in ``missing_reports`` (one entry per process
+that never sent its statistics, e.g. ``"rt-eda-worker-2 (pid 4242)"``). What it would have
+counted comes from elsewhere where it can, and is 0 where it cannot:
+
+- camera: ``frames_acquired`` = stacks that reached the ring x frames per stack (the ring's
+  own count); its timing figures (rates, jitter, actuation, interval error) are 0;
+- writer: ``frames_written`` = the rows of the run folder's ``frames.csv`` (a row is written
+  after its frame); ``writer`` is ``{}``;
+- interpreter: its counts (decisions, switches, ...) and latencies are 0;
+- a worker: its network-image counts and times are missing from the sums (analysis counts
+  come from the ring, which every worker updates as it goes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+from rt_eda.core.config import Config
+from rt_eda.core.messages import (
+    CameraStatistics,
+    InterpreterReport,
+    InterpreterStatus,
+    RoleEvent,
+    RoleEventKind,
+    RoleName,
+    WorkerStatistics,
+    WorkerTimes,
+    WriterStatistics,
+)
+from rt_eda.core.runfolder import count_frame_rows
+from rt_eda.core.stats import Percentiles
+from rt_eda.shm import RingStatistics, StackSpec
+
+__all__ = [
+    "LatencySummary",
+    "PercentileSummary",
+    "RoleReports",
+    "RunFacts",
+    "RunSummary",
+    "build_summary",
+    "profile",
+    "write_profile",
+]
+
+log = logging.getLogger(__name__)
+
+
+class PercentileSummary(TypedDict):
+    """A latency in the summary (ms): :meth:`Percentiles.as_dict`."""
+
+    p50: float
+    p99: float
+    max: float
+
+
+class LatencySummary(TypedDict):
+    """``latency_ms``: where a decision's time goes, each measured on the shared clock.
+
+    ``decision_to_actuation`` covers every command; ``_speed_up`` the commands that shortened
+    the interval (an event seen: what event-driven acquisition is judged by), ``_slow_down``
+    those that lengthened it. Their counts are in ``actuations``.
+    """
+
+    publish_to_claim: PercentileSummary
+    publish_to_decision: PercentileSummary
+    decision_to_actuation: PercentileSummary
+    decision_to_actuation_speed_up: PercentileSummary
+    decision_to_actuation_slow_down: PercentileSummary
+
+
+class ActuationCounts(TypedDict):
+    """How many commands the camera applied that sped acquisition up or slowed it down."""
+
+    speed_up: int
+    slow_down: int
+
+
+class IntervalChangeSummary(TypedDict):
+    """One command the interpreter sent (the start announcement first: ``after_seq`` -1)."""
+
+    interval_s: float
+    reason: str
+    after_seq: int
+    t_decided: float
+
+
+class RunSummary(TypedDict):
+    """The run summary (JSON). The first block is the contract (DESIGN.md, README)."""
+
+    frames_acquired: int
+    stacks_published: int
+    stacks_analysed: int
+    stacks_skipped: int
+    stacks_failed: int
+    frames_written: int
+    frames_lost: int
+    decisions: int
+    results_dropped_out_of_order: int
+    results_ignored_paused: int
+    nonfinite_decisions: int
+    interval_switches: int
+    torn_reads: int
+    worker_restarts: int
+    watchdog_kills: int
+    workers: int
+    threads_per_worker: int
+    acquired_fps: float
+    analysed_per_s: float
+    latency_ms: LatencySummary
+    errors: list[str]
+    # Beyond the contract:
+    started: bool
+    stop_reason: str
+    cut_short: bool
+    missing_reports: list[str]
+    worker: str
+    source: str
+    stack_shape: list[int] | None
+    dtype: str | None
+    acquisition_s: float
+    timepoints: int
+    frames_per_s: float
+    claims_recovered: int
+    overruns: int
+    frames_abandoned: int
+    lost_timepoints: list[tuple[int, float]]
+    interval_error_ms: PercentileSummary
+    publish_interval_ms: PercentileSummary
+    camera_jitter_ms: float
+    actuations: ActuationCounts
+    interval_changes: list[IntervalChangeSummary]
+    ring_slots: int
+    worker_time_s: dict[str, float]
+    source_statistics: dict[str, float]
+    writer: dict[str, Any]
+    frames_salvaged: int
+    network_images: int
+    network_images_refused: int
+    network_images_nonfinite: int
+    network_images_lost: int
+    viewer_exits: int
+    viewer_last_error: str
+    save: str | None
+
+
+@dataclass
+class RoleReports:
+    """The typed reports of every role process, as they arrive (one thread: the engine's).
+
+    ``workers`` holds one record per worker process (a restarted worker sends its own);
+    ``status`` is the interpreter's newest live snapshot.
+    """
+
+    camera: CameraStatistics | None = None
+    interpreter: InterpreterReport | None = None
+    workers: list[WorkerStatistics] = field(default_factory=list)
+    writer: WriterStatistics | None = None
+    status: InterpreterStatus | None = None
+    _expected: dict[int, str] = field(default_factory=dict)
+    _reported: set[int] = field(default_factory=set)
+
+    def expect(self, role: RoleName, index: int, pid: int | None) -> None:
+        """A process that should send its statistics at its end (the viewer sends none)."""
+        if role is not RoleName.VIEWER and pid is not None:
+            self._expected[pid] = f"{role.process_name(index)} (pid {pid})"
+
+    def take(self, event: RoleEvent) -> bool:
+        """Keep a STATS or STATUS payload; False for any other event."""
+        p = event.payload
+        if event.kind is RoleEventKind.STATUS and isinstance(p, InterpreterStatus):
+            self.status = p
+            return True
+        if event.kind is not RoleEventKind.STATS:
+            return False
+        self._reported.add(event.pid)
+        if isinstance(p, CameraStatistics):
+            self.camera = p
+        elif isinstance(p, InterpreterReport):
+            self.interpreter = p
+        elif isinstance(p, WorkerStatistics):
+            self.workers.append(p)
+        elif isinstance(p, WriterStatistics):
+            self.writer = p
+        else:
+            log.warning("%s %d sent statistics of an unknown kind: %r", event.role,
+                        event.index, p)
+            return False
+        return True
+
+    def missing(self) -> list[str]:
+        """The processes that never sent their statistics (killed, or died too hard)."""
+        return [name for pid, name in self._expected.items() if pid not in self._reported]
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the engine itself knows at the end of a run."""
+
+    started: bool
+    stop_reason: str
+    cut_short: bool
+    errors: list[str]
+    ring: RingStatistics | None
+    ring_slots: int
+    spec: StackSpec | None
+    worker_restarts: int
+    watchdog_kills: int
+    viewer_exits: int
+    viewer_last_error: str
+    frames_salvaged: int
+
+
+def _sum_times(workers: list[WorkerStatistics]) -> dict[str, float]:
+    names = [f.name for f in dataclasses.fields(WorkerTimes)]
+    return {n: float(sum(getattr(w.times, n) for w in workers)) for n in names}
+
+
+def _frames_written(config: Config, writer: WriterStatistics | None, salvaged: int) -> int:
+    """Frames the writer saved, plus those salvaged after it died (``<save>/salvage``);
+    a writer that never reported: the rows of ``frames.csv``."""
+    if writer is not None:
+        written = writer.frames_written
+    elif config.run.save:
+        written = count_frame_rows(config.run.save) or 0
+    else:
+        written = 0
+    return written + salvaged
+
+
+def _writer_dict(w: WriterStatistics | None) -> dict[str, Any]:
+    if w is None:
+        return {}
+    out: dict[str, Any] = {f.name: getattr(w, f.name) for f in dataclasses.fields(w)}
+    out["write_ms"] = w.write_ms.as_dict()
+    return out
+
+
+def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunSummary:
+    """The run summary (see the module docstring for roles that never reported)."""
+    cam = reports.camera
+    interp = reports.interpreter
+    counters = interp.statistics if interp is not None else None
+    rs = facts.ring
+    spec = facts.spec
+    acq_s = cam.acquisition_s if cam is not None else 0.0
+    timepoints = cam.timepoints if cam is not None else 0
+    # The first timepoint is at t=0: n timepoints span (n-1) intervals.
+    rate = (timepoints - 1) / acq_s if acq_s > 0 and timepoints > 1 else 0.0
+    analysed = rs.completed if rs is not None else 0
+    if cam is not None:
+        frames_acquired = cam.frames_acquired
+    elif rs is not None and spec is not None:  # the camera died without its report
+        frames_acquired = rs.published * spec.frames
+    else:
+        frames_acquired = 0
+    written = _frames_written(config, reports.writer, facts.frames_salvaged)
+    lost = cam.frames_lost if cam is not None else 0
+    if config.run.save and cam is not None:  # acquired but never written: a writer failed
+        lost += max(0, cam.frames_acquired - cam.frames_lost - written)
+    empty = Percentiles()
+
+    def pct(p: Percentiles) -> PercentileSummary:
+        return PercentileSummary(p50=p.p50, p99=p.p99, max=p.max)
+
+    workers = reports.workers
+    return RunSummary(
+        frames_acquired=frames_acquired,
+        stacks_published=rs.published if rs is not None else 0,
+        stacks_analysed=analysed,
+        stacks_skipped=(rs.skipped + rs.recovered) if rs is not None else 0,
+        stacks_failed=rs.failed if rs is not None else 0,
+        frames_written=written,
+        frames_lost=lost,
+        decisions=counters.decisions if counters else 0,
+        results_dropped_out_of_order=counters.results_dropped_out_of_order if counters else 0,
+        results_ignored_paused=counters.results_ignored_paused if counters else 0,
+        nonfinite_decisions=counters.nonfinite_decisions if counters else 0,
+        interval_switches=counters.interval_switches if counters else 0,
+        torn_reads=rs.torn_reads if rs is not None else 0,
+        worker_restarts=facts.worker_restarts,
+        watchdog_kills=facts.watchdog_kills,
+        workers=config.analysis.workers,
+        threads_per_worker=config.analysis.threads_per_worker,
+        acquired_fps=rate,
+        analysed_per_s=analysed / acq_s if acq_s > 0 else 0.0,
+        latency_ms=LatencySummary(
+            publish_to_claim=pct(interp.publish_to_claim if interp else empty),
+            publish_to_decision=pct(interp.publish_to_decision if interp else empty),
+            decision_to_actuation=pct(cam.actuation_ms if cam else empty),
+            decision_to_actuation_speed_up=pct(cam.actuation_speed_up_ms if cam else empty),
+            decision_to_actuation_slow_down=pct(cam.actuation_slow_down_ms if cam else empty),
+        ),
+        errors=list(facts.errors),
+        started=facts.started,
+        stop_reason=facts.stop_reason,
+        cut_short=facts.cut_short,
+        missing_reports=reports.missing(),
+        worker=config.analysis.worker,
+        source=config.camera.source,
+        stack_shape=list(spec.shape) if spec is not None else None,
+        dtype=spec.dtype if spec is not None else None,
+        acquisition_s=acq_s,
+        timepoints=timepoints,
+        frames_per_s=cam.frames_acquired / acq_s if cam is not None and acq_s > 0 else 0.0,
+        claims_recovered=rs.recovered if rs is not None else 0,
+        overruns=cam.overruns if cam is not None else 0,
+        frames_abandoned=cam.frames_abandoned if cam is not None else 0,
+        lost_timepoints=list(cam.lost) if cam is not None else [],
+        interval_error_ms=pct(cam.interval_error_ms if cam else empty),
+        publish_interval_ms=pct(cam.publish_interval_ms if cam else empty),
+        camera_jitter_ms=cam.publish_interval_ms.spread if cam is not None else 0.0,
+        actuations=ActuationCounts(
+            speed_up=cam.actuation_speed_up_ms.count if cam is not None else 0,
+            slow_down=cam.actuation_slow_down_ms.count if cam is not None else 0,
+        ),
+        interval_changes=[
+            IntervalChangeSummary(interval_s=c.command.interval_s, reason=c.command.reason,
+                                  after_seq=c.command.after_seq,
+                                  t_decided=c.command.t_decided)
+            for c in (interp.interval_changes if interp is not None else ())
+        ],
+        ring_slots=facts.ring_slots,
+        worker_time_s=_sum_times(workers),
+        source_statistics=dict(cam.source) if cam is not None else {},
+        writer=_writer_dict(reports.writer),
+        frames_salvaged=facts.frames_salvaged,
+        network_images=sum(w.network_images for w in workers),
+        network_images_refused=sum(w.network_images_refused for w in workers),
+        network_images_nonfinite=sum(w.network_images_nonfinite for w in workers),
+        network_images_lost=sum(w.network_images_lost for w in workers),
+        viewer_exits=facts.viewer_exits,
+        viewer_last_error=facts.viewer_last_error,
+        save=config.run.save,
+    )
+
+
+def _per(times: dict[str, float], n: int) -> dict[str, float]:
+    return {k.removesuffix("_s") + "_ms": 1e3 * v / n for k, v in times.items()}
+
+
+def profile(summary: RunSummary, reports: RoleReports) -> dict[str, Any]:
+    """Where a stack's time goes, per role (means per stack, in ms), from the run's own
+    timers: camera (waiting for the timepoint, reading frames, publishing), workers
+    (waiting for a claim, prepare, inference, post-process, result queue, network image),
+    interpreter (handling one result), and the latency percentiles. A role that did not
+    report has an empty section."""
+    cam = reports.camera
+    interp = reports.interpreter
+    analysed = max(1, summary["stacks_analysed"])
+    return {
+        "stacks_published": summary["stacks_published"],
+        "stacks_analysed": summary["stacks_analysed"],
+        "camera_per_stack": (_per(dataclasses.asdict(cam.times), max(1, cam.stacks_published))
+                             if cam is not None else {}),
+        "worker_per_analysed_stack": _per(summary["worker_time_s"], analysed),
+        "interpreter_per_result": (_per({"handle_s": interp.handle_s}, max(1, interp.results))
+                                   if interp is not None else {}),
+        "latency_ms": summary["latency_ms"],
+        "workers": summary["workers"], "threads_per_worker": summary["threads_per_worker"],
+    }
+
+
+def write_profile(folder: str | Path, prof: dict[str, Any]) -> Path:
+    """Write a :func:`profile` as ``profile.json`` and a readable ``profile.txt``; returns
+    the text file's path. Raises OSError when the folder cannot be written."""
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "profile.json").write_text(json.dumps(prof, indent=2) + "\n")
+    lines = [f"rt-eda profile: {prof['stacks_published']} stacks published, "
+             f"{prof['stacks_analysed']} analysed, {prof['workers']} worker(s) x "
+             f"{prof['threads_per_worker']} thread(s)"]
+    for section in ("camera_per_stack", "worker_per_analysed_stack", "interpreter_per_result"):
+        lines.append(f"{section.replace('_', ' ')}:")
+        lines += [f"  {k:<22} {v:9.3f}" for k, v in prof[section].items()]
+    lines.append("latency (ms): p50 / p99 / max")
+    for k, v in prof["latency_ms"].items():
+        lines.append(f"  {k:<22} {v['p50']:9.3f} {v['p99']:9.3f} {v['max']:9.3f}")
+    path = d / "profile.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
