@@ -104,8 +104,8 @@ REDUCED_TOLERANCE = 0.05
 AUTO_MARGIN = 0.05
 #: ONNX operator set of the converted files.
 OPSET = 17
-#: Timing budget of ``"auto"`` per backend (seconds of calls; at least 3 rounds, at most 9).
-AUTO_BUDGET_S = 2.0
+#: Timing budget of ``"auto"`` (seconds of calls; at least 5 rounds, at most 41).
+AUTO_BUDGET_S = 4.0
 _REDUCED_BACKENDS = {"int8": ("onnx", "openvino"), "bfloat16": ("openvino",)}
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -558,25 +558,28 @@ def check_backend(backend: Backend, inputs: Sequence[np.ndarray],
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], *, budget_s: float = AUTO_BUDGET_S,
-                     min_rounds: int = 3, max_rounds: int = 9) -> dict[str, float]:
+                     min_rounds: int = 5, max_rounds: int = 41) -> dict[str, float]:
     """Median seconds per call of each function, timed in interleaved rounds.
 
-    One untimed call each first; the number of rounds fits ``budget_s`` of the slowest
-    function's calls (within ``min_rounds`` .. ``max_rounds``), so a slow model is timed fewer
-    times. Interleaving puts every backend under the same load.
+    One untimed call each first; then rounds that call every function once, the order
+    rotating from round to round, as many as fit ``budget_s`` (within ``min_rounds`` ..
+    ``max_rounds``), so a slow model is timed fewer times. Interleaving puts every backend
+    under the same load on a shared machine; the rotation spreads what a call leaves in the
+    caches for the next one.
     """
     first = {}
     for name, fn in fns.items():
         t0 = time.perf_counter()
         fn()
         first[name] = time.perf_counter() - t0
-    slowest = max(first.values(), default=0.0)
-    rounds = max(min_rounds, min(max_rounds, int(budget_s / max(slowest, 1e-6))))
+    per_round = max(sum(first.values()), 1e-6)
+    rounds = max(min_rounds, min(max_rounds, int(budget_s / per_round)))
+    names = list(fns)
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             samples[name].append(time.perf_counter() - t0)
     return {name: float(np.median(s)) for name, s in samples.items()}
 
