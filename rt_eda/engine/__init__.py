@@ -1,6 +1,7 @@
 """The engine: one run, from the checks before anything starts to the finished run folder.
 
-- :mod:`.engine` -- :class:`Engine`: preflight, the order roles start and stop in, the run;
+- :mod:`.engine` -- :class:`Engine`: the order roles start and stop in, the run;
+- :mod:`.preflight` -- the checks before anything starts (worker, model fit, memory, paths);
 - :mod:`.supervisor` -- the child processes: start, READY, events, restarts, joins;
 - :mod:`.summary` -- the run summary (:class:`~.summary.RunSummary`) and the profile, from
   the roles' typed reports;

@@ -13,11 +13,11 @@
           (a dead writer's pinned stacks salvaged) -> summary
     finally: every child joined or killed, every segment unlinked, every output written
 
-The child processes themselves (starting, READY, events, restarts, joins) are
-:mod:`.supervisor`'s; the summary and the profile :mod:`.summary`'s; the outputs
-:mod:`.outputs`'; the ring sizing and memory check :mod:`.budget`'s. :meth:`Engine.run`
-leaves the same run folder (``summary.json``, report) whether the CLI or a Python program
-drives it.
+The checks before anything starts are :mod:`.preflight`'s; the child processes themselves
+(starting, READY, events, restarts, joins) :mod:`.supervisor`'s; the summary and the profile
+:mod:`.summary`'s; the outputs :mod:`.outputs`'; the ring sizing :mod:`.budget`'s.
+:meth:`Engine.run` leaves the same run folder (``summary.json``, report) whether the CLI or a
+Python program drives it.
 
 Exit codes: 0 ran and shut down cleanly; 2 bad configuration or model (nothing started);
 1 a fault during the run (the summary is still written). Every role is started with the
@@ -41,7 +41,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from rt_eda.core.config import Config
-from rt_eda.core.errors import ConfigError, ModelError, RtEdaError, SourceError
+from rt_eda.core.errors import ConfigError, ModelError, RtEdaError
 from rt_eda.core.messages import (
     CameraControl,
     CameraControlKind,
@@ -52,19 +52,12 @@ from rt_eda.core.messages import (
 )
 from rt_eda.core.process import RoleChannels
 from rt_eda.core.queues import MessageQueue, StopEvent
-from rt_eda.engine.budget import (
-    WORKER_CPU_S,
-    check_fits,
-    cores,
-    output_ring_slots,
-    plan,
-    ring_slots,
-    warn_oversubscribed,
-)
+from rt_eda.engine.budget import WORKER_CPU_S, cores, output_ring_slots, ring_slots
 from rt_eda.engine.outputs import WrittenOutputs
+from rt_eda.engine.preflight import check_memory, check_stack, preflight
 from rt_eda.engine.summary import RoleReports, RunFacts, RunSummary, build_summary, profile
 from rt_eda.engine.supervisor import JOIN_S, RunState, StartupStopped, Supervisor
-from rt_eda.shm import DecisionTrace, StackRing, StackSpec, sweep_stale_blocks
+from rt_eda.shm import DecisionTrace, StackRing, StackSpec
 
 if TYPE_CHECKING:
     from rt_eda.workers import Worker
@@ -175,7 +168,7 @@ class Engine:
         with self._signal_handlers():
             try:
                 with self._interruptible():
-                    self._preflight()
+                    self._worker = preflight(self.config, self._cancelled)
             except (ConfigError, ModelError) as exc:
                 self._state.error(str(exc))
                 log.debug("bad input: %s", exc)  # the CLI prints self.errors, once
@@ -225,40 +218,6 @@ class Engine:
         write_json_atomic(path, self._summary())
 
     # -- phases ----------------------------------------------------------------------------
-    def _preflight(self) -> None:
-        """Everything that can be checked before a process starts."""
-        from rt_eda.engine.outputs import check_output_paths
-        from rt_eda.sources import make_source
-        from rt_eda.workers import worker_settings
-        from rt_eda.workers._discovery import discover_workers
-        from rt_eda.workers._probe import probe_worker
-
-        check_output_paths(self.config)
-        sweep_stale_blocks()
-        workers = discover_workers(self.config.analysis.worker_modules)
-        name = self.config.analysis.worker
-        if name not in workers:
-            raise ConfigError(
-                f"analysis.worker: {name!r} is not a known worker; available: "
-                + ", ".join(sorted(workers))
-            )
-        cls = workers[name]
-        source = make_source(self.config)
-        try:  # known before open() for the synthetic source; after it for a camera
-            spec = getattr(source, "spec", None)
-        except SourceError:
-            spec = None
-        self._worker = cls(worker_settings(self.config))
-        if isinstance(spec, StackSpec):
-            self._worker.check(spec)  # ModelError / ConfigError: exit 2, nothing started
-            self._check_memory(spec)  # known before open() for the synthetic source
-            probe_worker(self.config, spec, cancelled=lambda: bool(self._state.stop_reason))
-        if self.config.run.save:  # last: a folder is created only for a run that starts
-            from rt_eda.storage.recording import prepare_save_dir
-
-            prepare_save_dir(self.config.run.save)
-        warn_oversubscribed(self.config)  # last: a run refused says only why
-
     def _run(self, log_queue: MessageQueue[logging.LogRecord]) -> None:
         """Start every role in order, run, stop (see the module docstring)."""
         cfg = self.config
@@ -325,12 +284,7 @@ class Engine:
         try:
             with self._interruptible():
                 assert self._worker is not None
-                self._worker.check(spec)
-                self._check_memory(spec)  # for a camera: known only now
-                from rt_eda.workers._probe import probe_worker
-
-                probe_worker(self.config, spec,
-                             cancelled=lambda: bool(self._state.stop_reason))
+                check_stack(self.config, self._worker, spec, self._cancelled)
         except (ConfigError, ModelError) as exc:
             self._state.error(str(exc))
             log.debug("bad input: %s", exc)  # the CLI prints self.errors, once
@@ -340,6 +294,9 @@ class Engine:
             self._finish(started=False)
             return False
         return True
+
+    def _cancelled(self) -> bool:
+        return bool(self._state.stop_reason)
 
     def _open_session(self, channels: RoleChannels) -> None:
         """Session file and control relay for ``rt-eda view``; the viewer if wanted."""
@@ -360,17 +317,6 @@ class Engine:
         if self._viewer_wanted:
             self._supervisor.start_viewer()
 
-    def _check_memory(self, spec: StackSpec, network_image: StackSpec | None = None) -> None:
-        """Refuse (ConfigError) a run whose rings, workers' copies, renderer and processes
-        cannot fit in the memory and /dev/shm available (see :mod:`rt_eda.engine.budget`)."""
-        keras = any(c.__name__ == "KerasWorker" for c in type(self._worker).__mro__)
-        allocs = plan(self.config, spec, keras=keras, network_image=network_image)
-        if network_image is not None:
-            # The processes and the renderer are running: what they hold is no longer
-            # available already. The rings' pages are taken only as they are written.
-            allocs = [a for a in allocs if a.shm]
-        check_fits(allocs)
-
     def _make_output_ring(self, ready: object, spec: StackSpec) -> None:
         """Create the network-image ring when the worker makes images and someone (the
         writer or the viewer) will read them."""
@@ -379,7 +325,7 @@ class Engine:
         wanted = wanted or self._viewer_wanted
         if shape and wanted:
             out_spec = StackSpec(1, 1, int(shape[0]), int(shape[1]), "float32")
-            self._check_memory(spec, network_image=out_spec)
+            check_memory(self.config, self._worker, spec, network_image=out_spec)
             slots = output_ring_slots(self.config, spec, out_spec)
             self._out_ring = StackRing.create(out_spec, slots)
             log.info("output ring %s: %d slots of %dx%d float32 network images",
