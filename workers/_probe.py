@@ -66,7 +66,8 @@ PROBE_TIMEOUT_S = 600.0
 """Longest a probe may take (a large model on a slow machine), as the workers' start-up."""
 
 _POLL_S = 0.1
-_VERSIONED = ("keras", "tensorflow", "tf-keras", "numpy", "numba", "h5py")
+_VERSIONED = ("keras", "tensorflow", "tf-keras", "numpy", "numba", "h5py", "tf2onnx", "onnx",
+              "onnxruntime", "openvino")
 _memo: dict[str, ProbeResult] = {}
 
 
