@@ -37,6 +37,10 @@ def test_recent_window_describes_the_newest_values_and_the_max_of_all() -> None:
     assert p.count == 1001 and p.max == 1e6
     expected = percentiles(np.arange(901.0, 1001.0))
     assert (p.p50, p.p99) == (expected.p50, expected.p99)
+    w.clear()  # a new period (the camera's live jitter): nothing from before counts
+    assert w.percentiles() == Percentiles() and len(w) == 0
+    w.add(3.0)
+    assert w.percentiles() == Percentiles(3.0, 3.0, 3.0, 1)
 
 
 def test_percentiles_match_numpy_and_spread_is_p99_minus_p50() -> None:

@@ -7,8 +7,9 @@ a JSON string or a bare dict: a renamed field is an error where it is used, not 
 
 Who sends what to whom::
 
-    camera       -> engine       RoleEvent: READY(CameraReady) STATS(CameraStatistics)
-                                            STOPPED(Stopped) FAILED(Failure)
+    camera       -> engine       RoleEvent: READY(CameraReady) STATUS(CameraStatus)
+                                            STATS(CameraStatistics) STOPPED(Stopped)
+                                            FAILED(Failure)
     worker N     -> engine       RoleEvent: READY(WorkerReady) STATS(WorkerStatistics) ...
     interpreter  -> engine       RoleEvent: READY STATUS(InterpreterStatus)
                                             STATS(InterpreterReport) ...
@@ -46,6 +47,7 @@ __all__ = [
     "CameraMessage",
     "CameraReady",
     "CameraStatistics",
+    "CameraStatus",
     "CameraTimes",
     "Command",
     "ControlKey",
@@ -102,7 +104,7 @@ class RoleEventKind(StrEnum):
     STOPPED = "stopped"  # left its loop cleanly: Stopped
     FAILED = "failed"  # its top loop caught an exception: Failure
     STATS = "stats"  # its final statistics: CameraStatistics, WorkerStatistics, ...
-    STATUS = "status"  # a live snapshot, a few times a second: InterpreterStatus
+    STATUS = "status"  # a live snapshot, twice a second: InterpreterStatus, CameraStatus
 
 
 BAD_INPUT_ERRORS: Final = (ConfigError, ModelError, SourceError)
@@ -536,6 +538,16 @@ class InterpreterStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class CameraStatus:
+    """The camera's live snapshot (STATUS, about twice a second): its inter-frame jitter,
+    p99 - p50 of the gaps between its publications since the previous snapshot (ms), over
+    ``gaps`` gaps (0: none at an unchanged interval, the jitter reads 0.0)."""
+
+    jitter_ms: float
+    gaps: int
+
+
+@dataclass(frozen=True, slots=True)
 class InterpreterReport:
     """What the interpreter role measured, sent once at its end.
 
@@ -594,7 +606,7 @@ class WriterStatistics:
 
 RolePayload = (CameraReady | WorkerReady | WriterReady | Failure | Stopped | CameraStatistics
                | WorkerStatistics | InterpreterReport | WriterStatistics | InterpreterStatus
-               | None)
+               | CameraStatus | None)
 """Everything a :class:`RoleEvent` can carry (see :class:`RoleEventKind`)."""
 
 

@@ -138,6 +138,11 @@ class RecentWindow:
         if value > self.maximum:
             self.maximum = value
 
+    def clear(self) -> None:
+        """Forget every value (the buffer is kept: nothing is allocated)."""
+        self.count = 0
+        self.maximum = float("-inf")
+
     def values(self) -> np.ndarray:
         """The values kept (in ring order, not in time order)."""
         return self._data[: min(self.count, self._data.shape[0])]

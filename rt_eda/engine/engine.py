@@ -79,7 +79,9 @@ class Status:
     """The live numbers shown on the terminal (and handed to a status callback).
 
     The interval, state and latency are the interpreter's newest snapshot
-    (:class:`~rt_eda.core.messages.InterpreterStatus`), the rates the ring's counters.
+    (:class:`~rt_eda.core.messages.InterpreterStatus`), the jitter the camera's
+    (:class:`~rt_eda.core.messages.CameraStatus`: p99 - p50 of its publication gaps over the
+    last half second, NaN before the first), the rates the ring's counters.
     """
 
     elapsed_s: float = 0.0
@@ -93,11 +95,13 @@ class Status:
     p2d_p50_ms: float = 0.0
     workers: int = 0
     restarts: int = 0
+    jitter_ms: float = float("nan")
 
     def line(self) -> str:
         """One terminal line."""
         return (
-            f"{self.elapsed_s:7.1f} s  acquired {self.acquired_per_s:7.1f}/s  "
+            f"{self.elapsed_s:7.1f} s  acquired {self.acquired_per_s:7.1f}/s "
+            f"(jitter {self.jitter_ms:5.2f} ms)  "
             f"analysed {self.analysed_per_s:7.1f}/s  skipped {self.skipped:>7d}  "
             f"interval {self.interval_s:.3g} s {self.state:<4}  "
             f"publish->decision p50 {self.p2d_p50_ms:6.2f} ms  workers {self.workers}"
@@ -368,6 +372,8 @@ class Engine:
             state=str(status.state) if status is not None else "",
             p2d_p50_ms=status.publish_to_decision_p50_ms if status is not None else 0.0,
             workers=self._supervisor.alive_workers(), restarts=self._supervisor.restarts,
+            jitter_ms=(self._reports.camera_status.jitter_ms
+                       if self._reports.camera_status is not None else float("nan")),
         )
         if self.on_status is not None:
             self.on_status(st)

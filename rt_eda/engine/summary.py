@@ -34,6 +34,7 @@ from typing import Any, TypedDict
 from rt_eda.core.config import Config
 from rt_eda.core.messages import (
     CameraStatistics,
+    CameraStatus,
     InterpreterReport,
     InterpreterStatus,
     RoleEvent,
@@ -164,7 +165,8 @@ class RoleReports:
     """The typed reports of every role process, as they arrive (one thread: the engine's).
 
     ``workers`` holds one record per worker process (a restarted worker sends its own);
-    ``status`` is the interpreter's newest live snapshot.
+    ``status`` and ``camera_status`` are the interpreter's and the camera's newest live
+    snapshots.
     """
 
     camera: CameraStatistics | None = None
@@ -172,6 +174,7 @@ class RoleReports:
     workers: list[WorkerStatistics] = field(default_factory=list)
     writer: WriterStatistics | None = None
     status: InterpreterStatus | None = None
+    camera_status: CameraStatus | None = None
     _expected: dict[int, str] = field(default_factory=dict)
     _reported: set[int] = field(default_factory=set)
 
@@ -185,6 +188,9 @@ class RoleReports:
         p = event.payload
         if event.kind is RoleEventKind.STATUS and isinstance(p, InterpreterStatus):
             self.status = p
+            return True
+        if event.kind is RoleEventKind.STATUS and isinstance(p, CameraStatus):
+            self.camera_status = p
             return True
         if event.kind is not RoleEventKind.STATS:
             return False

@@ -8,6 +8,7 @@ Lifecycle (the engine's side in brackets)::
     [every role is ready]     <- CameraControl(START)
     loop: next timepoint -> fill a slot frame by frame -> publish
           commands from the interpreter are applied between timepoints
+          STATUS (CameraStatus: the jitter of the last half second) twice a second
     [stop event] or source exhausted -> source stopped and closed -> STATS -> STOPPED
 
 The camera keeps the interval it applies (it is the actuator); the interval *decided* lives in
@@ -46,6 +47,7 @@ from rt_eda.core.messages import (
     CameraMessage,
     CameraReady,
     CameraStatistics,
+    CameraStatus,
     CameraTimes,
     Command,
     Failure,
@@ -56,7 +58,7 @@ from rt_eda.core.messages import (
 )
 from rt_eda.core.process import RoleChannels, enter_role, report
 from rt_eda.core.queues import Channel, StopFlag
-from rt_eda.core.stats import Reservoir
+from rt_eda.core.stats import RecentWindow, Reservoir
 from rt_eda.shm import StackRing
 from rt_eda.sources import Source, make_source
 
@@ -65,6 +67,7 @@ __all__ = ["run"]
 log = logging.getLogger(__name__)
 
 _MAX_LOST_LISTED = 10_000
+_STATUS_PERIOD_S = 0.5  # how often the live jitter goes to the engine (the status line)
 
 
 class _Wake:
@@ -230,6 +233,8 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
     last_exposure: float | None = None
     last_interval = interval
     last_publish = 0.0
+    recent_gaps = RecentWindow(4096)  # since the last live status
+    next_status = time.monotonic() + _STATUS_PERIOD_S
     source.start(interval)
     log.info("camera: acquiring %s %s at interval %.4g s", spec.shape, spec.dtype, interval)
     while not channels.stop.is_set():
@@ -285,8 +290,15 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         elif last_interval == interval:
             if interval > 0:
                 stats.interval_error_ms.add(abs((t_exp - last_exposure) - interval) * 1e3)
-            stats.publish_gap_ms.add((t_pub - last_publish) * 1e3)
+            gap_ms = (t_pub - last_publish) * 1e3
+            stats.publish_gap_ms.add(gap_ms)
+            recent_gaps.add(gap_ms)
         last_exposure, last_interval, last_publish = t_exp, interval, t_pub
+        if t_pub >= next_status:
+            next_status = t_pub + _STATUS_PERIOD_S
+            report(channels, RoleName.CAMERA, 0, RoleEventKind.STATUS,
+                   CameraStatus(recent_gaps.percentiles().spread, recent_gaps.count))
+            recent_gaps.clear()
         stats.last_exposure = t_exp
         for applied in pending:
             cmd = applied.command
