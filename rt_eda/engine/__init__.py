@@ -5,6 +5,7 @@
 - :mod:`.supervisor` -- the child processes: start, READY, events, restarts, joins;
 - :mod:`.summary` -- the run summary (:class:`~.summary.RunSummary`) and the profile, from
   the roles' typed reports;
+- :mod:`.status` -- the live status line (rates, interval, latency, camera jitter);
 - :mod:`.budget` -- what a run will allocate (rings, copies), checked against the machine;
 - :mod:`.outputs` -- the output paths, checked before start and all written at the end;
 - :mod:`.watchdog` -- a worker that holds one claim too long is killed and restarted.

@@ -35,7 +35,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -55,6 +54,7 @@ from rt_eda.core.queues import MessageQueue, StopEvent
 from rt_eda.engine.budget import WORKER_CPU_S, cores, output_ring_slots, ring_slots
 from rt_eda.engine.outputs import WrittenOutputs
 from rt_eda.engine.preflight import check_memory, check_stack, preflight
+from rt_eda.engine.status import Status, StatusMark, status_now
 from rt_eda.engine.summary import RoleReports, RunFacts, RunSummary, build_summary, profile
 from rt_eda.engine.supervisor import JOIN_S, RunState, StartupStopped, Supervisor
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec
@@ -72,41 +72,6 @@ EXIT_BAD_INPUT = 2
 
 _WATCHDOG_POLL_S = 0.1  # how often the claims are looked at (a few microseconds each)
 _STATUS_PERIOD_S = 0.5
-
-
-@dataclass
-class Status:
-    """The live numbers shown on the terminal (and handed to a status callback).
-
-    The interval, state and latency are the interpreter's newest snapshot
-    (:class:`~rt_eda.core.messages.InterpreterStatus`), the jitter the camera's
-    (:class:`~rt_eda.core.messages.CameraStatus`: p99 - p50 of its publication gaps over the
-    last half second, NaN before the first), the rates the ring's counters.
-    """
-
-    elapsed_s: float = 0.0
-    acquired_per_s: float = 0.0
-    analysed_per_s: float = 0.0
-    published: int = 0
-    analysed: int = 0
-    skipped: int = 0
-    interval_s: float = float("nan")
-    state: str = ""
-    p2d_p50_ms: float = 0.0
-    workers: int = 0
-    restarts: int = 0
-    jitter_ms: float = float("nan")
-
-    def line(self) -> str:
-        """One terminal line."""
-        return (
-            f"{self.elapsed_s:7.1f} s  acquired {self.acquired_per_s:7.1f}/s "
-            f"(jitter {self.jitter_ms:5.2f} ms)  "
-            f"analysed {self.analysed_per_s:7.1f}/s  skipped {self.skipped:>7d}  "
-            f"interval {self.interval_s:.3g} s {self.state:<4}  "
-            f"publish->decision p50 {self.p2d_p50_ms:6.2f} ms  workers {self.workers}"
-            + (f" (restarts {self.restarts})" if self.restarts else "")
-        )
 
 
 class Engine:
@@ -342,7 +307,7 @@ class Engine:
         state, sup = self._state, self._supervisor
         duration = self.config.run.duration
         next_status = next_watchdog = time.monotonic()
-        last = (time.monotonic(), 0, 0)
+        last = StatusMark(time.monotonic(), 0, 0)
         while not state.stop_reason:
             if duration is not None and time.monotonic() - state.t_start >= duration:
                 state.stop("duration reached")
@@ -358,26 +323,15 @@ class Engine:
                 last = self._show_status(now, last)
         log.info("stopping: %s", state.stop_reason)
 
-    def _show_status(self, now: float, last: tuple[float, int, int]) -> tuple[float, int, int]:
+    def _show_status(self, now: float, last: StatusMark) -> StatusMark:
         assert self._ring is not None
-        rs = self._ring.statistics()
-        t0, p0, a0 = last
-        dt = max(1e-9, now - t0)
-        status = self._reports.status
-        st = Status(
-            elapsed_s=now - self._state.t_start,
-            acquired_per_s=(rs.published - p0) / dt, analysed_per_s=(rs.completed - a0) / dt,
-            published=rs.published, analysed=rs.completed, skipped=rs.skipped + rs.recovered,
-            interval_s=status.interval_s if status is not None else float("nan"),
-            state=str(status.state) if status is not None else "",
-            p2d_p50_ms=status.publish_to_decision_p50_ms if status is not None else 0.0,
-            workers=self._supervisor.alive_workers(), restarts=self._supervisor.restarts,
-            jitter_ms=(self._reports.camera_status.jitter_ms
-                       if self._reports.camera_status is not None else float("nan")),
-        )
+        st, mark = status_now(now, last, self._ring.statistics(), self._reports,
+                              t_start=self._state.t_start,
+                              workers=self._supervisor.alive_workers(),
+                              restarts=self._supervisor.restarts)
         if self.on_status is not None:
             self.on_status(st)
-        return now, rs.published, rs.completed
+        return mark
 
     def _finish(self, *, started: bool) -> None:
         """Stop every role in order and build the summary."""

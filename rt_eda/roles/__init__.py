@@ -9,7 +9,9 @@ through them::
     interpreter.py  Results in order -> DecisionRecord -> Command to camera (rt-eda-interp)
     writer.py       every stack (pinned until saved), decision and image     (rt-eda-writer)
     viewer.py       read-only window on the rings and the decision trace    (rt-eda-viewer)
+    salvage.py      a dead writer's pinned stacks -> <save>/salvage          (in the engine)
 
+Every message between them is a typed record of :mod:`rt_eda.core.messages`.
 ``worker.py`` is the only role that may import TensorFlow (through :mod:`rt_eda.workers`);
 ``viewer.py`` imports Qt (:mod:`rt_eda.viewer`) inside the viewer's own process only.
 """
