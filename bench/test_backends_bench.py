@@ -9,8 +9,8 @@ one compute thread: ``call`` (the reference), ``xla``, ``onnx``, ``openvino``, t
 versions (calibrated on a recording of another synthetic seed, :func:`calibration`), and
 ``auto`` (float32, and int8: the fastest int8 backend). Their inference calls are then timed
 in interleaved rounds (each round calls every configuration once on the same prepared input,
-in a rotating order), so every configuration meets the same load on a shared machine; the
-medians and their ratios to ``call`` are what to compare.
+in a random order, each call after a 3 ms pause), so every configuration meets the same load
+on a shared machine; the medians and their ratios to ``call`` are what to compare.
 
 ``extra_info`` per model and configuration: median ms per call, ratio to call, the largest
 absolute difference from the call over 24 real stacks (t = 0 .. 11.5 s of seed 0, events in
@@ -46,6 +46,9 @@ from rt_eda.workers import (
 )
 from rt_eda.workers._backends import backend_unavailable
 from rt_eda.workers._models import demo_model_path
+
+# Keras 3 says so of a Keras 2 Sequential saved with input_shape (nested.h5): a warning
+pytestmark = pytest.mark.filterwarnings("ignore:Do not pass an `input_shape`:UserWarning")
 
 BENCH = Path(__file__).parent
 CORPUS = BENCH.parent / "tests" / "legacy_models"
@@ -146,16 +149,24 @@ def make_worker(model: str, options: dict[str, object], heavy: Path) -> KerasWor
     return LEGACY[model](WorkerSettings(model=str(CORPUS / model), options=opts))
 
 
+#: Untimed pause before each timed call: runtimes whose idle threads spin for a while after a
+#: call (TensorFlow's, OpenVINO's) would otherwise slow down whichever call comes next.
+PAUSE_S = 0.003
+
+
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, np.ndarray]:
     """Seconds per call of each function: one untimed call each, then ``rounds`` rounds that
-    call every function once, in a rotating order."""
+    call every function once, in a new random order each round (seeded), each call after an
+    untimed pause of :data:`PAUSE_S`."""
     for fn in fns.values():
         fn()
     names = list(fns)
+    rng = np.random.default_rng(17)
     out = {n: np.empty(rounds) for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for n in order:
+        for i in rng.permutation(len(names)):
+            n = names[i]
+            time.sleep(PAUSE_S)
             t0 = time.perf_counter()
             fns[n]()
             out[n][r] = time.perf_counter() - t0

@@ -102,6 +102,7 @@ TOLERANCE = 1e-3
 REDUCED_TOLERANCE = 0.05
 #: ``"auto"`` keeps the call unless another backend's median is at least this much faster.
 AUTO_MARGIN = 0.05
+_PAUSE_S = 0.003
 #: ONNX operator set of the converted files.
 OPSET = 17
 #: Timing budget of ``"auto"`` (seconds of calls; at least 5 rounds, at most 41).
@@ -561,11 +562,13 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, budget_s: float = 
                      min_rounds: int = 5, max_rounds: int = 41) -> dict[str, float]:
     """Median seconds per call of each function, timed in interleaved rounds.
 
-    One untimed call each first; then rounds that call every function once, the order
-    rotating from round to round, as many as fit ``budget_s`` (within ``min_rounds`` ..
+    One untimed call each first; then rounds that call every function once, in a new random
+    (seeded) order each round, as many as fit ``budget_s`` (within ``min_rounds`` ..
     ``max_rounds``), so a slow model is timed fewer times. Interleaving puts every backend
-    under the same load on a shared machine; the rotation spreads what a call leaves in the
-    caches for the next one.
+    under the same load on a shared machine. Each call comes after an untimed pause of
+    ``_PAUSE_S``: the idle threads of a runtime spin for a while after its call (TensorFlow's,
+    OpenVINO's) and would slow down whichever backend came next (a fixed order made the
+    same ONNX session 1.9x slower after XLA than after OpenVINO).
     """
     first = {}
     for name, fn in fns.items():
@@ -575,12 +578,14 @@ def time_interleaved(fns: dict[str, Callable[[], object]], *, budget_s: float = 
     per_round = max(sum(first.values()), 1e-6)
     rounds = max(min_rounds, min(max_rounds, int(budget_s / per_round)))
     names = list(fns)
+    rng = np.random.default_rng(0)
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+    for _ in range(rounds):
+        for i in rng.permutation(len(names)):
+            time.sleep(_PAUSE_S)
             t0 = time.perf_counter()
-            fns[name]()
-            samples[name].append(time.perf_counter() - t0)
+            fns[names[i]]()
+            samples[names[i]].append(time.perf_counter() - t0)
     return {name: float(np.median(s)) for name, s in samples.items()}
 
 
