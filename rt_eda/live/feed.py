@@ -29,6 +29,7 @@ import numpy as np
 
 from rt_eda.core.errors import RingError
 from rt_eda.core.messages import TraceKind
+from rt_eda.core.stats import percentiles
 from rt_eda.shm import TRACE_FIELDS, DecisionTrace, StackRing
 
 __all__ = ["FeedStatus", "LiveFeed"]
@@ -269,15 +270,15 @@ class LiveFeed:
             self._rates = ((published - p_mark) / dt, (analysed - a_mark) / dt)
             self._rate_mark = (now, published, analysed)
         n = min(self._latency_n, _LATENCY_WINDOW)
-        lat = self._latency[:n]
+        lat = percentiles(self._latency[:n]) if n else None
         return FeedStatus(
             acquired_per_s=self._rates[0],
             analysed_per_s=self._rates[1],
             published=published,
             analysed=analysed,
             skipped=(st.skipped + st.recovered) if st else 0,
-            latency_p50_ms=float(np.median(lat)) if n else float("nan"),
-            latency_p99_ms=float(np.percentile(lat, 99)) if n else float("nan"),
+            latency_p50_ms=lat.p50 if lat is not None else float("nan"),
+            latency_p99_ms=lat.p99 if lat is not None else float("nan"),
             workers_seen=len(np.unique(self._workers[:n])) if n else 0,
             interval_s=self._interval,
             fast=self._fast_now,
