@@ -32,7 +32,6 @@ source_exhausted=True)``, which the engine takes as the run's stop reason.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import time
 from collections.abc import Mapping
@@ -56,7 +55,7 @@ from rt_eda.core.messages import (
     RoleName,
     Stopped,
 )
-from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.core.process import RoleChannels, enter_role, report, request_realtime
 from rt_eda.core.queues import Channel, StopFlag
 from rt_eda.core.stats import RecentWindow, Reservoir
 from rt_eda.shm import StackRing
@@ -135,25 +134,6 @@ class _Applied:
         self.faster = faster
 
 
-def _realtime(priority: int) -> None:
-    """Ask for real-time scheduling (SCHED_FIFO), best effort.
-
-    The camera is the one role that must keep time: with it, the camera's frame-to-frame
-    jitter beside two TensorFlow workers on 2 cores fell from ~5 ms to ~0.25 ms (p99 - p50,
-    bench/test_keras_bench.py). Without the privilege (CAP_SYS_NICE or ``ulimit -r``) it
-    runs at normal priority, above the workers, which run niced.
-    """
-    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
-        return
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except PermissionError:
-        log.info("camera: no real-time priority (needs CAP_SYS_NICE or ulimit -r); "
-                 "running at normal priority")
-    else:
-        log.debug("camera: SCHED_FIFO priority %d", priority)
-
-
 def _wait_control(channels: RoleChannels, kind: CameraControlKind,
                   start: list[Command]) -> CameraControl | None:
     """Wait for the engine's next control message; None if the run is stopped first.
@@ -176,7 +156,7 @@ def _wait_control(channels: RoleChannels, kind: CameraControlKind,
 def run(config: Config, channels: RoleChannels) -> None:
     """Entry point of the camera process."""
     enter_role(RoleName.CAMERA, channels)
-    _realtime(config.camera.realtime_priority)
+    request_realtime("camera", config.camera.realtime_priority)
     if not config.run.debug:  # device libraries log every call at DEBUG
         logging.getLogger("pymmcore-plus").setLevel(logging.WARNING)
     source: Source | None = None

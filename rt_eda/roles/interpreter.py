@@ -51,7 +51,7 @@ from rt_eda.core.messages import (
     RoleName,
     WriterRow,
 )
-from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.core.process import RoleChannels, enter_role, report, request_realtime
 from rt_eda.core.stats import Reservoir
 from rt_eda.interpreters import Interpreter, make_interpreter
 from rt_eda.shm import DecisionTrace
@@ -162,6 +162,7 @@ def _is_fast(interp: Interpreter) -> tuple[float, bool]:
 def run(config: Config, channels: RoleChannels) -> None:
     """Entry point of the interpreter process."""
     enter_role(RoleName.INTERPRETER, channels)
+    request_realtime("interpreter", config.camera.realtime_priority - 1)
     me = RoleName.INTERPRETER
     interp: Interpreter | None = None
     measured = _Report()

@@ -92,7 +92,8 @@ class CameraConfig(Section):
         (), "a list of numbers (z positions in micrometres)", strict=False
     )
     realtime_priority: int = key_field(
-        10, "an integer from 0 to 99 (SCHED_FIFO priority of the camera process; 0 = off)",
+        10, "an integer from 0 to 99 (SCHED_FIFO priority of the camera process; the "
+        "interpreter runs one below it; 0 = off)",
         ge=0, le=99,
     )
     synthetic: SyntheticConfig = key_field(SyntheticConfig(), "a table of [camera.synthetic] keys")
