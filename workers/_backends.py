@@ -276,9 +276,18 @@ def _cached_file(model_path: Path, key: str, suffix: str, make: Callable[[], byt
 def _forward(model: keras.Model) -> Callable[[Any], Any]:
     """``model(x, training=False)``, with ``x`` in a list when the model's input structure is
     one (a Keras 2 file's functional model: Keras 3 warns on every trace otherwise)."""
-    if isinstance(model.input, list | tuple):
+    if _list_input(model):
         return lambda x: model([x], training=False)
     return lambda x: model(x, training=False)
+
+
+def _list_input(model: keras.Model) -> bool:
+    """Whether the model's input structure is a list (a Sequential never called has none)."""
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):
+        return False
+    return isinstance(structure, list | tuple)
 
 
 def reference_call(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
@@ -469,7 +478,7 @@ def build_backend(
         return Backend(name, precision, reference_call(model), "tf.function")
     if name == "predict_on_batch":
 
-        structured = isinstance(model.input, list | tuple)
+        structured = _list_input(model)
 
         def predict(x: np.ndarray) -> np.ndarray:
             return np.asarray(model.predict_on_batch([x] if structured else x))
