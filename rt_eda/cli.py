@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING  # noqa: E402
 
 from rt_eda import __version__  # noqa: E402
 from rt_eda.core.errors import ConfigError, ModelError, RtEdaError  # noqa: E402
+from rt_eda.core.process import quiet_environment  # noqa: E402
 
 if TYPE_CHECKING:
     from rt_eda.engine.summary import PercentileSummary, RunSummary
@@ -341,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args = parser.parse_args(raw)
     debug = bool(getattr(args, "debug", False))
+    quiet_environment(debug)  # before anything imports a library; every child inherits it
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(processName)s %(name)s %(levelname)s: "
                                "%(message)s" if debug else "%(levelname)s: %(message)s")

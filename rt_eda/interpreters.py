@@ -200,7 +200,7 @@ class _OrderedInterpreter:
             return None
         self._interval = interval
         self._switches += 1
-        log.info("interval -> %g s (%s)", interval, reason)
+        log.debug("interval -> %g s (%s)", interval, reason)  # the camera logs it, applied
         return Command(
             interval_s=interval,
             reason=reason,
@@ -209,7 +209,7 @@ class _OrderedInterpreter:
         )
 
     def _announce(self, reason: str) -> Command:
-        log.info("interval %g s (%s)", self._interval, reason)
+        log.debug("interval %g s (%s)", self._interval, reason)  # the camera logs it too
         return Command(
             interval_s=self._interval, reason=reason, after_seq=-1, t_decided=self._clock()
         )

@@ -54,6 +54,7 @@ from typing import Any
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, ModelError, RtEdaError
+from rt_eda.core.process import debug_logging
 from rt_eda.shm import StackSpec
 
 from ._base import Worker, exception_line, probes_before_start
@@ -264,12 +265,14 @@ def _probe_main(config: Config, spec: StackSpec, send: Any, stderr_path: str) ->
     """Entry point of the probe process: one message on ``send``, then exit. Its stderr
     (file descriptor 2, so TensorFlow's C++ logging too) goes to ``stderr_path``."""
     _name_process()
-    with contextlib.suppress(OSError):
-        fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
-        os.dup2(fd, 2)
-        os.close(fd)
+    if not debug_logging():  # with --debug everything shows, as the libraries wrote it
+        with contextlib.suppress(OSError):
+            fd = os.open(stderr_path, os.O_WRONLY | os.O_APPEND)
+            os.dup2(fd, 2)
+            os.close(fd)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: probe: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if debug_logging() else logging.WARNING,
+                        format="%(levelname)s: probe: %(message)s")
     from ._base import check_warm_up, worker_settings
     from ._discovery import discover_workers
     from ._keras import KerasWorker, configure_threads

@@ -8,7 +8,16 @@ Every role process is started by the engine with the ``spawn`` start method and 
   run ends) and exits on SIGTERM through ``SystemExit``, so ``finally`` blocks run;
 - asks the kernel for SIGTERM when the engine dies (``PR_SET_PDEATHSIG``), so no role
   outlives a SIGKILLed engine;
-- logs through a queue to the engine (records are formatted and printed there).
+- logs through a queue to the engine (records are formatted and printed there), at DEBUG
+  when the run was started with ``--debug`` (:data:`DEBUG_ENV` in its environment), else
+  INFO.
+
+Third-party libraries that write to file descriptor 2 from C or C++ while they start
+(TensorFlow's absl logging: "All log messages before absl::InitializeLog() is called are
+written to STDERR", ``port.cc`` oneDNN and ``cpu_feature_guard`` lines, which TensorFlow 2.21
+prints whatever ``TF_CPP_MIN_LOG_LEVEL`` says) are held by :func:`native_output_to_log`
+around their import and handed to the log: known start-up chatter at DEBUG, anything else at
+WARNING. With ``--debug`` nothing is held: everything shows as the library wrote it.
 
 Every channel is made of anonymous pipes (:mod:`rt_eda.core.queues`), never of named semaphores,
 so a run whose whole process group is SIGKILLed leaves nothing behind but its shared-memory
@@ -23,8 +32,11 @@ import dataclasses
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -41,10 +53,87 @@ from rt_eda.core.messages import (
 )
 from rt_eda.core.queues import Channel, Sender, StopFlag
 
-__all__ = ["RoleChannels", "enter_role", "report", "request_realtime"]
+__all__ = ["DEBUG_ENV", "RoleChannels", "debug_logging", "enter_role", "native_output_to_log",
+           "quiet_environment", "report", "request_realtime"]
 
 _PR_SET_NAME = 15
 _PR_SET_PDEATHSIG = 1
+
+DEBUG_ENV = "RT_EDA_DEBUG"
+"""``"1"`` in a process's environment: the run logs at DEBUG and holds nothing back
+(``--debug``). The engine sets it for every role; :func:`quiet_environment` for itself."""
+
+#: Lines third-party libraries write to file descriptor 2 while they start, shown only with
+#: --debug: absl's notice before its logging is set up, absl INFO lines ("I0000 00:00:... 123
+#: port.cc:153] oneDNN custom operations are on ..."), and cpu_feature_guard's second line.
+_STARTUP_CHATTER = re.compile(
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|^I\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\]"
+    r"|^To enable the following instructions: .* rebuild TensorFlow"
+)
+
+
+def debug_logging() -> bool:
+    """Whether this process logs at DEBUG and holds nothing back (``--debug``)."""
+    return os.environ.get(DEBUG_ENV) == "1"
+
+
+def quiet_environment(debug: bool) -> dict[str, str]:
+    """The environment settings that keep third-party libraries quiet (or, with ``debug``,
+    let them speak), for this process and every process it starts afterwards.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` 2 drops TensorFlow's C++ INFO and WARNING lines once its
+    logging is set up (the lines before that are :func:`native_output_to_log`'s);
+    ``KMP_WARNINGS`` 0 OpenMP's; :data:`DEBUG_ENV` tells every role the log level. Returns the
+    settings applied (``os.environ`` is updated; a value already set by the user for a
+    library is kept)."""
+    wanted = {DEBUG_ENV: "1" if debug else "0"}
+    if not debug:
+        wanted |= {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+                   "KMP_WARNINGS": os.environ.get("KMP_WARNINGS", "0")}
+    os.environ.update(wanted)
+    return wanted
+
+
+@contextlib.contextmanager
+def native_output_to_log(what: str, logger: logging.Logger | None = None) -> Iterator[None]:
+    """Hold what this process writes to file descriptor 2 while the block runs (C and C++
+    code included, which no Python setting reaches), then log it line by line.
+
+    Known start-up chatter of third-party libraries (see the module docstring) is logged at
+    DEBUG, anything else at WARNING, each line prefixed with ``what`` (e.g. "tensorflow
+    import"), so nothing is lost and nothing reaches the terminal unasked. With ``--debug``
+    (:func:`debug_logging`) nothing is held. Call it in a role process, whose log records go
+    through a queue (a handler writing to stderr would be held too), while one thread writes
+    to stderr (its start-up). The text is held in an unlinked temporary file, so a process
+    that dies inside the block leaves nothing behind (and its held lines are lost; the probe,
+    which runs every model once before the workers do, shows a dying process's last words).
+    """
+    out = logger or logging.getLogger(__name__)
+    with contextlib.ExitStack() as stack:
+        try:
+            held = None if debug_logging() else stack.enter_context(
+                tempfile.TemporaryFile(prefix="rt-eda-stderr-"))
+        except OSError:  # nowhere to hold it: let it through
+            held = None
+        if held is None:
+            yield
+            return
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            text = held.read().decode(errors="replace")
+        for line in text.splitlines():
+            if line.strip():
+                level = logging.DEBUG if _STARTUP_CHATTER.search(line) else logging.WARNING
+                out.log(level, "%s: %s", what, line.rstrip())
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +200,13 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def enter_role(role: RoleName, channels: RoleChannels, *, index: int = 0,
-               level: int = logging.INFO) -> None:
+               level: int | None = None) -> None:
     """Set up a role process (see the module docstring). Call first in every role's ``run``.
 
     The process is named :meth:`RoleName.process_name` (``rt-eda-worker-<index>`` for a
-    worker)."""
+    worker). ``level``: the log level (default: DEBUG with ``--debug``, else INFO)."""
+    if level is None:
+        level = logging.DEBUG if debug_logging() else logging.INFO
     process_name = role.process_name(index)
     setproctitle.setproctitle(process_name)
     if sys.platform == "linux":

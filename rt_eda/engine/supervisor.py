@@ -44,7 +44,7 @@ from rt_eda.core.messages import (
     Stopped,
     WorkerStart,
 )
-from rt_eda.core.process import RoleChannels
+from rt_eda.core.process import DEBUG_ENV, RoleChannels
 from rt_eda.core.queues import Channel, MessageQueue
 from rt_eda.engine.summary import RoleReports
 from rt_eda.engine.watchdog import Watchdog
@@ -189,9 +189,10 @@ class Supervisor:
         """Start (or restart) role ``index`` running ``target(*args)``."""
         threads = str(self.config.analysis.threads_per_worker) if role is RoleName.WORKER \
             else "1"
+        debug = self.config.run.debug  # roles log at DEBUG and hold nothing back
         env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
                "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1",
-               "TF_CPP_MIN_LOG_LEVEL": "2"}
+               "TF_CPP_MIN_LOG_LEVEL": "0" if debug else "2", DEBUG_ENV: "1" if debug else "0"}
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         # The child ignores SIGINT from its first instruction: an ignored signal stays

@@ -43,7 +43,7 @@ from rt_eda.core.messages import (
     WorkerStatistics,
     WorkerTimes,
 )
-from rt_eda.core.process import RoleChannels, enter_role, report
+from rt_eda.core.process import RoleChannels, enter_role, native_output_to_log, report
 from rt_eda.core.queues import Channel
 from rt_eda.shm import StackRing, check_stack
 from rt_eda.workers import (
@@ -114,9 +114,12 @@ def run(config: Config, channels: RoleChannels, index: int,
     out_ring: StackRing | None = None
     counts = _Counts()
     try:
-        cls = discover_workers(config.analysis.worker_modules)[config.analysis.worker]
-        configure_threads(config.analysis.threads_per_worker,
-                          tensorflow=issubclass(cls, KerasWorker))
+        # TensorFlow (imported here, or by a worker module) writes its start-up lines to
+        # file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says: held, logged at DEBUG.
+        with native_output_to_log(f"worker {index}: imports", log):
+            cls = discover_workers(config.analysis.worker_modules)[config.analysis.worker]
+            configure_threads(config.analysis.threads_per_worker,
+                              tensorflow=issubclass(cls, KerasWorker))
         ring = StackRing.attach(channels.ring)
         worker = cls(worker_settings(config))
         worker.setup(ring.spec)

@@ -113,7 +113,7 @@ from ._mm_device import (
 from ._mm_sequence import Counters, Sequence
 from ._mm_settings import AcquisitionMode, MicroManagerSettings
 from ._pacing import checked_interval, skip_missed, wait_until
-from ._protocol import StopFlag
+from ._protocol import StopFlag, describe_statistics
 
 if TYPE_CHECKING:
     from pymmcore_plus import CMMCorePlus
@@ -413,7 +413,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             return
         self._running = False
         self._stop_sequence()
-        log.info("micromanager source stopped: %s", self.statistics())
+        log.info("micromanager source stopped: %s", describe_statistics(self.statistics()))
 
     def close(self) -> None:
         """Unload every device. Safe to call twice, and after a failed :meth:`open`.

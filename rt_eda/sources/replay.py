@@ -101,7 +101,7 @@ from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
 
 from ._pacing import checked_interval, wait_until
-from ._protocol import StopFlag
+from ._protocol import StopFlag, describe_statistics
 from ._replay_settings import ReplaySettings
 from ._replay_timing import ReplaySchedule, ReplayTiming, recorded_times
 
@@ -480,7 +480,7 @@ class ReplaySource(SettingsSource[ReplaySettings]):
         """Stop the replay: :meth:`next_timepoint` returns None from now on."""
         if self._running:
             self._running = False
-            log.info("replay source stopped: %s", self.statistics())
+            log.info("replay source stopped: %s", describe_statistics(self.statistics()))
 
     def close(self) -> None:
         """Close the file. Safe to call twice, and on a source never opened."""

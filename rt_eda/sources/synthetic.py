@@ -55,7 +55,7 @@ from rt_eda.shm import StackSpec, stamp_frame
 from rt_eda.sources._settings import SettingsSource
 
 from ._pacing import checked_interval, skip_missed, wait_until
-from ._protocol import StopFlag
+from ._protocol import StopFlag, describe_statistics
 from ._synthetic_kernels import max_focus
 from ._synthetic_scene import (
     FRESH_HORIZON_S,
@@ -307,7 +307,7 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         """Stop the acquisition: :meth:`next_timepoint` returns None from now on."""
         if self._clock is not None and self._clock.running:
             self._clock.running = False
-            log.info("synthetic source stopped: %s", self.statistics())
+            log.info("synthetic source stopped: %s", describe_statistics(self.statistics()))
 
     def close(self) -> None:
         """Drop the rendered images. Safe to call twice, and on a source never opened."""
