@@ -46,8 +46,10 @@ from ._layout import (
     H_DOORBELL,
     H_FRAMES_OFFSET,
     H_NEXT_SEQ,
+    H_NPOS,
     H_NSLOTS,
     H_PIN_MASK,
+    H_POS_OFFSET,
     H_ROWS_OFFSET,
     H_SLEEPERS,
     H_Z,
@@ -55,12 +57,24 @@ from ._layout import (
     OWNER_ACTOR,
     OWNER_MASK,
     OWNER_SHIFT,
+    P_CLAIMED,
+    P_COMPLETED,
+    P_FAILED,
+    P_NEWEST,
+    P_NEXT,
+    P_PUBLISHED,
+    P_RECOVERED,
+    P_SKIPPED,
+    P_TORN,
     PIN_ACTOR_BASE,
     PIN_MASK,
     PIN_SHIFT,
+    POS_WORDS,
     PRODUCER_ACTOR,
     READY,
     S_INTERVAL,
+    S_POSITION,
+    S_PSEQ,
     S_SEQ,
     S_T_CLAIMED,
     S_T_EXPOSURE,
@@ -91,6 +105,7 @@ __all__ = [
     "count_window_failed",
     "drain",
     "find_pinned",
+    "find_pseq",
     "find_seq",
     "publish",
     "publish_stack",
@@ -151,6 +166,25 @@ def _count(ctl: np.ndarray, actor: int, index: int, delta: int) -> None:
     atomic_add(ctl, base, 1)  # even: done
 
 
+@njit(cache=True, inline="always")
+def _count_position(ctl: np.ndarray, position: int, index: int, delta: int) -> None:
+    """Add ``delta`` to counter ``index`` of ``position``'s row (fetch-and-add: any actor)."""
+    if 0 <= position < ctl[H_NPOS]:
+        atomic_add(ctl, ctl[H_POS_OFFSET] + position * POS_WORDS + index, delta)
+
+
+@njit(cache=True, inline="always")
+def _position_of(ctl: np.ndarray, wi: int, w: int) -> int:
+    """The position of the stack whose state word read ``w``, or -1 when the slot changed
+    since (it was recycled: its words no longer belong to that stack). Called after the load
+    of ``w``; the fence orders the read of the position before the second load."""
+    position: int = ctl[wi + S_POSITION]
+    fence_acquire()
+    if atomic_load(ctl, wi) != w:
+        return -1
+    return position
+
+
 @njit(cache=True)
 def try_acquire(ctl: np.ndarray, actor: int, seq: int) -> int:
     """Producer: take the reusable slot with the oldest stack into WRITING.
@@ -187,9 +221,16 @@ def try_acquire(ctl: np.ndarray, actor: int, seq: int) -> int:
             _count(ctl, actor, C_OVERRUNS, 1)
             return -1
         new = (seq << SEQ_SHIFT) | WRITING
-        if atomic_cas(ctl, _word_index(best), best_word, new) == best_word:
+        wi = _word_index(best)
+        position = ctl[wi + S_POSITION]  # the old stack's: see the CAS below
+        if atomic_cas(ctl, wi, best_word, new) == best_word:
+            # The swap succeeded, so the word had not changed since it was read, nor the
+            # position read after it: a READY stack taken back is skipped at its position.
             if _state(best_word) == READY:
                 _count(ctl, actor, C_SKIPPED, 1)
+                _count_position(ctl, position, P_SKIPPED, 1)
+            ctl[wi + S_POSITION] = 0
+            ctl[wi + S_PSEQ] = seq
             return best
     _count(ctl, actor, C_OVERRUNS, 1)
     return -1
@@ -205,6 +246,7 @@ def publish(ctl: np.ndarray, slot: int, actor: int) -> int:
     wi = _word_index(slot)
     w = ctl[wi]
     seq = _seq(w)
+    position = ctl[wi + S_POSITION]
     pins = atomic_load(ctl, H_PIN_MASK) & 0xFF
     atomic_store(ctl, wi, (seq << SEQ_SHIFT) | (pins << PIN_SHIFT) | READY)
     while True:  # H_NEXT_SEQ = max(H_NEXT_SEQ, seq + 1): producers may publish out of order
@@ -212,6 +254,13 @@ def publish(ctl: np.ndarray, slot: int, actor: int) -> int:
         if cur > seq or atomic_cas(ctl, H_NEXT_SEQ, cur, seq + 1) == cur:
             break
     _count(ctl, actor, C_PUBLISHED, 1)
+    if 0 <= position < ctl[H_NPOS]:
+        _count_position(ctl, position, P_PUBLISHED, 1)
+        newest = ctl[H_POS_OFFSET] + position * POS_WORDS + P_NEWEST
+        while True:  # the position's newest = max(newest, seq + 1)
+            cur = atomic_load(ctl, newest)
+            if cur > seq or atomic_cas(ctl, newest, cur, seq + 1) == cur:
+                break
     atomic_add(ctl, H_DOORBELL, 1)  # the low 32 bits are the futex word
     return atomic_load(ctl, H_SLEEPERS)
 
@@ -237,13 +286,15 @@ def acquire(ctl: np.ndarray, actor: int, seq: int, max_seq: int) -> tuple[int, i
 
 @njit(cache=True)
 def publish_stack(ctl: np.ndarray, slot: int, actor: int, interval_s: float,
-                  futex_nr: int) -> None:
+                  futex_nr: int, position: int, pseq: int) -> None:
     """Producer, in one call: stamp and publish the stack in WRITING slot ``slot``.
 
     Stores the slot's timestamps (first and last frame's exposure from the frame-time table,
-    ``t_published`` = now on the monotonic clock, the interval in force) and its sequence
-    number, then :func:`publish` (WRITING -> READY, a release store: a reader that sees READY
-    sees the stamps and the pixels), and wakes the readers asleep on the doorbell, if any.
+    ``t_published`` = now on the monotonic clock, the interval in force), its sequence
+    number, its ``position`` and its number within the position (``pseq``; < 0: the
+    position's next number, counted in the position table, for a ring's single producer),
+    then :func:`publish` (WRITING -> READY, a release store: a reader that sees READY sees
+    the stamps, the position and the pixels), and wakes the readers asleep on the doorbell.
     """
     f = ctl.view(np.float64)
     wi = _word_index(slot)
@@ -255,6 +306,10 @@ def publish_stack(ctl: np.ndarray, slot: int, actor: int, interval_s: float,
     f[wi + S_T_PUBLISHED] = monotonic()
     f[wi + S_INTERVAL] = interval_s
     ctl[wi + S_SEQ] = seq
+    if pseq < 0:
+        pseq = atomic_add(ctl, ctl[H_POS_OFFSET] + position * POS_WORDS + P_NEXT, 1)
+    ctl[wi + S_POSITION] = position
+    ctl[wi + S_PSEQ] = pseq
     if publish(ctl, slot, actor) > 0 and futex_nr >= 0:
         futex_wake(ctl, H_DOORBELL, futex_nr)
 
@@ -295,51 +350,53 @@ def doorbell_wait(ctl: np.ndarray, bell: int, wait_ns: int, futex_nr: int) -> in
 
 
 @njit(cache=True, inline="always")
-def _claim_look(ctl: np.ndarray, actor: int, min_seq: int, check_closed: bool,
-                bell: int) -> tuple[int, int, float, float, float, float]:
+def _claim_look(ctl: np.ndarray, actor: int, min_pseq: int, check_closed: bool,
+                bell: int) -> tuple[int, int, float, float, float, float, int, int]:
     """One look of :func:`claim_wait` (``bell``: the doorbell, read before it)."""
     if check_closed and atomic_load(ctl, H_CLOSED) != 0:
-        return CLOSED, bell, 0.0, 0.0, 0.0, 0.0
-    slot = claim_newest(ctl, actor, min_seq)
+        return CLOSED, bell, 0.0, 0.0, 0.0, 0.0, 0, 0
+    slot = claim_newest(ctl, actor, min_pseq)
     if slot < 0:
-        return NOTHING, bell, 0.0, 0.0, 0.0, 0.0
+        return NOTHING, bell, 0.0, 0.0, 0.0, 0.0, 0, 0
     f = ctl.view(np.float64)
     wi = _word_index(slot)
     t_claimed = monotonic()
     f[wi + S_T_CLAIMED] = t_claimed
     return (slot, _seq(atomic_load(ctl, wi)), f[wi + S_T_EXPOSURE], f[wi + S_T_PUBLISHED],
-            f[wi + S_INTERVAL], t_claimed)
+            f[wi + S_INTERVAL], t_claimed, ctl[wi + S_POSITION], ctl[wi + S_PSEQ])
 
 
 @njit(cache=True, nogil=True)
-def claim_wait(ctl: np.ndarray, actor: int, min_seq: int, wait_ns: int, check_closed: bool,
-               futex_nr: int) -> tuple[int, int, float, float, float, float]:
-    """Reader, in one call (the GIL released): claim the newest READY stack; when there is
-    none, sleep on the doorbell (at most ``wait_ns``) and look once more.
+def claim_wait(ctl: np.ndarray, actor: int, min_pseq: int, wait_ns: int, check_closed: bool,
+               futex_nr: int) -> tuple[int, int, float, float, float, float, int, int]:
+    """Reader, in one call (the GIL released): claim a position's newest READY stack (see
+    :func:`claim_newest`); when there is none, sleep on the doorbell (at most ``wait_ns``)
+    and look once more.
 
-    Returns ``(slot, seq, t_exposure, t_published, interval_s, t_claimed)`` for a claim
-    (see :func:`claim_newest`; ``t_claimed`` = now, stored in the slot). Instead of a slot:
-    NOTHING (nothing to claim: no READY stack, or none new enough for a time window ending
-    at ``min_seq`` or later), CLOSED (``check_closed`` and the ring is shut down; checked
-    before each look), INTERRUPTED, NO_FUTEX or OS_ERROR - errno (see :func:`doorbell_wait`).
+    Returns ``(slot, seq, t_exposure, t_published, interval_s, t_claimed, position, pseq)``
+    for a claim (``t_claimed`` = now, stored in the slot). Instead of a slot: NOTHING
+    (nothing to claim: no READY stack, or none far enough into its position for a time
+    window: ``pseq >= min_pseq``), CLOSED (``check_closed`` and the ring is shut down;
+    checked before each look), INTERRUPTED, NO_FUTEX or OS_ERROR - errno (see
+    :func:`doorbell_wait`).
     """
     # The doorbell is read before each look: a publish after the look moves it, and the
     # sleep returns at once instead of missing the stack.
-    got = _claim_look(ctl, actor, min_seq, check_closed, atomic_load(ctl, H_DOORBELL))
+    got = _claim_look(ctl, actor, min_pseq, check_closed, atomic_load(ctl, H_DOORBELL))
     if got[0] != NOTHING or wait_ns <= 0:
         return got
     code = _sleep(ctl, got[1] & 0xFFFFFFFF, wait_ns, futex_nr)
     if code != 0:
-        return code, 0, 0.0, 0.0, 0.0, 0.0
-    return _claim_look(ctl, actor, min_seq, check_closed, 0)
+        return code, 0, 0.0, 0.0, 0.0, 0.0, 0, 0
+    return _claim_look(ctl, actor, min_pseq, check_closed, 0)
 
 
 @njit(cache=True)
-def claim_now(ctl: np.ndarray, actor: int, min_seq: int
-              ) -> tuple[int, int, float, float, float, float]:
+def claim_now(ctl: np.ndarray, actor: int, min_pseq: int
+              ) -> tuple[int, int, float, float, float, float, int, int]:
     """Reader: :func:`claim_wait` without the sleep, the closed check or releasing the GIL
     (a look that finds nothing costs less)."""
-    return _claim_look(ctl, actor, min_seq, False, 0)
+    return _claim_look(ctl, actor, min_pseq, False, 0)
 
 
 @njit(cache=True)
@@ -350,34 +407,72 @@ def abort(ctl: np.ndarray, slot: int, actor: int) -> None:
 
 
 @njit(cache=True)
-def claim_newest(ctl: np.ndarray, actor: int, min_seq: int) -> int:
-    """Reader: claim the READY slot with the highest sequence number.
+def claim_newest(ctl: np.ndarray, actor: int, min_pseq: int) -> int:
+    """Reader: claim the newest READY stack of one position.
 
-    Older READY stacks are moved to DONE and counted as skipped (each by exactly one
-    reader: the move is a compare-and-swap). Returns the slot; -1 when nothing is READY;
-    -2 when the newest READY stack is older than ``min_seq`` (a time window cannot be
-    formed yet; nothing is claimed or skipped).
+    Each position's newest READY stack is a candidate; the one that has waited longest (the
+    lowest sequence number among the candidates) is claimed, so no position's newest stack
+    waits behind another position's newer ones. Older READY stacks *of the claimed
+    position* are moved to DONE and counted as skipped (each by exactly one reader: the move
+    is a compare-and-swap); a newer stack of position A never makes a reader skip a stack of
+    position B. With one position this is the newest READY stack, older ones skipped.
+
+    Returns the slot; -1 when nothing is READY; -2 when no position's newest READY stack is
+    far enough into its position for a time window (``pseq < min_pseq``; nothing is claimed
+    or skipped).
     """
     n = ctl[H_NSLOTS]
+    npos = ctl[H_NPOS]
+    newest_slot = np.empty(npos, dtype=np.int64)
+    newest_word = np.zeros(npos, dtype=np.int64)  # 0: position not seen (READY is never 0)
+    seen = np.empty(npos, dtype=np.int64)
     claimed = -1
     claimed_seq = 0
+    claimed_position = 0
     for _attempt in range(1000):
-        best = -1
-        best_word = 0
+        k = 0
         for i in range(n):
-            w = atomic_load(ctl, _word_index(i))
-            if _state(w) == READY and (best < 0 or _seq(w) > _seq(best_word)):
-                best = i
-                best_word = w
-        if best < 0:
+            wi = _word_index(i)
+            w = atomic_load(ctl, wi)
+            if _state(w) != READY:
+                continue
+            p = _position_of(ctl, wi, w)
+            if p < 0 or p >= npos:
+                continue  # recycled since the load: not READY with that stack any more
+            if newest_word[p] == 0:
+                seen[k] = p
+                k += 1
+                newest_word[p] = w
+                newest_slot[p] = i
+            elif _seq(w) > _seq(newest_word[p]):
+                newest_word[p] = w
+                newest_slot[p] = i
+        if k == 0:
             return -1
-        if _seq(best_word) < min_seq:
+        best = -1
+        for j in range(k):
+            p = seen[j]
+            w = newest_word[p]
+            wi = _word_index(newest_slot[p])
+            pseq = ctl[wi + S_PSEQ]
+            fence_acquire()
+            if atomic_load(ctl, wi) != w or pseq < min_pseq:
+                continue
+            if best < 0 or _seq(w) < _seq(newest_word[best]):
+                best = p
+        if best >= 0:
+            w = newest_word[best]
+            wi = _word_index(newest_slot[best])
+            new = (w & ~(STATE_MASK | OWNER_MASK)) | CLAIMED | (actor << OWNER_SHIFT)
+            if atomic_cas(ctl, wi, w, new) == w:
+                claimed = newest_slot[best]
+                claimed_seq = _seq(w)
+                claimed_position = best
+                break
+        for j in range(k):
+            newest_word[seen[j]] = 0
+        if best < 0:
             return -2
-        new = (best_word & ~(STATE_MASK | OWNER_MASK)) | CLAIMED | (actor << OWNER_SHIFT)
-        if atomic_cas(ctl, _word_index(best), best_word, new) == best_word:
-            claimed = best
-            claimed_seq = _seq(best_word)
-            break
     if claimed < 0:
         return -1
     skipped = 0
@@ -385,6 +480,12 @@ def claim_newest(ctl: np.ndarray, actor: int, min_seq: int) -> int:
         wi = _word_index(i)
         w = atomic_load(ctl, wi)
         while _state(w) == READY and _seq(w) < claimed_seq:
+            p = _position_of(ctl, wi, w)
+            if p < 0:
+                w = atomic_load(ctl, wi)  # recycled meanwhile: look at what it holds now
+                continue
+            if p != claimed_position:
+                break
             old = atomic_cas(ctl, wi, w, (w & ~STATE_MASK) | DONE)
             if old == w:
                 skipped += 1
@@ -395,6 +496,9 @@ def claim_newest(ctl: np.ndarray, actor: int, min_seq: int) -> int:
     ctl[base + C_CLAIMED] += 1
     ctl[base + C_SKIPPED] += skipped
     atomic_add(ctl, base, 1)
+    _count_position(ctl, claimed_position, P_CLAIMED, 1)
+    if skipped:
+        _count_position(ctl, claimed_position, P_SKIPPED, skipped)
     return claimed
 
 
@@ -405,6 +509,7 @@ def release(ctl: np.ndarray, slot: int, actor: int, seq: int, outcome: int) -> b
     raised); any other value counts as skipped. False if the claim was recovered
     meanwhile (nothing is counted then: the owner counted it as recovered)."""
     wi = _word_index(slot)
+    position = ctl[wi + S_POSITION]  # stable while the claim is held (checked below)
     w = atomic_load(ctl, wi)
     while True:
         if _state(w) != CLAIMED or _seq(w) != seq or ((w & OWNER_MASK) >> OWNER_SHIFT) != actor:
@@ -416,6 +521,12 @@ def release(ctl: np.ndarray, slot: int, actor: int, seq: int, outcome: int) -> b
     if outcome != C_COMPLETED and outcome != C_FAILED:
         outcome = C_SKIPPED
     _count(ctl, actor, outcome, 1)
+    if outcome == C_COMPLETED:
+        _count_position(ctl, position, P_COMPLETED, 1)
+    elif outcome == C_FAILED:
+        _count_position(ctl, position, P_FAILED, 1)
+    else:
+        _count_position(ctl, position, P_SKIPPED, 1)
     return True
 
 
@@ -429,6 +540,26 @@ def find_seq(ctl: np.ndarray, seq: int) -> int:
         if _seq(w) == seq and (st == READY or st == CLAIMED or st == DONE):
             return i
     return -1
+
+
+@njit(cache=True)
+def find_pseq(ctl: np.ndarray, position: int, pseq: int) -> tuple[int, int]:
+    """``(slot, seq)`` of the readable stack (READY, CLAIMED, DONE) that is number ``pseq``
+    of ``position``, or ``(-1, -1)``. The position words are read between two loads of an
+    unchanged state word, so they belong to ``seq``'s stack."""
+    n = ctl[H_NSLOTS]
+    for i in range(n):
+        wi = _word_index(i)
+        w = atomic_load(ctl, wi)
+        st = _state(w)
+        if not (st == READY or st == CLAIMED or st == DONE):
+            continue
+        p = ctl[wi + S_POSITION]
+        k = ctl[wi + S_PSEQ]
+        fence_acquire()
+        if p == position and k == pseq and atomic_load(ctl, wi) == w:
+            return i, _seq(w)
+    return -1, -1
 
 
 @njit(cache=True)
@@ -488,9 +619,11 @@ def recover_actor(ctl: np.ndarray, dead: int, actor: int) -> int:
         wi = _word_index(i)
         w = atomic_load(ctl, wi)
         while _state(w) == CLAIMED and ((w & OWNER_MASK) >> OWNER_SHIFT) == dead:
+            position = ctl[wi + S_POSITION]  # stable while claimed (the CAS checks it is)
             old = atomic_cas(ctl, wi, w, (w & ~(STATE_MASK | OWNER_MASK)) | DONE)
             if old == w:
                 recovered += 1
+                _count_position(ctl, position, P_RECOVERED, 1)
                 break
             w = old
     if recovered:
@@ -532,9 +665,11 @@ def drain(ctl: np.ndarray, actor: int) -> int:
         wi = _word_index(i)
         w = atomic_load(ctl, wi)
         while _state(w) == READY:
+            position = ctl[wi + S_POSITION]  # w's stack's if the CAS below succeeds
             old = atomic_cas(ctl, wi, w, (w & ~STATE_MASK) | DONE)
             if old == w:
                 skipped += 1
+                _count_position(ctl, position, P_SKIPPED, 1)
                 break
             w = old
     if skipped:
@@ -543,9 +678,11 @@ def drain(ctl: np.ndarray, actor: int) -> int:
 
 
 @njit(cache=True)
-def count_torn(ctl: np.ndarray, actor: int) -> None:
-    """A reader found a torn stack (verification stamps did not match)."""
+def count_torn(ctl: np.ndarray, actor: int, slot: int) -> None:
+    """A reader found the stack it holds in ``slot`` torn (verification stamps did not
+    match): counted for the reader and for the stack's position."""
     _count(ctl, actor, C_TORN, 1)
+    _count_position(ctl, ctl[_word_index(slot) + S_POSITION], P_TORN, 1)
 
 
 @njit(cache=True)
@@ -634,20 +771,22 @@ def warm_up() -> None:
     global _warm
     if _warm:
         return
-    scratch = np.zeros(HEADER_WORDS + 2 * SLOT_WORDS + STAT_ROWS * STAT_ROW_WORDS + 2,
-                       dtype=np.int64)
+    scratch = np.zeros(HEADER_WORDS + 2 * SLOT_WORDS + STAT_ROWS * STAT_ROW_WORDS + POS_WORDS
+                       + 2, dtype=np.int64)
     scratch[H_NSLOTS] = 2
+    scratch[H_NPOS] = 1
     scratch[H_ROWS_OFFSET] = HEADER_WORDS + 2 * SLOT_WORDS
+    scratch[H_POS_OFFSET] = scratch[H_ROWS_OFFSET] + STAT_ROWS * STAT_ROW_WORDS
     counters = np.zeros(COUNTER_COUNT, dtype=np.int64)
     census = np.zeros(8, dtype=np.int64)
     scratch[H_C] = scratch[H_Z] = 1
     scratch[H_FRAMES_OFFSET] = scratch.shape[0] - 2
     slot, seq = acquire(scratch, 1, -1, 1 << 30)
-    publish_stack(scratch, slot, 1, 0.0, -1)
+    publish_stack(scratch, slot, 1, 0.0, -1, 0, -1)
     got = claim_wait(scratch, 1, 0, 0, True, -1)[0]
     release(scratch, got, 1, seq, C_COMPLETED)
     slot, seq = acquire(scratch, 1, -1, 1 << 30)
-    publish_stack(scratch, slot, 1, 0.0, -1)
+    publish_stack(scratch, slot, 1, 0.0, -1, 0, seq)
     got = claim_now(scratch, 1, 0)[0]
     release(scratch, got, 1, seq, C_COMPLETED)
     claim_wait(scratch, 1, 0, 1, True, -1)  # nothing: NO_FUTEX, no sleep
@@ -662,12 +801,13 @@ def warm_up() -> None:
     find_pinned(scratch, 0)
     unpin(scratch, 0, 0, 0, 1)
     find_seq(scratch, 0)
+    find_pseq(scratch, 0, 0)
     still_holds(scratch, 0, 0)
     recover_actor(scratch, 1, 2)
     register_pin(scratch, 8)
     recover_pin(scratch, 0, 2)
     drain(scratch, 2)
-    count_torn(scratch, 1)
+    count_torn(scratch, 1, 0)
     count_window_failed(scratch, 1)
     snapshot(scratch, counters)
     count_states(scratch, census)

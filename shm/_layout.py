@@ -6,8 +6,12 @@ One shared-memory block::
         header            HEADER_WORDS words (512 B): geometry, next sequence number,
                           doorbell (on its own 64-byte cache line)
         slot headers      n_slots x SLOT_WORDS words (128 B each, 64-byte aligned):
-                          state word, sequence number, timestamps, interval in force
+                          state word, sequence number, timestamps, interval in force,
+                          the stack's position and its number within that position
         counter rows      STAT_ROWS x STAT_ROW_WORDS words (128 B each): one per actor
+        position table    n_positions x POS_WORDS words (128 B each): per-position counters
+                          (published, claimed, analysed, skipped, failed, recovered, torn),
+                          the position's newest stack and its next number
         frame times       n_slots x frames float64: exposure time of every frame
     [ pixel region: n_slots x stride bytes, each slot page-aligned, (C, Z, H, W) C-order ]
 
@@ -21,12 +25,19 @@ The slot *state word* packs everything a compare-and-swap must see at once::
 Putting the sequence number in the word makes every transition ABA-safe: a slot that was
 recycled between a reader's scan and its compare-and-swap carries a new number, so the swap
 fails instead of claiming (or skipping) the wrong stack.
+
+Positions: every stack carries its stage position (``S_POSITION``, 0 in a single-position
+run) and its number among that position's stacks (``S_PSEQ``: 0, 1, 2, ...). Both are
+written by the producer while the slot is WRITING, before the release store that publishes
+it; a reader that reads them between two loads of an unchanged state word (an acquire fence
+in between) knows they belong to that word's stack, since a recycled slot carries a new
+sequence number.
 """
 
 from __future__ import annotations
 
 MAGIC = 0x52_54_45_44_41_52_4E_47  # "RTEDARNG"
-VERSION = 3  # 3: the `failed` counter
+VERSION = 4  # 3: the `failed` counter; 4: positions (slot words, per-position counters)
 PAGE = 4096
 
 # States (bits 0..3 of the state word).
@@ -69,6 +80,8 @@ H_NEXT_SEQ = 13
 H_PIN_MASK = 14
 H_FRAMES_OFFSET = 15  # word index of the frame-time table
 H_ROWS_OFFSET = 16  # word index of the counter rows
+H_NPOS = 17  # positions the ring was made for (stacks carry 0 .. H_NPOS - 1)
+H_POS_OFFSET = 18  # word index of the position table
 # Counters: one row per actor (the producer, the owner, 8 pinning consumers, the readers),
 # each written only by its actor: word 0 is the row's version (odd while its actor updates
 # it, a seqlock with a single writer, so no lock is ever taken), then the counters.
@@ -114,6 +127,32 @@ S_T_PUBLISHED = 3  # float64
 S_T_CLAIMED = 4  # float64: set by the reader that claimed it
 S_INTERVAL = 5  # float64: interval in force when it was acquired
 S_T_LAST_EXPOSURE = 6  # float64: exposure of the last frame
+S_POSITION = 7  # int64: the stack's position (0 .. n_positions - 1)
+S_PSEQ = 8  # int64: the stack's number among its position's stacks (0, 1, 2, ...)
+
+# The position table: POS_WORDS words per position, updated by fetch-and-add (several actors
+# count into one position's row; each count is one atomic add, so the row is exact once the
+# ring is drained, and a snapshot taken while it runs is off by the events in flight).
+MAX_POSITIONS = 4096
+POS_WORDS = 16
+P_PUBLISHED = 0
+P_CLAIMED = 1
+P_COMPLETED = 2
+P_SKIPPED = 3
+P_FAILED = 4
+P_RECOVERED = 5
+P_TORN = 6
+P_NEXT = 7  # the position's next stack number (S_PSEQ of its next stack); 0: none yet
+P_NEWEST = 8  # 1 + the sequence number of the position's newest published stack; 0: none
+POSITION_COUNTER_NAMES = (
+    "published",
+    "claimed",
+    "completed",
+    "skipped",
+    "failed",
+    "recovered",
+    "torn_reads",
+)
 
 
 def round_up(value: int, multiple: int) -> int:

@@ -16,6 +16,12 @@ an *overrun* (counted) and :meth:`StackRing.write_slot` raises
 :class:`~rt_eda.shm.RingOverrunError`. A CLAIMED slot and a pinned slot are never
 overwritten. Readers sleep on the doorbell (:mod:`._doorbell`) when there is nothing to claim.
 
+Positions: every stack carries its stage position (``publish(position=p)``; 0 in a
+single-position run) and its number among that position's stacks. "Newest" and "stale" are
+per position: a claim takes the newest READY stack of the position that has waited longest
+and skips only older stacks *of that position*; a time window is the position's last T
+stacks. Every count is also kept per position (:meth:`StackRing.position_statistics`).
+
 Every process maps the same block; :meth:`StackRing.create` makes it (the owner must
 :meth:`~StackRing.unlink` it, which the context manager does), :meth:`StackRing.attach`
 maps it by name. Numpy arrays handed out (``pixels``) are views on shared memory: zero-copy,
@@ -59,10 +65,12 @@ from ._layout import (
     H_H,
     H_MAGIC,
     H_NEXT_SEQ,
+    H_NPOS,
     H_NSLOTS,
     H_PIN_MASK,
     H_PIX_OFFSET,
     H_PIX_STRIDE,
+    H_POS_OFFSET,
     H_ROWS_OFFSET,
     H_SLOT_WORDS,
     H_VERSION,
@@ -71,15 +79,21 @@ from ._layout import (
     HEADER_WORDS,
     MAGIC,
     MAX_PINS,
+    MAX_POSITIONS,
     MAX_READER_ID,
     MAX_SEQ,
     OWNER_ACTOR,
     OWNER_MASK,
     OWNER_SHIFT,
+    P_NEWEST,
     PAGE,
     PIN_ACTOR_BASE,
+    POS_WORDS,
+    POSITION_COUNTER_NAMES,
     PRODUCER_ACTOR,
     S_INTERVAL,
+    S_POSITION,
+    S_PSEQ,
     S_SEQ,
     S_T_CLAIMED,
     S_T_EXPOSURE,
@@ -101,6 +115,7 @@ __all__ = [
     "Claim",
     "PinReader",
     "PinnedStack",
+    "PositionStatistics",
     "RingStatistics",
     "SlotWriter",
     "StackRing",
@@ -136,6 +151,23 @@ class RingStatistics:
     slots_writing: int
 
 
+@dataclass(frozen=True, slots=True)
+class PositionStatistics:
+    """One position's counts in the ring (a snapshot; exact once the ring is drained, when
+    ``published == completed + skipped + failed + recovered`` holds for each position as it
+    does for the ring). ``newest_seq``: its newest published stack, -1 before the first."""
+
+    position: int
+    published: int
+    claimed: int
+    completed: int
+    skipped: int
+    failed: int
+    recovered: int
+    torn_reads: int
+    newest_seq: int
+
+
 class SlotWriter:
     """A slot held by the producer in WRITING state (from :meth:`StackRing.write_slot`).
 
@@ -143,28 +175,40 @@ class SlotWriter:
     then :meth:`publish`. Only the producer process may hold one.
     """
 
-    __slots__ = ("_done", "_ring", "frame_times", "pixels", "seq", "slot")
+    __slots__ = ("_done", "_explicit", "_ring", "frame_times", "pixels", "seq", "slot")
 
-    def __init__(self, ring: StackRing, slot: int, seq: int) -> None:
+    def __init__(self, ring: StackRing, slot: int, seq: int, explicit: bool = False) -> None:
         self._ring = ring
         self.slot = slot
         self.seq = seq
         self.pixels: np.ndarray = ring._slot_pixels[slot]
         self.frame_times: np.ndarray = ring._slot_frame_times[slot]
         self._done = False
+        self._explicit = explicit
 
-    def publish(self, *, interval_s: float = 0.0) -> None:
+    def publish(self, *, interval_s: float = 0.0, position: int = 0) -> None:
         """Make the stack visible to readers (READY). The exposure timestamps are taken from
-        ``frame_times`` (first and last frame); ``interval_s`` is the interval in force.
+        ``frame_times`` (first and last frame); ``interval_s`` is the interval in force;
+        ``position`` the stage position it was acquired at (0 .. ring.positions - 1).
 
         One compiled call (:func:`._kernels.publish_stack`): the timestamps (``t_published``
-        on the monotonic clock), the state change, and the wake-up of sleeping readers.
+        on the monotonic clock), the position and the stack's number within it (the ring
+        counts it; a stack published with its own sequence number keeps that number), the
+        state change, and the wake-up of sleeping readers.
+
+        Raises
+        ------
+        ValueError
+            ``position`` is not one of the ring's positions (nothing is published).
         """
         if self._done:
             raise RingError(f"slot {self.slot} (stack {self.seq}) was already published")
+        if not 0 <= position < self._ring.positions:
+            raise ValueError(f"position {position} is not one of the ring's "
+                             f"{self._ring.positions} (0 .. {self._ring.positions - 1})")
         self._done = True
         _kernels.publish_stack(self._ring._ctl, self.slot, PRODUCER_ACTOR, float(interval_s),
-                               FUTEX_NR)
+                               FUTEX_NR, position, self.seq if self._explicit else -1)
 
     def abort(self) -> None:
         """Give the slot back unpublished; the sequence number is used by the next stack."""
@@ -192,7 +236,9 @@ class Claim:
 
     ``pixels`` is (C, Z, H, W), a zero-copy view on the slot, for a single stack; for a time
     window of T stacks it is a (T, C, Z, H, W) array, oldest first, assembled under sequence
-    checks. Valid until :meth:`release`; the context manager releases.
+    checks: the last T stacks *of the claimed stack's position* (``seqs``, oldest first,
+    their sequence numbers). ``position`` and ``pseq`` are the stack's position and its
+    number within that position. Valid until :meth:`release`; the context manager releases.
     """
 
     __slots__ = (
@@ -201,7 +247,10 @@ class Claim:
         "actor",
         "interval_s",
         "pixels",
+        "position",
+        "pseq",
         "seq",
+        "seqs",
         "slot",
         "t_claimed",
         "t_exposure",
@@ -211,6 +260,7 @@ class Claim:
     def __init__(
         self, ring: StackRing, slot: int, seq: int, actor: int, pixels: np.ndarray,
         t_exposure: float, t_published: float, interval_s: float, t_claimed: float,
+        position: int = 0, pseq: int = 0, seqs: tuple[int, ...] | None = None,
     ) -> None:
         self._ring = ring
         self.slot = slot
@@ -221,6 +271,9 @@ class Claim:
         self.t_published = t_published
         self.interval_s = interval_s
         self.t_claimed = t_claimed  # stamped in the slot by the claim (claim_wait)
+        self.position = position
+        self.pseq = pseq
+        self.seqs = seqs if seqs is not None else (seq,)
         self._released = False
 
     @property
@@ -230,8 +283,9 @@ class Claim:
         return times
 
     def count_torn(self) -> None:
-        """Record that verification found this stack torn (counted in the ring)."""
-        _kernels.count_torn(self._ring._ctl, self.actor)
+        """Record that verification found this stack torn (counted in the ring, and for its
+        position)."""
+        _kernels.count_torn(self._ring._ctl, self.actor, self.slot)
 
     def release(self, *, analysed: bool = True) -> None:
         """Hand the slot back (DONE), counted as completed, or as skipped when
@@ -287,6 +341,8 @@ class PinnedStack:
     t_exposure: float
     t_published: float
     interval_s: float
+    position: int = 0
+    pseq: int = 0
 
 
 class PinReader:
@@ -351,6 +407,8 @@ class PinReader:
             t_exposure=float(f[base + S_T_EXPOSURE]),
             t_published=float(f[base + S_T_PUBLISHED]),
             interval_s=float(f[base + S_INTERVAL]),
+            position=int(ring._ctl[base + S_POSITION]),
+            pseq=int(ring._ctl[base + S_PSEQ]),
         )
 
     def release(self, stack: PinnedStack) -> None:
@@ -398,6 +456,8 @@ class StackRing:
                 f"this rt-eda reads version {VERSION}"
             )
         self.n_slots = int(head[H_NSLOTS])
+        self.positions = int(head[H_NPOS])
+        self._pos_at = int(head[H_POS_OFFSET])
         self.spec = StackSpec(
             int(head[H_C]), int(head[H_Z]), int(head[H_H]), int(head[H_W]),
             unpack_dtype(int(head[H_DTYPE])),
@@ -427,19 +487,24 @@ class StackRing:
 
     # -- lifecycle ---------------------------------------------------------------------------
     @staticmethod
-    def layout_size(spec: StackSpec, n_slots: int) -> tuple[int, int, int]:
-        """``(total bytes, pixel offset, pixel stride)`` of a ring of ``n_slots``."""
-        frames_at = HEADER_WORDS + n_slots * SLOT_WORDS + STAT_ROWS * STAT_ROW_WORDS
+    def layout_size(spec: StackSpec, n_slots: int, positions: int = 1) -> tuple[int, int, int]:
+        """``(total bytes, pixel offset, pixel stride)`` of a ring of ``n_slots`` for stacks
+        of ``positions`` positions."""
+        frames_at = (HEADER_WORDS + n_slots * SLOT_WORDS + STAT_ROWS * STAT_ROW_WORDS
+                     + positions * POS_WORDS)
         ctl_bytes = round_up((frames_at + n_slots * spec.frames) * 8, PAGE)
         stride = round_up(spec.nbytes, PAGE)
         return ctl_bytes + n_slots * stride, ctl_bytes, stride
 
     @classmethod
-    def create(cls, spec: StackSpec, n_slots: int) -> StackRing:
-        """Create a ring of ``n_slots`` slots for stacks of ``spec`` (this process owns it)."""
+    def create(cls, spec: StackSpec, n_slots: int, *, positions: int = 1) -> StackRing:
+        """Create a ring of ``n_slots`` slots for stacks of ``spec`` acquired at ``positions``
+        stage positions (this process owns it)."""
         if not 2 <= n_slots <= _MAX_SLOTS:
             raise ValueError(f"a ring needs 2..{_MAX_SLOTS} slots, got {n_slots}")
-        size, pix_offset, stride = cls.layout_size(spec, n_slots)
+        if not 1 <= positions <= MAX_POSITIONS:
+            raise ValueError(f"a ring holds 1..{MAX_POSITIONS} positions, got {positions}")
+        size, pix_offset, stride = cls.layout_size(spec, n_slots, positions)
         block = SharedBlock.create(size, tag="ring")
         try:
             head = np.frombuffer(block.buf, dtype=np.int64, count=HEADER_WORDS)
@@ -452,7 +517,9 @@ class StackRing:
             head[H_DTYPE] = pack_dtype(spec.dtype)
             head[H_CREATOR] = os.getpid()
             head[H_ROWS_OFFSET] = HEADER_WORDS + n_slots * SLOT_WORDS
-            head[H_FRAMES_OFFSET] = head[H_ROWS_OFFSET] + STAT_ROWS * STAT_ROW_WORDS
+            head[H_NPOS] = positions
+            head[H_POS_OFFSET] = head[H_ROWS_OFFSET] + STAT_ROWS * STAT_ROW_WORDS
+            head[H_FRAMES_OFFSET] = head[H_POS_OFFSET] + positions * POS_WORDS
             head[H_MAGIC] = MAGIC  # last: an attacher never sees a half-made header
             del head
             return cls(block)
@@ -524,7 +591,8 @@ class StackRing:
             self.unlink()
 
     def __repr__(self) -> str:
-        return f"StackRing({self.name!r}, slots={self.n_slots}, spec={self.spec})"
+        return (f"StackRing({self.name!r}, slots={self.n_slots}, spec={self.spec}, "
+                f"positions={self.positions})")
 
     # -- internals ---------------------------------------------------------------------------
     @staticmethod
@@ -571,6 +639,7 @@ class StackRing:
         """
         if seq is not None and not 0 <= seq <= MAX_SEQ:
             raise ValueError(f"sequence number must be 0..{MAX_SEQ}, got {seq}")
+        seq_given = seq is not None
         slot, seq = _kernels.acquire(self._ctl, PRODUCER_ACTOR, -1 if seq is None else int(seq),
                                      MAX_SEQ)
         if slot < 0:
@@ -582,17 +651,19 @@ class StackRing:
                 f"no free slot in a ring of {self.n_slots}: every slot is claimed, pinned "
                 "by the writer, or being written (the stack is lost)"
             )
-        return SlotWriter(self, slot, seq)
+        return SlotWriter(self, slot, seq, explicit=seq_given)
 
     # -- readers -----------------------------------------------------------------------------
     def try_claim(self, actor: int, n_timepoints: int = 1) -> Claim | None:
-        """Claim the newest READY stack (or time window ending at it) without waiting.
+        """Claim a position's newest READY stack (or the time window ending at it) without
+        waiting: of every position's newest READY stack, the one that has waited longest.
 
         ``actor`` is this reader's id (1..255, unique among live readers; the owner recovers
-        claims by it). Older READY stacks are counted as skipped. With ``n_timepoints`` T > 1
-        the claim holds stack t and the pixels are the stacks [t-T+1 .. t] (copied under
-        sequence checks); nothing is claimed before T stacks exist. None when there is
-        nothing (new) to claim, or when the window could not be formed (counted).
+        claims by it). Older READY stacks of the same position are counted as skipped (never
+        another position's). With ``n_timepoints`` T > 1 the claim holds stack t and the
+        pixels are its position's stacks [t-T+1 .. t] (copied under sequence checks); nothing
+        is claimed before its position has T stacks. None when there is nothing (new) to
+        claim, or when the window could not be formed (counted).
         """
         if not 1 <= actor <= MAX_READER_ID:
             raise ValueError(f"reader id must be 1..{MAX_READER_ID}, got {actor}")
@@ -628,35 +699,41 @@ class StackRing:
             if wait_s <= 0:
                 return None
 
-    def _claimed(self, got: tuple[int, int, float, float, float, float], actor: int,
-                 n_timepoints: int) -> Claim | None:
+    def _claimed(self, got: tuple[int, int, float, float, float, float, int, int],
+                 actor: int, n_timepoints: int) -> Claim | None:
         """The Claim of what :func:`._kernels.claim_wait` claimed; for a time window, None
         when it could not be formed (counted, the stack released as skipped)."""
-        slot, seq, t_exposure, t_published, interval_s, t_claimed = got
+        slot, seq, t_exposure, t_published, interval_s, t_claimed, position, pseq = got
+        seqs: tuple[int, ...] | None = None
         if n_timepoints == 1:
             pixels = self._slot_pixels[slot]
         else:
             try:
-                pixels = self._copy_window(slot, seq, n_timepoints)
+                pixels, seqs = self._copy_window(slot, seq, position, pseq, n_timepoints)
             except TornReadError:
                 _kernels.count_window_failed(self._ctl, actor)
                 _kernels.release(self._ctl, slot, actor, seq, C_SKIPPED)
                 return None
         return Claim(self, slot, seq, actor, pixels, t_exposure, t_published, interval_s,
-                     t_claimed)
+                     t_claimed, position, pseq, seqs)
 
-    def _copy_window(self, slot: int, seq: int, n: int) -> np.ndarray:
+    def _copy_window(self, slot: int, seq: int, position: int, pseq: int,
+                     n: int) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Position ``position``'s stacks ``pseq - n + 1 .. pseq`` (the last in ``slot``,
+        claimed) and their sequence numbers, oldest first."""
         out = np.empty((n, *self.spec.shape), dtype=self.spec.np_dtype)
         out[n - 1] = self._pixels[slot]
+        seqs = [seq] * n
         for k in range(1, n):
-            want = seq - k
-            other = _kernels.find_seq(self._ctl, want)
+            other, other_seq = _kernels.find_pseq(self._ctl, position, pseq - k)
             if other < 0:
-                raise TornReadError(f"stack {want} of the window ending at {seq} is gone")
+                raise TornReadError(f"stack {pseq - k} of position {position} (the window "
+                                    f"ending at stack {seq}) is gone")
             np.copyto(out[n - 1 - k], self._pixels[other])
-            if not _kernels.still_holds(self._ctl, other, want):
-                raise TornReadError(f"stack {want} was overwritten while it was copied")
-        return out
+            if not _kernels.still_holds(self._ctl, other, other_seq):
+                raise TornReadError(f"stack {other_seq} was overwritten while it was copied")
+            seqs[n - 1 - k] = other_seq
+        return out, tuple(seqs)
 
     # -- pinning consumers ------------------------------------------------------------------
     def register_pin(self) -> PinReader:
@@ -681,9 +758,27 @@ class StackRing:
         return PinReader(self, bit)
 
     # -- observers ---------------------------------------------------------------------------
-    def newest_seq(self) -> int:
-        """Sequence number of the newest published stack, or -1 before the first."""
-        return int(_kernels.load(self._ctl, H_NEXT_SEQ)) - 1
+    def newest_seq(self, position: int | None = None) -> int:
+        """Sequence number of the newest published stack (of ``position``, when given), or
+        -1 before the first."""
+        if position is None:
+            return int(_kernels.load(self._ctl, H_NEXT_SEQ)) - 1
+        if not 0 <= position < self.positions:
+            raise ValueError(f"position {position} is not one of the ring's {self.positions}")
+        return int(_kernels.load(self._ctl, self._pos_at + position * POS_WORDS + P_NEWEST)) - 1
+
+    def position_statistics(self) -> tuple[PositionStatistics, ...]:
+        """Each position's counts (see :class:`PositionStatistics`), readable from any
+        process; every word is read with one atomic load (never blocks anyone)."""
+        out = []
+        for p in range(self.positions):
+            base = self._pos_at + p * POS_WORDS
+            values = {name: int(_kernels.load(self._ctl, base + k))
+                      for k, name in enumerate(POSITION_COUNTER_NAMES)}
+            out.append(PositionStatistics(
+                position=p, **values,
+                newest_seq=int(_kernels.load(self._ctl, base + P_NEWEST)) - 1))
+        return tuple(out)
 
     def copy_stack(self, seq: int, out: np.ndarray) -> bool:
         """Copy stack ``seq`` into ``out`` without claiming or pinning it (the viewer's read).

@@ -37,8 +37,8 @@ def make_ring() -> Iterator[object]:
     """Factory for rings owned by the test; every ring is unlinked at the end."""
     rings: list[StackRing] = []
 
-    def make(spec: StackSpec | None = None, n_slots: int = 4) -> StackRing:
-        ring = StackRing.create(spec or StackSpec(2, 1, 32, 32), n_slots)
+    def make(spec: StackSpec | None = None, n_slots: int = 4, positions: int = 1) -> StackRing:
+        ring = StackRing.create(spec or StackSpec(2, 1, 32, 32), n_slots, positions=positions)
         rings.append(ring)
         return ring
 

@@ -134,6 +134,70 @@ def reader(name: str, actor: int, work_s: float, n_timepoints: int, out: Any,
         ring.close()
 
 
+def position_producer(name: str, positions: list[int], period_s: float, out: Any) -> None:
+    """Publish one stamped stack per entry of ``positions``, at that position, in order (at
+    most one per ``period_s`` if > 0; a full ring is retried). Reports ("producer", pid,
+    [(seq, position), ...] published, overruns)."""
+    ring = StackRing.attach(name)
+    published: list[tuple[int, int]] = []
+    overruns = 0
+    t_next = time.monotonic()
+    try:
+        for position in positions:
+            while True:
+                try:
+                    with ring.write_slot() as slot:
+                        fill_stack(slot.pixels, slot.seq)
+                        slot.frame_times[:] = time.monotonic()
+                        slot.publish(position=position)
+                        published.append((slot.seq, position))
+                    break
+                except RingOverrunError:
+                    overruns += 1
+                    time.sleep(0.0005)
+            if period_s > 0:
+                t_next += period_s
+                delay = t_next - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+    finally:
+        out.put(("producer", os.getpid(), published, overruns))
+        ring.close()
+
+
+def position_reader(name: str, actor: int, work_s: float, n_timepoints: int, out: Any,
+                    ready: Any) -> None:
+    """Claim until the ring closes; check every stack of every window (the stamps, and that
+    a window is one position's consecutive stacks). Reports ("reader", actor,
+    [(seq, position, pseq, window seqs), ...], torn, mixed windows)."""
+    ring = StackRing.attach(name)
+    ready.put(actor)
+    got: list[tuple[int, int, int, tuple[int, ...]]] = []
+    torn = mixed = 0
+    try:
+        while True:
+            try:
+                claim = ring.claim(actor, timeout=5.0, n_timepoints=n_timepoints)
+            except RingClosedError:
+                break
+            if claim is None:
+                continue
+            with claim:
+                stacks = [claim.pixels] if n_timepoints == 1 else list(claim.pixels)
+                if not all(stack_intact(s, q) for s, q in zip(stacks, claim.seqs, strict=True)):
+                    torn += 1
+                    claim.count_torn()
+                if list(claim.seqs) != sorted(claim.seqs) or claim.seqs[-1] != claim.seq:
+                    mixed += 1
+                end = time.perf_counter() + work_s
+                while time.perf_counter() < end:
+                    pass
+                got.append((claim.seq, claim.position, claim.pseq, tuple(claim.seqs)))
+    finally:
+        out.put(("reader", actor, got, torn, mixed))
+        ring.close()
+
+
 def claim_and_hang(name: str, actor: int, ready: Any) -> None:
     """Claim one stack, say so, then hang (the test SIGKILLs this process)."""
     ring = StackRing.attach(name)
