@@ -87,6 +87,9 @@ def _run_parser(sub: Any) -> None:
     p.add_argument("--profile", metavar="DIR", help="write per-role timing breakdowns to DIR")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any configuration key, e.g. --set camera.synthetic.seed=3")
+    p.add_argument("--strict", action="store_true", default=None,
+                   help="refuse (exit 2) a run that exceeds the disk or cores measured before "
+                        "the start, instead of warning and starting anyway")
     p.add_argument("--debug", action="store_true", help="log more and show tracebacks")
 
 
@@ -109,7 +112,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "workers": "analysis.workers", "threads_per_worker": "analysis.threads_per_worker",
         "interpreter": "interpreter.kind", "duration": "run.duration", "save": "run.save",
         "summary": "run.summary", "viewer": "viewer.enabled", "verify": "run.verify",
-        "profile": "run.profile",
+        "profile": "run.profile", "strict": "run.strict",
     }
     for attr, key in simple.items():
         value = getattr(args, attr)
@@ -221,6 +224,10 @@ def _print_summary(s: RunSummary | None, errors: list[str], code: int) -> None:
            f"slow-down x{moves['slow_down']} {_lat(lat['decision_to_actuation_slow_down'])})"
            if moves["speed_up"] or moves["slow_down"] else "")
     )
+    if s["capacity"]["verdict"] == "exceeds":
+        from rt_eda.engine.capacity import describe
+
+        print(f"capacity (checked before the start): {describe(s['capacity'])}")
     if s["viewer_exits"]:
         print(f"viewer died {s['viewer_exits']} time(s) (acquisition unaffected); last: "
               f"{s['viewer_last_error']}")

@@ -39,7 +39,7 @@ from rt_eda.core.errors import ConfigError
 from rt_eda.shm import StackRing, StackSpec
 
 __all__ = ["WORKER_CPU_S", "Allocation", "Available", "available", "check_fits", "cores",
-           "output_ring_slots", "plan", "ring_slots", "stack_keys", "warn_oversubscribed"]
+           "fastest_interval", "output_ring_slots", "plan", "ring_slots", "stack_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,19 @@ def _minimum_slots(config: Config) -> int:
     return a.workers + a.n_timepoints + 3
 
 
+def fastest_interval(config: Config) -> tuple[float, str]:
+    """The shortest interval the run may use (0.0: free-run) and the key that sets it: the
+    manual interpreter's held interval, the binary one's fast and slow intervals, and the
+    starting interval ``camera.interval`` (the first such key on a tie)."""
+    i = config.interpreter
+    candidates = [("interpreter.manual_interval", i.manual_interval),
+                  ("interpreter.fast_interval", i.fast_interval),
+                  ("interpreter.slow_interval", i.slow_interval),
+                  ("camera.interval", config.camera.interval)]
+    key, value = min(((k, v) for k, v in candidates if v is not None), key=lambda kv: kv[1])
+    return float(value), key
+
+
 def ring_slots(config: Config, spec: StackSpec) -> int:
     """How many slots the stack ring gets.
 
@@ -110,11 +123,7 @@ def ring_slots(config: Config, spec: StackSpec) -> int:
             f"analysis.workers, or make stacks smaller ({stack_keys(config)})")
     slots = minimum
     if config.run.save:
-        intervals = [config.camera.interval, config.interpreter.slow_interval,
-                     config.interpreter.fast_interval]
-        if config.interpreter.manual_interval is not None:
-            intervals.append(config.interpreter.manual_interval)
-        fastest = min(intervals)
+        fastest = fastest_interval(config)[0]
         fastest = fastest if fastest > 0 else 1e-3
         slots = max(minimum, math.ceil(ring.buffer_s / fastest))
     cap = ring.max_bytes // per_slot
@@ -296,21 +305,3 @@ def cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-def warn_oversubscribed(config: Config) -> None:
-    """One warning line before anything starts when workers x threads exceed the cores."""
-    a = config.analysis
-    n = cores()
-    threads = a.workers * a.threads_per_worker
-    if threads <= n:
-        return
-    cost = ""
-    if a.workers > n:
-        cost = (f"; starting and stopping {a.workers} worker processes costs about "
-                f"{WORKER_CPU_S * a.workers:.0f} CPU-s ({WORKER_CPU_S:g} each), about "
-                f"{WORKER_CPU_S * a.workers / n:.0f} s here")
-    log.warning(
-        "analysis.workers x analysis.threads_per_worker = %d x %d = %d compute threads on %d "
-        "core(s): analysis cannot go faster than the cores allow%s (`rt-eda bench` measures "
-        "the best split)", a.workers, a.threads_per_worker, threads, n, cost)

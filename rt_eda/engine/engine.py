@@ -52,6 +52,7 @@ from rt_eda.core.messages import (
 from rt_eda.core.process import RoleChannels
 from rt_eda.core.queues import MessageQueue, StopEvent
 from rt_eda.engine.budget import WORKER_CPU_S, cores, output_ring_slots, ring_slots
+from rt_eda.engine.capacity import CapacitySummary, check_capacity
 from rt_eda.engine.outputs import WrittenOutputs
 from rt_eda.engine.preflight import check_memory, check_stack, preflight
 from rt_eda.engine.status import Status, StatusMark, status_now
@@ -111,6 +112,7 @@ class Engine:
         self._signals = 0
         self._may_interrupt = False  # a second Ctrl-C may raise KeyboardInterrupt now
         self._worker: Worker | None = None  # made in preflight, to check the model
+        self._capacity: CapacitySummary | None = None  # once the stack is known
         self._spec: StackSpec | None = None
         self._ring: StackRing | None = None
         self._out_ring: StackRing | None = None
@@ -137,7 +139,7 @@ class Engine:
         with self._signal_handlers():
             try:
                 with self._interruptible():
-                    self._worker = preflight(self.config, self._cancelled)
+                    self._worker, self._capacity = preflight(self.config, self._cancelled)
             except (ConfigError, ModelError) as exc:
                 self._state.error(str(exc))
                 log.debug("bad input: %s", exc)  # the CLI prints self.errors, once
@@ -254,6 +256,8 @@ class Engine:
             with self._interruptible():
                 assert self._worker is not None
                 check_stack(self.config, self._worker, spec, self._cancelled)
+                if self._capacity is None:  # a camera: its stack is known only now
+                    self._capacity = check_capacity(self.config, spec)
         except (ConfigError, ModelError) as exc:
             self._state.error(str(exc))
             log.debug("bad input: %s", exc)  # the CLI prints self.errors, once
@@ -418,7 +422,7 @@ class Engine:
             ring_slots=self._ring.n_slots if self._ring else 0, spec=self._spec,
             worker_restarts=sup.restarts, watchdog_kills=sup.watchdog_kills,
             viewer_exits=sup.viewer_exits, viewer_last_error=sup.viewer_last_error,
-            frames_salvaged=self._salvaged,
+            frames_salvaged=self._salvaged, capacity=self._capacity,
         ))
         if summary["frames_lost"] and not state.fault:
             state.fail(f"{summary['frames_lost']} frame(s) lost: not put in the ring (it was "

@@ -6,10 +6,10 @@
     (preflight)            known, and when the source knows its stack before it opens (the
                            synthetic source): the model fits the stack, the run fits in
                            memory, the worker runs once on the real input shape (a probe
-                           process); the run folder created last, then the threads-over-cores
-                           warning
-    once a camera opened   the same fit, memory and probe checks on the camera's own stack
-    (check_stack)
+                           process), the run fits the disk and the cores (:mod:`.capacity`:
+                           warned, or refused with run.strict); the run folder created last
+    once a camera opened   the same fit, memory, probe and capacity checks on the camera's
+    (check_stack)          own stack
     once workers are up    the network-image ring fits too (check_memory with its spec)
 
 Every refusal is a :class:`~rt_eda.core.errors.ConfigError` or
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, SourceError
-from rt_eda.engine.budget import check_fits, plan, warn_oversubscribed
+from rt_eda.engine.budget import check_fits, plan
+from rt_eda.engine.capacity import CapacitySummary, check_capacity
 from rt_eda.shm import StackSpec, sweep_stale_blocks
 
 if TYPE_CHECKING:
@@ -33,10 +34,12 @@ if TYPE_CHECKING:
 __all__ = ["check_memory", "check_stack", "preflight"]
 
 
-def preflight(config: Config, cancelled: Callable[[], bool]) -> Worker:
+def preflight(config: Config, cancelled: Callable[[], bool]
+              ) -> tuple[Worker, CapacitySummary | None]:
     """Everything that can be checked before a process starts (see the module docstring);
-    returns the worker, made to check models against stacks. ``cancelled`` ends a probe
-    early (a Ctrl-C)."""
+    returns the worker, made to check models against stacks, and the capacity check (None
+    when the stack is known only once the camera opened). ``cancelled`` ends a probe early
+    (a Ctrl-C)."""
     from rt_eda.engine.outputs import check_output_paths
     from rt_eda.sources import make_source
     from rt_eda.workers import worker_settings
@@ -57,14 +60,15 @@ def preflight(config: Config, cancelled: Callable[[], bool]) -> Worker:
     except SourceError:
         spec = None
     worker = workers[name](worker_settings(config))
+    capacity = None
     if isinstance(spec, StackSpec):
         check_stack(config, worker, spec, cancelled)
+        capacity = check_capacity(config, spec)  # last but one: a run refused says only why
     if config.run.save:  # last: a folder is created only for a run that starts
         from rt_eda.storage.recording import prepare_save_dir
 
         prepare_save_dir(config.run.save)
-    warn_oversubscribed(config)  # last: a run refused says only why
-    return worker
+    return worker, capacity
 
 
 def check_stack(config: Config, worker: Worker, spec: StackSpec,

@@ -46,6 +46,7 @@ from rt_eda.core.messages import (
 )
 from rt_eda.core.runfolder import count_frame_rows
 from rt_eda.core.stats import Percentiles
+from rt_eda.engine.capacity import CapacitySummary, not_checked
 from rt_eda.shm import RingStatistics, StackSpec
 
 __all__ = [
@@ -158,6 +159,7 @@ class RunSummary(TypedDict):
     viewer_exits: int
     viewer_last_error: str
     save: str | None
+    capacity: CapacitySummary
 
 
 @dataclass
@@ -230,6 +232,7 @@ class RunFacts:
     viewer_exits: int
     viewer_last_error: str
     frames_salvaged: int
+    capacity: CapacitySummary | None = None
 
 
 def _sum_times(workers: list[WorkerStatistics]) -> dict[str, float]:
@@ -353,6 +356,7 @@ def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunS
         viewer_exits=facts.viewer_exits,
         viewer_last_error=facts.viewer_last_error,
         save=config.run.save,
+        capacity=facts.capacity if facts.capacity is not None else not_checked(),
     )
 
 

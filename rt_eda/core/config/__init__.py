@@ -13,7 +13,7 @@ A configuration is a frozen tree of pydantic models, one per TOML section::
                          min_fast_frames, manual_interval, max_nonfinite_in_a_row
     [writer]             format, save_network_images
     [viewer]             enabled, max_fps
-    [run]                duration, save, summary, verify, profile, debug
+    [run]                duration, save, summary, verify, profile, debug, strict
 
 Guarantees
 ----------

@@ -327,6 +327,9 @@ class RunConfig(Section):
     verify: bool = key_field(False, "true or false (workers check frame stamps)")
     profile: str | None = key_field(None, "a path for profiling output, or unset")
     debug: bool = key_field(False, "true or false")
+    strict: bool = key_field(
+        False, "true or false (refuse a run that exceeds the disk or cores measured)"
+    )
 
     @field_validator("save", "summary", "profile")
     @classmethod
