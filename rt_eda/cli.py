@@ -67,6 +67,9 @@ def _run_parser(sub: Any) -> None:
                    help="TOML configuration (or an original plugin settings.json)")
     p.add_argument("--source", metavar="SPEC",
                    help="synthetic | mm-demo | mmconfig:PATH | replay:PATH")
+    p.add_argument("--plan", metavar="FILE",
+                   help="acquisition plan: a useq-schema MDASequence (YAML or JSON) with "
+                        "stage positions, channels and z (camera.plan)")
     p.add_argument("--worker", metavar="NAME", help="worker class (see `rt-eda workers`)")
     p.add_argument("--model", metavar="PATH", help="Keras model (.keras or .h5)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes")
@@ -108,7 +111,8 @@ def _parse_value(text: str) -> object:
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     o: dict[str, object] = {}
     simple = {
-        "source": "camera.source", "worker": "analysis.worker", "model": "analysis.model",
+        "source": "camera.source", "plan": "camera.plan",
+        "worker": "analysis.worker", "model": "analysis.model",
         "workers": "analysis.workers", "threads_per_worker": "analysis.threads_per_worker",
         "interpreter": "interpreter.kind", "duration": "run.duration", "save": "run.save",
         "summary": "run.summary", "viewer": "viewer.enabled", "verify": "run.verify",

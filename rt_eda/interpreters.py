@@ -55,10 +55,21 @@ once the event is known.)
 The original plugin counts fast frames from the result that triggered fast, whatever its
 stack's exposure time; with ``min_fast_frames = 1`` it may therefore switch back on the very
 next result, possibly of a stack exposed before the switch. rt-eda does not.
+
+Positions
+---------
+With an acquisition plan of several stage positions, :class:`PerPosition` keeps one
+interpreter per position (its own state, hysteresis, ``min_fast_frames`` count and
+ordering: a result is acted on only when it is newer than the newest of *its* position), so
+an event at one position speeds up that position alone. Every command it returns names its
+position (``Command.position``); a control applies to every position. With one position it
+is exactly the one interpreter.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import time
@@ -68,10 +79,12 @@ from typing import Protocol, runtime_checkable
 from rt_eda.core.config import Config, InterpreterConfig
 from rt_eda.core.errors import ConfigError
 from rt_eda.core.messages import (
+    ALL_POSITIONS,
     Command,
     ControlMessage,
     InterpreterState,
     InterpreterStatistics,
+    PositionDecisions,
     Result,
 )
 
@@ -81,6 +94,7 @@ __all__ = [
     "InterpreterState",
     "InterpreterStatistics",
     "ManualInterpreter",
+    "PerPosition",
     "make_interpreter",
 ]
 
@@ -439,3 +453,142 @@ def make_interpreter(config: Config, *, clock: Callable[[], float] = time.monoto
     if interval is None:
         interval = config.camera.interval
     return ManualInterpreter(settings, interval, clock=clock)
+
+
+class PerPosition:
+    """One interpreter per stage position (see "Positions" in the module docstring).
+
+    Parameters
+    ----------
+    template
+        A fresh interpreter (no result seen yet): every position starts as a copy of it.
+    positions
+        How many positions the acquisition has (a result of a position beyond them gets an
+        interpreter of its own too, made from the template).
+
+    Notes
+    -----
+    Not thread-safe (the interpreter role's one thread drives it). Non-finite decisions are
+    counted by the position's interpreter; the streak that makes the detector *broken*
+    (``interpreter.max_nonfinite_in_a_row``) is counted across every position, since one
+    model analyses them all.
+    """
+
+    def __init__(self, template: Interpreter, positions: int = 1) -> None:
+        self._template = template
+        self._interps = [copy.deepcopy(template) for _ in range(max(1, positions))]
+        self._nonfinite_run = 0
+        self._last_nonfinite: Result | None = None
+        limit = getattr(getattr(template, "settings", None), "max_nonfinite_in_a_row", 0)
+        self._limit = int(limit)
+
+    @property
+    def positions(self) -> int:
+        """Positions with an interpreter."""
+        return len(self._interps)
+
+    def _of(self, position: int) -> Interpreter:
+        while position >= len(self._interps):
+            self._interps.append(copy.deepcopy(self._template))
+        return self._interps[position]
+
+    def start(self) -> Command:
+        """The initial interval, announced for every position (:data:`ALL_POSITIONS`)."""
+        cmd = self._template.start()
+        return dataclasses.replace(cmd, position=ALL_POSITIONS, fast=self._fast(self._template))
+
+    @staticmethod
+    def _fast(interp: Interpreter) -> bool:
+        return interp.statistics().state is InterpreterState.FAST
+
+    def on_result(self, result: Result) -> Command | None:
+        """Act on one result at its position; a Command (naming the position) when that
+        position's interval changes."""
+        position = max(0, result.position)
+        interp = self._of(position)
+        if math.isfinite(result.decision):
+            self._nonfinite_run = 0
+        else:
+            self._nonfinite_run += 1
+            self._last_nonfinite = result
+        cmd = interp.on_result(result)
+        if cmd is None:
+            return None
+        return dataclasses.replace(cmd, position=position, fast=self._fast(interp))
+
+    def on_control(self, msg: ControlMessage) -> list[Command]:
+        """Apply a run-time change to every position; the commands it causes, one per
+        position whose interval changed.
+
+        Raises
+        ------
+        ConfigError
+            The change is refused (nothing is changed at any position: the first position
+            checks it before the others take it).
+        """
+        commands = []
+        self._template.on_control(msg)  # refuses a bad change before any position takes it
+        for position, interp in enumerate(self._interps):
+            cmd = interp.on_control(msg)
+            if cmd is not None:
+                commands.append(dataclasses.replace(cmd, position=position,
+                                                    fast=self._fast(interp)))
+        return commands
+
+    def state(self, position: int) -> tuple[float, bool]:
+        """The interval in force at ``position`` and whether it is in its fast state."""
+        s = self._of(max(0, position)).statistics()
+        return s.current_interval, s.state is InterpreterState.FAST
+
+    def statistics(self) -> InterpreterStatistics:
+        """Every position's counters added up; the interval of position 0 with one
+        position, else the shortest in force; FAST when any position is."""
+        stats = [i.statistics() for i in self._interps]
+        if len(stats) == 1:
+            one = stats[0]
+            return dataclasses.replace(one, nonfinite_in_a_row=self._nonfinite_run)
+        fast = any(s.state is InterpreterState.FAST for s in stats)
+        state = InterpreterState.FAST if fast else stats[0].state
+        if state is InterpreterState.FAST and stats[0].state is InterpreterState.MANUAL:
+            state = InterpreterState.MANUAL
+        return InterpreterStatistics(
+            decisions=sum(s.decisions for s in stats),
+            results_dropped_out_of_order=sum(s.results_dropped_out_of_order for s in stats),
+            interval_switches=sum(s.interval_switches for s in stats),
+            current_interval=min(s.current_interval for s in stats),
+            state=state,
+            fast_frames=sum(s.fast_frames for s in stats),
+            results_ignored_paused=sum(s.results_ignored_paused for s in stats),
+            paused=any(s.paused for s in stats),
+            newest_seq=max(s.newest_seq for s in stats),
+            nonfinite_decisions=sum(s.nonfinite_decisions for s in stats),
+            nonfinite_in_a_row=self._nonfinite_run,
+        )
+
+    def position_statistics(self) -> tuple[PositionDecisions, ...]:
+        """Each position's share of the counters, its state and interval."""
+        out = []
+        for position, interp in enumerate(self._interps):
+            s = interp.statistics()
+            out.append(PositionDecisions(
+                position=position, decisions=s.decisions,
+                results_dropped_out_of_order=s.results_dropped_out_of_order,
+                results_ignored_paused=s.results_ignored_paused,
+                interval_switches=s.interval_switches,
+                nonfinite_decisions=s.nonfinite_decisions, state=s.state,
+                current_interval=s.current_interval,
+            ))
+        return tuple(out)
+
+    def broken(self) -> str | None:
+        """Why the detector is broken: ``max_nonfinite_in_a_row`` non-finite decisions in a
+        row, across every position (None while it is not)."""
+        if self._limit <= 0 or self._nonfinite_run < self._limit:
+            return None
+        last = self._last_nonfinite
+        assert last is not None
+        return (
+            f"the detector is broken: {self._nonfinite_run} non-finite decisions in a row "
+            f"(last: {last.decision} from worker {last.worker}, stack {last.seq}); "
+            f"interpreter.max_nonfinite_in_a_row = {self._limit}"
+        )

@@ -28,9 +28,10 @@ __all__ = ["TRACE_FIELDS", "DecisionTrace"]
 
 TRACE_FIELDS = (
     "seq", "t_exposure", "t_decided", "decision", "interval_s", "fast", "worker", "kind",
+    "position",
 )
 """Columns of a trace record. ``kind``: 0 a result, 1 an interval change
-(``rt_eda.core.messages.TraceKind``)."""
+(``rt_eda.core.messages.TraceKind``); ``position``: the stage position (-1: every one)."""
 
 _MAGIC = 0x5254_4544_4154_5243  # "RTEDATRC"
 _HEADER = 8  # words: magic, capacity, fields, count, spare

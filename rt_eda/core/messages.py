@@ -41,6 +41,7 @@ from rt_eda.core.stats import Percentiles
 from rt_eda.shm import TRACE_FIELDS, StackSpec
 
 __all__ = [
+    "ALL_POSITIONS",
     "BAD_INPUT_ERRORS",
     "CameraControl",
     "CameraControlKind",
@@ -61,12 +62,16 @@ __all__ = [
     "InterpreterStatistics",
     "InterpreterStatus",
     "LostTimepoint",
+    "PositionAcquisition",
+    "PositionDecisions",
+    "PositionOutcome",
     "Result",
     "ResultsMessage",
     "RoleEvent",
     "RoleEventKind",
     "RoleName",
     "RolePayload",
+    "SchedulerStatistics",
     "Stopped",
     "TraceKind",
     "WorkerReady",
@@ -111,11 +116,18 @@ BAD_INPUT_ERRORS: Final = (ConfigError, ModelError, SourceError)
 """Exceptions that say the input is wrong (configuration, model, source), not the run."""
 
 
+ALL_POSITIONS: Final = -1
+"""``Command.position`` of a command for every position (the start announcement, a
+control that changes every position's interval)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CameraReady:
-    """The camera opened its source: every stack will have this shape."""
+    """The camera opened its source: every stack will have this shape; stacks come from
+    ``positions`` stage positions (0 .. positions - 1; 1 without a plan)."""
 
     spec: StackSpec
+    positions: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +247,12 @@ class CameraStatistics:
     source
         The source's own counters (:meth:`rt_eda.sources.Source.statistics`; keys depend on
         the source).
+    positions
+        One record per position: what was acquired there and, where the source knows its
+        ground truth, the outcome (events caught, delay, light dose).
+    scheduler
+        The scheduler's figures of a multi-position run (None with one position: the
+        source's own clock paces it).
     """
 
     timepoints: int
@@ -253,6 +271,106 @@ class CameraStatistics:
     commands_applied: int
     times: CameraTimes
     source: Mapping[str, float] = field(default_factory=dict)
+    positions: tuple[PositionAcquisition, ...] = ()
+    scheduler: SchedulerStatistics | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PositionOutcome:
+    """What one position's ground truth says about its acquisition (the camera computes it
+    at its end, :func:`rt_eda.core.outcome.position_outcome`).
+
+    Attributes
+    ----------
+    events
+        Ground-truth events that began and ended within the acquisition.
+    events_detected
+        Of those, the events during which the position was imaged at the fast interval.
+    detection_delays_s
+        For each detected event: its onset to the first fast exposure of it.
+    event_time_s, event_time_fast_s
+        The events' summed duration, and the part of it the position was imaged fast.
+    frames, frames_always_fast
+        Frames acquired at the position, and what an always-fast acquisition of the same
+        span would have taken (the light dose, at one exposure per frame).
+    """
+
+    events: int
+    events_detected: int
+    detection_delays_s: tuple[float, ...]
+    event_time_s: float
+    event_time_fast_s: float
+    frames: int
+    frames_always_fast: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionAcquisition:
+    """What the camera acquired at one position (see :class:`CameraStatistics`).
+
+    ``timepoints``: stacks taken there (published or lost); ``fast_timepoints``: of them,
+    taken at the fast interval; ``lateness_ms``: each visit's exposure after the time it
+    was due (``interval`` after the previous one); ``delayed``: visits the overload policy
+    put behind a fast position; ``max_gap_s``: the longest time between two visits;
+    ``outcome``: None when the source has no ground truth.
+    """
+
+    position: int
+    name: str
+    timepoints: int
+    stacks_published: int
+    frames_acquired: int
+    fast_timepoints: int
+    lateness_ms: Percentiles
+    delayed: int
+    max_gap_s: float
+    outcome: PositionOutcome | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatistics:
+    """How the camera visited the positions of a plan (:mod:`rt_eda.sources.scheduler`).
+
+    Attributes
+    ----------
+    policy
+        The overload policy, in words.
+    visits, moves
+        Stacks taken; stage moves between positions.
+    move_ms, settle_ms
+        Each move's time (the stage's own, measured), and the settling waited after it.
+    timing_error_ms
+        ``|exposure - planned|`` of every visit: how precisely the camera kept to the time
+        the scheduler planned for it (the pacing and the move-time estimate).
+    lateness_ms
+        Exposure after the time the visit was *due* (its interval after the previous one):
+        the planned time's own delay when visits collide or the stage is overloaded.
+    demand_max
+        The largest stage demand seen: the sum over positions of (stack + move) time per
+        interval; above 1 the hardware cannot deliver what the intervals ask.
+    overload_s
+        Seconds during which the demand was above 1.
+    fast_first
+        Times the policy served a fast position before a slow one that was due earlier.
+    slow_delayed
+        Visits of slow positions that the policy delayed; ``slow_delay_ms`` by how much.
+    aged
+        Slow positions served first because they had waited a whole interval (no starvation).
+    """
+
+    policy: str
+    visits: int
+    moves: int
+    move_ms: Percentiles
+    settle_ms: Percentiles
+    timing_error_ms: Percentiles
+    lateness_ms: Percentiles
+    demand_max: float
+    overload_s: float
+    fast_first: int
+    slow_delayed: int
+    slow_delay_ms: Percentiles
+    aged: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,9 +461,10 @@ class InterpreterStatistics:
 class Result:
     """One analysed stack (or time window), sent by a worker to the interpreter.
 
-    ``seq`` is the sequence number of the newest stack analysed. All ``t_*`` fields are
-    monotonic seconds: exposure of the stack's first frame, publication in the ring, claim by
-    the worker, end of analysis; ``t_*_s`` the seconds the worker's three hooks took.
+    ``seq`` is the sequence number of the newest stack analysed, ``position`` the stage
+    position it was acquired at. All ``t_*`` fields are monotonic seconds: exposure of the
+    stack's first frame, publication in the ring, claim by the worker, end of analysis;
+    ``t_*_s`` the seconds the worker's three hooks took.
     """
 
     seq: int
@@ -359,6 +478,7 @@ class Result:
     t_prepare_s: float = 0.0
     t_infer_s: float = 0.0
     t_post_s: float = 0.0
+    position: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,14 +487,18 @@ class Command:
 
     ``interval_s`` is the new interval between timepoints (0 = free-run); ``after_seq`` the
     sequence number of the stack whose result triggered it (-1: the start announcement, the
-    interval acquisition starts at); ``t_decided`` when it was decided. The camera applies it
-    at the next timepoint.
+    interval acquisition starts at); ``t_decided`` when it was decided. ``position`` is the
+    stage position it applies to (:data:`ALL_POSITIONS`: every one); ``fast``: the
+    interpreter's state it leaves at that position (the fast interval). The camera applies
+    it at that position's next timepoint.
     """
 
     interval_s: float
     reason: str
     after_seq: int
     t_decided: float
+    position: int = ALL_POSITIONS
+    fast: bool = False
 
 
 class CameraControlKind(StrEnum):
@@ -455,7 +579,7 @@ class TraceKind:
 
 
 if TRACE_FIELDS != ("seq", "t_exposure", "t_decided", "decision", "interval_s", "fast",
-                    "worker", "kind"):  # the order trace_row() below writes them in
+                    "worker", "kind", "position"):  # the order trace_row() below writes them in
     raise ImportError(f"rt_eda.shm.TRACE_FIELDS changed ({TRACE_FIELDS}): update trace_row()")
 
 
@@ -471,7 +595,7 @@ class IntervalChange:
         order)."""
         c = self.command
         return (c.after_seq, 0.0, c.t_decided, math.nan, c.interval_s, float(self.fast), 0,
-                TraceKind.INTERVAL_CHANGE)
+                TraceKind.INTERVAL_CHANGE, c.position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,12 +605,12 @@ class DecisionRecord:
     Attributes
     ----------
     result
-        The worker's result.
+        The worker's result (its ``position`` is the record's).
     t_decided
         When the interpreter received it (monotonic s).
     interval_s, fast
-        The interval in force and whether the interpreter was in its fast state, once the
-        result was acted on.
+        The interval in force at the result's position and whether the interpreter was in
+        its fast state there, once the result was acted on.
     change
         The interval change the result caused, or None.
     """
@@ -502,7 +626,7 @@ class DecisionRecord:
         order); the change, if any, is a row of its own (:meth:`IntervalChange.trace_row`)."""
         r = self.result
         return (r.seq, r.t_exposure, self.t_decided, r.decision, self.interval_s,
-                float(self.fast), r.worker, TraceKind.RESULT)
+                float(self.fast), r.worker, TraceKind.RESULT, r.position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -565,6 +689,9 @@ class InterpreterReport:
         Every control received, applied or refused.
     handle_s
         Seconds spent handling messages.
+    positions
+        Each position's decisions (one entry per position that had a result; the summary
+        fills in the others).
     """
 
     statistics: InterpreterStatistics | None
@@ -574,6 +701,23 @@ class InterpreterReport:
     interval_changes: tuple[IntervalChange, ...]
     controls: tuple[ControlRecord, ...]
     handle_s: float
+    positions: tuple[PositionDecisions, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PositionDecisions:
+    """One position's share of the interpreter's counters (it keeps one state per
+    position): results acted on, dropped as not newer than that position's newest, interval
+    switches, non-finite decisions, and the state and interval it ended in."""
+
+    position: int
+    decisions: int
+    results_dropped_out_of_order: int
+    results_ignored_paused: int
+    interval_switches: int
+    nonfinite_decisions: int
+    state: InterpreterState
+    current_interval: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,9 +72,18 @@ def stack_keys(config: Config) -> str:
     return "the camera's ROI or binning, camera.channels or camera.z_positions"
 
 
+def _positions(config: Config) -> int:
+    """The plan's positions (1 without a plan)."""
+    from rt_eda.core.plan import plan_positions
+
+    return plan_positions(config.camera.plan)
+
+
 def _minimum_slots(config: Config) -> int:
+    """A claim per worker, a time window (and a newest stack waiting) per position, room
+    to publish."""
     a = config.analysis
-    return a.workers + a.n_timepoints + 3
+    return a.workers + _positions(config) * a.n_timepoints + 3
 
 
 def fastest_interval(config: Config) -> tuple[float, str]:
@@ -118,14 +127,20 @@ def ring_slots(config: Config, spec: StackSpec) -> int:
     if minimum * per_slot > ring.max_bytes:
         raise ConfigError(
             f"ring.max_bytes: the stack ring needs at least {minimum} slots (analysis.workers "
-            f"+ analysis.n_timepoints + 3) of {_size(per_slot)}, {_size(minimum * per_slot)}; "
+            f"+ positions x analysis.n_timepoints + 3) of {_size(per_slot)}, "
+            f"{_size(minimum * per_slot)}; "
             f"ring.max_bytes is {_size(ring.max_bytes)}: raise ring.max_bytes, lower "
             f"analysis.workers, or make stacks smaller ({stack_keys(config)})")
     slots = minimum
     if config.run.save:
         fastest = fastest_interval(config)[0]
         fastest = fastest if fastest > 0 else 1e-3
-        slots = max(minimum, math.ceil(ring.buffer_s / fastest))
+        rate = 1.0 / fastest
+        positions = _positions(config)
+        if positions > 1:  # every position at the fastest interval, as the stage allows
+            stack_s = spec.frames * config.camera.exposure_ms / 1000.0
+            rate = min(positions * rate, 1.0 / stack_s) if stack_s > 0 else positions * rate
+        slots = max(minimum, math.ceil(ring.buffer_s * rate))
     cap = ring.max_bytes // per_slot
     return int(min(slots, cap, 4096))
 
@@ -198,9 +213,14 @@ def plan(config: Config, spec: StackSpec, *, keras: bool = False,
         from rt_eda.sources.synthetic import SyntheticSource, open_peak_bytes
 
         source = make_source(config)
-        assert isinstance(source, SyntheticSource)
-        peak = open_peak_bytes(source.settings)
-        allocs.append(Allocation("synthetic renderer (base images and noise bank)", peak,
+        fields = [source] if isinstance(source, SyntheticSource) else list(
+            getattr(source, "fields", ()))
+        # One renderer per plan position, made one after the other: each keeps less than
+        # its peak, so the sum of the peaks bounds them.
+        peak = sum(open_peak_bytes(f.settings) for f in fields)
+        what = "synthetic renderer" if len(fields) == 1 else (
+            f"synthetic renderers ({len(fields)} plan positions)")
+        allocs.append(Allocation(f"{what} (base images and noise bank)", peak,
                                  stack_keys(config), per_process=peak))
     roles = 2 + (1 if config.run.save else 0)  # camera, interpreter, writer
     own = roles * ROLE_BYTES + a.workers * (KERAS_WORKER_BYTES if keras else ROLE_BYTES)

@@ -214,7 +214,7 @@ class Engine:
             if not self._check_model(spec):
                 return
             slots = ring_slots(cfg, spec)
-            self._ring = StackRing.create(spec, slots)
+            self._ring = StackRing.create(spec, slots, positions=ready.positions)
             log.info("ring %s: %d slots of %s %s (%.1f MiB)", self._ring.name, slots,
                      spec.shape, spec.dtype, slots * spec.nbytes / 2**20)
             self._trace = DecisionTrace.create()
@@ -300,7 +300,8 @@ class Engine:
             out_spec = StackSpec(1, 1, int(shape[0]), int(shape[1]), "float32")
             check_memory(self.config, self._worker, spec, network_image=out_spec)
             slots = output_ring_slots(self.config, spec, out_spec)
-            self._out_ring = StackRing.create(out_spec, slots)
+            positions = self._ring.positions if self._ring is not None else 1
+            self._out_ring = StackRing.create(out_spec, slots, positions=positions)
             log.info("output ring %s: %d slots of %dx%d float32 network images",
                      self._out_ring.name, slots, out_spec.height, out_spec.width)
             sup = self._supervisor
@@ -423,6 +424,7 @@ class Engine:
             worker_restarts=sup.restarts, watchdog_kills=sup.watchdog_kills,
             viewer_exits=sup.viewer_exits, viewer_last_error=sup.viewer_last_error,
             frames_salvaged=self._salvaged, capacity=self._capacity,
+            ring_positions=self._ring.position_statistics() if self._ring else (),
         ))
         if summary["frames_lost"] and not state.fault:
             state.fail(f"{summary['frames_lost']} frame(s) lost: not put in the ring (it was "

@@ -37,24 +37,30 @@ from rt_eda.core.messages import (
     CameraStatus,
     InterpreterReport,
     InterpreterStatus,
+    PositionAcquisition,
+    PositionDecisions,
     RoleEvent,
     RoleEventKind,
     RoleName,
+    SchedulerStatistics,
     WorkerStatistics,
     WorkerTimes,
     WriterStatistics,
 )
+from rt_eda.core.outcome import EdaSummary, summarize
 from rt_eda.core.runfolder import count_frame_rows
 from rt_eda.core.stats import Percentiles
 from rt_eda.engine.capacity import CapacitySummary, not_checked
-from rt_eda.shm import RingStatistics, StackSpec
+from rt_eda.shm import PositionStatistics, RingStatistics, StackSpec
 
 __all__ = [
     "LatencySummary",
     "PercentileSummary",
+    "PositionSummary",
     "RoleReports",
     "RunFacts",
     "RunSummary",
+    "SchedulerSummary",
     "build_summary",
     "profile",
     "write_profile",
@@ -100,6 +106,64 @@ class IntervalChangeSummary(TypedDict):
     reason: str
     after_seq: int
     t_decided: float
+
+
+class PositionSummary(TypedDict):
+    """One stage position of the run (``positions``; a run without a plan has one).
+
+    The ring's counts of its stacks (``stacks_published == stacks_analysed +
+    stacks_skipped + stacks_failed`` holds per position as for the run), its interpreter's
+    decisions and switches, what the camera took there (``fast_timepoints``: at the fast
+    interval; ``lateness_ms``: exposure after due; ``delayed``: visits the overload policy
+    put behind a fast position; ``max_gap_s``: the longest wait between two of its stacks),
+    and its outcome against ground truth (``eda``; None without ground truth).
+    """
+
+    index: int
+    name: str
+    stacks_published: int
+    stacks_analysed: int
+    stacks_skipped: int
+    stacks_failed: int
+    decisions: int
+    interval_switches: int
+    results_dropped_out_of_order: int
+    timepoints: int
+    fast_timepoints: int
+    frames_acquired: int
+    lateness_ms: PercentileSummary
+    delayed: int
+    max_gap_s: float
+    eda: EdaSummary | None
+
+
+class SchedulerSummary(TypedDict):
+    """How the camera visited a plan's positions (:mod:`rt_eda.sources.scheduler`).
+
+    ``timing_error_ms``: each stack's exposure against the time the scheduler planned it for;
+    ``lateness_ms``: against the time it was due. ``demand_max`` above 1 (the intervals ask
+    for more stage time than there is) makes the run ``overloaded``: ``overload_s`` seconds
+    of it, ``slow_delayed`` visits of slow positions delayed (by ``slow_delay_ms``) for fast
+    ones, ``fast_first`` choices of a fast position over an earlier-due slow one, ``aged``
+    slow positions served first after waiting a whole interval. ``starved``: positions not
+    imaged for more than three slow intervals at a time (or never).
+    """
+
+    policy: str
+    visits: int
+    moves: int
+    move_ms: PercentileSummary
+    settle_ms: PercentileSummary
+    timing_error_ms: PercentileSummary
+    lateness_ms: PercentileSummary
+    demand_max: float
+    overloaded: bool
+    overload_s: float
+    fast_first: int
+    slow_delayed: int
+    slow_delay_ms: PercentileSummary
+    aged: int
+    starved: list[int]
 
 
 class RunSummary(TypedDict):
@@ -160,6 +224,11 @@ class RunSummary(TypedDict):
     viewer_last_error: str
     save: str | None
     capacity: CapacitySummary
+    # Positions and outcome (issue 15): one entry per position; the outcome against ground
+    # truth (None without one); the scheduler of a plan (None without one).
+    positions: list[PositionSummary]
+    eda: EdaSummary | None
+    scheduler: SchedulerSummary | None
 
 
 @dataclass
@@ -233,6 +302,66 @@ class RunFacts:
     viewer_last_error: str
     frames_salvaged: int
     capacity: CapacitySummary | None = None
+    ring_positions: tuple[PositionStatistics, ...] = ()
+
+
+def _pct(p: Percentiles) -> PercentileSummary:
+    return PercentileSummary(p50=p.p50, p99=p.p99, max=p.max)
+
+
+def _positions(config: Config, cam: CameraStatistics | None,
+               interp: InterpreterReport | None,
+               ring: tuple[PositionStatistics, ...]) -> list[PositionSummary]:
+    """One entry per position, from the ring's, the interpreter's and the camera's records
+    (whichever know it: a role that never reported leaves its figures at 0)."""
+    acquired: dict[int, PositionAcquisition] = {a.position: a for a in
+                                                (cam.positions if cam is not None else ())}
+    decided: dict[int, PositionDecisions] = {d.position: d for d in
+                                             (interp.positions if interp is not None else ())}
+    counted = {r.position: r for r in ring}
+    n = max([1, *(k + 1 for k in (*acquired, *decided, *counted))])
+    empty = Percentiles()
+    out = []
+    for p in range(n):
+        a, d, r = acquired.get(p), decided.get(p), counted.get(p)
+        outcome = a.outcome if a is not None else None
+        out.append(PositionSummary(
+            index=p, name=a.name if a is not None else f"p{p}",
+            stacks_published=r.published if r else 0,
+            stacks_analysed=r.completed if r else 0,
+            stacks_skipped=(r.skipped + r.recovered) if r else 0,
+            stacks_failed=r.failed if r else 0,
+            decisions=d.decisions if d else 0,
+            interval_switches=d.interval_switches if d else 0,
+            results_dropped_out_of_order=d.results_dropped_out_of_order if d else 0,
+            timepoints=a.timepoints if a else 0,
+            fast_timepoints=a.fast_timepoints if a else 0,
+            frames_acquired=a.frames_acquired if a else 0,
+            lateness_ms=_pct(a.lateness_ms if a else empty),
+            delayed=a.delayed if a else 0,
+            max_gap_s=a.max_gap_s if a else 0.0,
+            eda=summarize([outcome]) if outcome is not None else None,
+        ))
+    return out
+
+
+def _scheduler(config: Config, sched: SchedulerStatistics | None,
+               positions: list[PositionSummary]) -> SchedulerSummary | None:
+    if sched is None:
+        return None
+    limit = 3 * config.interpreter.slow_interval
+    starved = [p["index"] for p in positions
+               if p["timepoints"] == 0 or (limit > 0 and p["max_gap_s"] > limit)]
+    return SchedulerSummary(
+        policy=sched.policy, visits=sched.visits, moves=sched.moves,
+        move_ms=_pct(sched.move_ms), settle_ms=_pct(sched.settle_ms),
+        timing_error_ms=_pct(sched.timing_error_ms), lateness_ms=_pct(sched.lateness_ms),
+        demand_max=sched.demand_max,
+        overloaded=sched.overload_s > 0 or sched.slow_delayed > 0,
+        overload_s=sched.overload_s, fast_first=sched.fast_first,
+        slow_delayed=sched.slow_delayed, slow_delay_ms=_pct(sched.slow_delay_ms),
+        aged=sched.aged, starved=starved,
+    )
 
 
 def _sum_times(workers: list[WorkerStatistics]) -> dict[str, float]:
@@ -288,6 +417,9 @@ def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunS
         return PercentileSummary(p50=p.p50, p99=p.p99, max=p.max)
 
     workers = reports.workers
+    positions = _positions(config, cam, interp, facts.ring_positions)
+    outcomes = [a.outcome for a in (cam.positions if cam is not None else ())
+                if a.outcome is not None]
     return RunSummary(
         frames_acquired=frames_acquired,
         stacks_published=rs.published if rs is not None else 0,
@@ -357,6 +489,9 @@ def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunS
         viewer_last_error=facts.viewer_last_error,
         save=config.run.save,
         capacity=facts.capacity if facts.capacity is not None else not_checked(),
+        positions=positions,
+        eda=summarize(outcomes) if outcomes else None,
+        scheduler=_scheduler(config, cam.scheduler if cam is not None else None, positions),
     )
 
 

@@ -21,6 +21,15 @@ The camera never waits for analysis. When every slot is claimed or pinned (an ov
 timepoint's frames are still read from the source, into a scratch buffer, and counted as
 lost: a camera's own buffer must keep draining.
 
+With an acquisition plan (``camera.plan``) the camera drives a
+:class:`~rt_eda.sources.PositionedSource` through the scheduler
+(:mod:`rt_eda.sources.scheduler`): each position has its own interval (the interpreter's
+commands name their position), the next visit is chosen earliest deadline first with fast
+positions first, the stage is moved there (the move and the settling are timed and
+counted), and every stack is published with its position. What the camera took at each
+position, and (where the source knows its ground truth) how many events it caught, how soon
+and at what light dose (:mod:`rt_eda.core.outcome`), goes into its statistics.
+
 A stop is seen between timepoints (every source's wait for the next one polls it) and between
 the frames of a stack: a stack cut short by the stop is given back unpublished, its frames
 counted in ``frames_abandoned`` (never acquired, never lost), so a run with a long exposure
@@ -34,6 +43,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from array import array
 from collections.abc import Mapping
 
 import numpy as np
@@ -41,6 +51,7 @@ import numpy as np
 from rt_eda.core.config import Config
 from rt_eda.core.errors import RingClosedError, RingOverrunError, RtEdaError
 from rt_eda.core.messages import (
+    ALL_POSITIONS,
     CameraControl,
     CameraControlKind,
     CameraMessage,
@@ -51,15 +62,20 @@ from rt_eda.core.messages import (
     Command,
     Failure,
     LostTimepoint,
+    PositionAcquisition,
+    PositionOutcome,
     RoleEventKind,
     RoleName,
     Stopped,
 )
+from rt_eda.core.outcome import VISIBLE_INTENSITY, position_outcome
 from rt_eda.core.process import RoleChannels, enter_role, report, request_realtime
 from rt_eda.core.queues import Channel, StopFlag
-from rt_eda.core.stats import RecentWindow, Reservoir
-from rt_eda.shm import StackRing
-from rt_eda.sources import Source, make_source
+from rt_eda.core.stats import Percentiles, RecentWindow, Reservoir
+from rt_eda.shm import SlotWriter, StackRing
+from rt_eda.sources import PositionedSource, Source, make_source
+from rt_eda.sources._pacing import wait_until
+from rt_eda.sources.scheduler import Scheduler
 
 __all__ = ["run"]
 
@@ -78,6 +94,28 @@ class _Wake:
 
     def is_set(self) -> bool:
         return bool(self._stop.is_set()) or not self._commands.empty()
+
+
+class _PositionTrack:
+    """What the camera took at one position: counts, and every stack's exposure time, fast
+    flag and interval (the outcome is measured from them at the end)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.timepoints = 0
+        self.published = 0
+        self.frames = 0
+        self.t = array("d")
+        self.fast = array("b")
+        self.interval = array("d")
+
+    def add(self, t_exposure: float, fast: bool, interval: float) -> None:
+        self.t.append(t_exposure)
+        self.fast.append(fast)
+        self.interval.append(interval)
+
+    def visits(self) -> list[tuple[float, bool, float]]:
+        return list(zip(self.t, (bool(f) for f in self.fast), self.interval, strict=True))
 
 
 class _Measures:
@@ -100,6 +138,26 @@ class _Measures:
         self.first_exposure = float("nan")
         self.last_exposure = float("nan")
         self.commands_applied = 0
+        self.positions: list[_PositionTrack] = [_PositionTrack("p0")]
+        self.scheduler: Scheduler | None = None
+        self.outcomes: dict[int, PositionOutcome] = {}
+
+    def position_records(self) -> tuple[PositionAcquisition, ...]:
+        out = []
+        for p, track in enumerate(self.positions):
+            if self.scheduler is not None:
+                _, fast, lateness, delayed, gap = self.scheduler.position_figures(p)
+            else:
+                fast, lateness, delayed = sum(track.fast), Percentiles(), 0
+                gaps = np.diff(np.frombuffer(track.t, dtype=np.float64))
+                gap = float(gaps.max()) if gaps.size else 0.0
+            out.append(PositionAcquisition(
+                position=p, name=track.name, timepoints=track.timepoints,
+                stacks_published=track.published, frames_acquired=track.frames,
+                fast_timepoints=fast, lateness_ms=lateness, delayed=delayed, max_gap_s=gap,
+                outcome=self.outcomes.get(p),
+            ))
+        return tuple(out)
 
     def statistics(self, source: Mapping[str, float]) -> CameraStatistics:
         span = self.last_exposure - self.first_exposure
@@ -120,6 +178,8 @@ class _Measures:
             commands_applied=self.commands_applied,
             times=CameraTimes(self.wait_s, self.read_s, self.publish_s),
             source=dict(source),
+            positions=self.position_records(),
+            scheduler=self.scheduler.statistics() if self.scheduler is not None else None,
         )
 
 
@@ -166,7 +226,9 @@ def run(config: Config, channels: RoleChannels) -> None:
     try:
         source = make_source(config)
         spec = source.open()
-        report(channels, me, 0, RoleEventKind.READY, CameraReady(spec))
+        names = _position_names(source, config)
+        measures.positions = [_PositionTrack(n) for n in names]
+        report(channels, me, 0, RoleEventKind.READY, CameraReady(spec, len(names)))
         announced: list[Command] = []
         attach = _wait_control(channels, CameraControlKind.ATTACH, announced)
         if attach is None:
@@ -178,7 +240,12 @@ def run(config: Config, channels: RoleChannels) -> None:
                 if not announced:
                     raise RtEdaError("camera: told to start before the interpreter announced "
                                      "the interval to start at")
-                ended = _acquire(source, ring, channels, announced[-1].interval_s, measures)
+                first = announced[-1]
+                if config.camera.plan and isinstance(source, PositionedSource):
+                    ended = _acquire_plan(source, ring, channels, first.interval_s, measures,
+                                          config)
+                else:
+                    ended = _acquire(source, ring, channels, first.interval_s, measures)
         finally:
             ring.close()
     except RtEdaError as exc:  # the engine logs and reports it (once)
@@ -194,6 +261,7 @@ def run(config: Config, channels: RoleChannels) -> None:
             try:
                 source.stop()
                 source_stats = source.statistics()
+                measures.outcomes = _outcomes(source, measures, config)
             finally:
                 source.close()
         report(channels, me, 0, RoleEventKind.STATS, measures.statistics(source_stats))
@@ -215,10 +283,12 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
     last_publish = 0.0
     recent_gaps = RecentWindow(4096)  # since the last live status
     next_status = time.monotonic() + _STATUS_PERIOD_S
+    track = stats.positions[0]
+    fast = [False]
     source.start(interval)
     log.info("camera: acquiring %s %s at interval %.4g s", spec.shape, spec.dtype, interval)
     while not channels.stop.is_set():
-        interval = _apply_commands(source, channels.camera, interval, pending, stats)
+        interval = _apply_commands(source, channels.camera, interval, pending, stats, fast)
         t0 = time.perf_counter()
         t_due = source.next_timepoint(wake)
         t1 = time.perf_counter()
@@ -229,6 +299,7 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             continue
         index = stats.timepoints
         stats.timepoints += 1
+        track.timepoints += 1
         try:
             slot = ring.write_slot()
         except RingOverrunError:
@@ -236,13 +307,9 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             if n_read < len(order):
                 stats.frames_abandoned += n_read
                 break
-            stats.overruns += 1
-            stats.frames_lost += len(order)
-            stats.frames_acquired += len(order)
-            if len(stats.lost) < _MAX_LOST_LISTED:
-                stats.lost.append(LostTimepoint(index, t_exp))
-            log.warning("camera: ring full (writer or workers behind): timepoint %d lost",
-                        index)
+            _lost(stats, index, t_exp, len(order))
+            track.frames += len(order)
+            track.add(t_exp, fast[0], interval)
             continue
         except RingClosedError:
             break
@@ -265,6 +332,9 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         t_pub = time.monotonic()
         stats.stacks_published += 1
         stats.frames_acquired += len(order)
+        track.published += 1
+        track.frames += len(order)
+        track.add(t_exp, fast[0], interval)
         if last_exposure is None:
             stats.first_exposure = t_exp
         elif last_interval == interval:
@@ -280,18 +350,210 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
                    CameraStatus(recent_gaps.percentiles().spread, recent_gaps.count))
             recent_gaps.clear()
         stats.last_exposure = t_exp
-        for applied in pending:
-            cmd = applied.command
-            if cmd.after_seq < 0:  # the start announcement is not a decision on a stack
-                continue
-            ms = (t_exp - cmd.t_decided) * 1e3
-            stats.actuation_ms.add(ms)
-            if applied.faster is True:
-                stats.speed_up_ms.add(ms)
-            elif applied.faster is False:
-                stats.slow_down_ms.add(ms)
-        pending.clear()
+        _actuated(pending, t_exp, stats)
     return Stopped()
+
+
+def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChannels,
+                  interval: float, stats: _Measures, config: Config) -> Stopped:
+    """Acquire a plan's positions until the stop (returns ``Stopped()``): the scheduler picks
+    every visit, the source moves there and acquires, each stack is published with its
+    position (see the module docstring)."""
+    spec = ring.spec
+    order = list(source.frame_order())
+    scratch = np.empty(spec.shape, dtype=spec.np_dtype)
+    set_sequence = getattr(source, "set_sequence", None)
+    wake = _Wake(channels.stop, channels.camera)
+    n = len(stats.positions)
+    settle_s = config.camera.settle_ms / 1000.0
+    pending: dict[int, list[_Applied]] = {p: [] for p in range(n)}
+    recent = RecentWindow(4096)  # timing errors since the last live status
+    next_status = time.monotonic() + _STATUS_PERIOD_S
+    source.start(0.0)  # free-running: the scheduler times every stack
+    sched = Scheduler(n, interval, time.monotonic(), stack_s=source.stack_s, settle_s=settle_s,
+                      move_estimate=source.move_estimate)
+    stats.scheduler = sched
+    log.info("camera: acquiring %s %s at %d positions, interval %.4g s each (%s)",
+             spec.shape, spec.dtype, n, interval, "scheduler: fast positions first")
+    while not channels.stop.is_set():
+        _apply_plan_commands(channels.camera, sched, pending, stats)
+        t0 = time.perf_counter()
+        now = time.monotonic()
+        visit = sched.next(now)
+        move_at = visit.planned - visit.prep_s
+        if move_at > now and wait_until(move_at, wake) is None:
+            stats.wait_s += time.perf_counter() - t0
+            continue  # a command came (or the stop): plan again
+        if visit.position != sched.current:
+            moved = source.move_to(visit.position, channels.stop)
+            settled = 0.0
+            if settle_s > 0:
+                t_settle = time.monotonic()
+                if wait_until(t_settle + settle_s, channels.stop) is None:
+                    break
+                settled = time.monotonic() - t_settle
+            sched.moved(moved, settled)
+        if wait_until(visit.planned, channels.stop) is None:
+            break
+        t_due = source.next_timepoint(channels.stop)
+        t1 = time.perf_counter()
+        stats.wait_s += t1 - t0
+        if t_due is None:
+            break
+        p = visit.position
+        p_interval = sched.interval(p)
+        track = stats.positions[p]
+        index = stats.timepoints
+        stats.timepoints += 1
+        track.timepoints += 1
+        try:
+            slot = ring.write_slot()
+        except RingOverrunError:
+            t_exp, n_read = _read_frames(source, order, scratch, None, channels.stop)
+            if n_read < len(order):
+                stats.frames_abandoned += n_read
+                break
+            _lost(stats, index, t_exp, len(order))
+            track.frames += len(order)
+            track.add(t_exp, visit.fast, p_interval)
+            sched.visited(visit, t_exp, time.monotonic())
+            continue
+        except RingClosedError:
+            break
+        published = _fill_and_publish(source, order, slot, set_sequence, channels.stop,
+                                      p_interval, p)
+        if published is None:
+            break
+        t_exp, t_read, t_publish = published
+        stats.read_s += t_read
+        stats.publish_s += t_publish
+        t_pub = time.monotonic()
+        sched.visited(visit, t_exp, t_pub)
+        stats.stacks_published += 1
+        stats.frames_acquired += len(order)
+        track.published += 1
+        track.frames += len(order)
+        track.add(t_exp, visit.fast, p_interval)
+        stats.interval_error_ms.add(max(0.0, t_exp - visit.due) * 1e3)
+        recent.add(abs(t_exp - visit.planned) * 1e3)
+        if np.isnan(stats.first_exposure):
+            stats.first_exposure = t_exp
+        stats.last_exposure = t_exp
+        _actuated(pending[p], t_exp, stats)
+        if t_pub >= next_status:
+            next_status = t_pub + _STATUS_PERIOD_S
+            report(channels, RoleName.CAMERA, 0, RoleEventKind.STATUS,
+                   CameraStatus(recent.percentiles().spread, recent.count))
+            recent.clear()
+    return Stopped()
+
+
+def _fill_and_publish(source: Source, order: list[tuple[int, int]], slot: SlotWriter,
+                      set_sequence: object, stop: StopFlag, interval: float, position: int
+                      ) -> tuple[float, float, float] | None:
+    """Read one stack into ``slot`` and publish it at ``position``: ``(first exposure, read
+    seconds, publish seconds)``, or None when the stop cut it short (the slot is given back
+    unpublished)."""
+    with slot:
+        if callable(set_sequence):
+            set_sequence(slot.seq)
+        t2 = time.perf_counter()
+        t_exp, n_read = _read_frames(source, order, slot.pixels, slot.frame_times, stop)
+        if n_read < len(order):
+            slot.abort()
+            log.info("camera: stopped in the middle of a stack; it is not published")
+            return None
+        t3 = time.perf_counter()
+        slot.publish(interval_s=interval, position=position)
+        t4 = time.perf_counter()
+    return t_exp, t3 - t2, t4 - t3
+
+
+def _apply_plan_commands(commands: Channel[CameraMessage], sched: Scheduler,
+                         pending: dict[int, list[_Applied]], stats: _Measures) -> None:
+    """Apply every waiting command to the position it names (every position for
+    :data:`~rt_eda.core.messages.ALL_POSITIONS`)."""
+    now = time.monotonic()
+    while True:
+        try:
+            msg = commands.get_nowait()
+        except queue.Empty:
+            return
+        if not isinstance(msg, Command):
+            log.warning("camera: ignoring unexpected message %r", msg)
+            continue
+        stats.commands_applied += 1
+        if msg.position == ALL_POSITIONS:
+            targets: range | tuple[int, ...] = range(sched.n)
+        elif 0 <= msg.position < sched.n:
+            targets = (msg.position,)
+        else:
+            log.warning("camera: command for position %d ignored: the plan has %d",
+                        msg.position, sched.n)
+            continue
+        for p in targets:
+            old = sched.interval(p)
+            faster = None if msg.interval_s == old else msg.interval_s < old
+            pending[p].append(_Applied(msg, faster))
+            sched.set_interval(p, msg.interval_s, msg.fast, now)
+            if msg.interval_s != old:
+                log.info("camera: position %d interval %.4g s -> %.4g s (%s)", p, old,
+                         msg.interval_s, msg.reason)
+
+
+def _actuated(pending: list[_Applied], t_exp: float, stats: _Measures) -> None:
+    """The first timepoint after these commands was exposed at ``t_exp``: their decision ->
+    actuation latencies (the start announcement is not a decision on a stack)."""
+    for applied in pending:
+        cmd = applied.command
+        if cmd.after_seq < 0:
+            continue
+        ms = (t_exp - cmd.t_decided) * 1e3
+        stats.actuation_ms.add(ms)
+        if applied.faster is True:
+            stats.speed_up_ms.add(ms)
+        elif applied.faster is False:
+            stats.slow_down_ms.add(ms)
+    pending.clear()
+
+
+def _lost(stats: _Measures, index: int, t_exp: float, frames: int) -> None:
+    """A timepoint read whole but not put in the ring (it was full): counted and listed."""
+    stats.overruns += 1
+    stats.frames_lost += frames
+    stats.frames_acquired += frames
+    if len(stats.lost) < _MAX_LOST_LISTED:
+        stats.lost.append(LostTimepoint(index, t_exp))
+    log.warning("camera: ring full (writer or workers behind): timepoint %d lost", index)
+
+
+def _position_names(source: Source, config: Config) -> tuple[str, ...]:
+    """The names of the positions stacks will come from (one, ``p0``, without a plan)."""
+    if config.camera.plan and isinstance(source, PositionedSource):
+        return source.position_names
+    return ("p0",)
+
+
+def _outcomes(source: Source, stats: _Measures, config: Config) -> dict[int, PositionOutcome]:
+    """Each position's outcome against the source's ground truth (none without one)."""
+    out: dict[int, PositionOutcome] = {}
+    fast_interval = config.interpreter.fast_interval
+    frames = max(1, len(list(source.frame_order()))) if stats.frames_acquired else 1
+    for p, track in enumerate(stats.positions):
+        if not len(track.t):
+            continue
+        t_end = track.t[-1] + 1e-9
+        windows: list[tuple[float, float]] | None
+        if config.camera.plan and isinstance(source, PositionedSource):
+            windows = source.event_windows(p, t_end, VISIBLE_INTENSITY)
+        else:
+            truth = getattr(source, "event_windows", None)
+            windows = truth(t_end, VISIBLE_INTENSITY) if truth is not None else None
+        if windows is None:
+            continue
+        out[p] = position_outcome(windows, track.visits(), fast_interval=fast_interval,
+                                  frames_per_stack=frames)
+    return out
 
 
 def _exhausted(source: Source) -> Stopped:
@@ -324,7 +586,7 @@ def _read_frames(source: Source, order: list[tuple[int, int]], pixels: np.ndarra
 
 
 def _apply_commands(source: Source, commands: Channel[CameraMessage], interval: float,
-                    pending: list[_Applied], stats: _Measures) -> float:
+                    pending: list[_Applied], stats: _Measures, fast: list[bool]) -> float:
     while True:
         try:
             msg = commands.get_nowait()
@@ -334,6 +596,7 @@ def _apply_commands(source: Source, commands: Channel[CameraMessage], interval: 
             log.warning("camera: ignoring unexpected message %r", msg)
             continue
         stats.commands_applied += 1
+        fast[0] = msg.fast
         faster = None if msg.interval_s == interval else msg.interval_s < interval
         pending.append(_Applied(msg, faster))
         if msg.interval_s != interval:

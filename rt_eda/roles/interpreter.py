@@ -13,8 +13,10 @@ and every consumer reads that record::
                                                           +--> _Report         (summary)
 
 The interval in force is the interpreter's own state (its statistics); nothing here keeps a
-copy. ``None`` on the queue (put by the engine once every worker has stopped) ends the loop
-after everything before it is handled.
+copy. With several stage positions (a plan) it keeps one interpreter per position
+(:class:`~rt_eda.interpreters.PerPosition`: the ring says how many), every command names its
+position, and a control applies to every position. ``None`` on the queue (put by the engine
+once every worker has stopped) ends the loop after everything before it is handled.
 
 A non-finite decision (NaN, inf) is never acted on (see :mod:`rt_eda.interpreters`); the
 first is logged with its worker and stack, later ones as one count every
@@ -42,7 +44,6 @@ from rt_eda.core.messages import (
     DecisionRecord,
     Failure,
     InterpreterReport,
-    InterpreterState,
     InterpreterStatus,
     IntervalChange,
     Result,
@@ -53,8 +54,8 @@ from rt_eda.core.messages import (
 )
 from rt_eda.core.process import RoleChannels, enter_role, report, request_realtime
 from rt_eda.core.stats import Reservoir
-from rt_eda.interpreters import Interpreter, make_interpreter
-from rt_eda.shm import DecisionTrace
+from rt_eda.interpreters import PerPosition, make_interpreter
+from rt_eda.shm import DecisionTrace, RingError, StackRing
 
 __all__ = ["run"]
 
@@ -115,7 +116,7 @@ class _Report:
             self.interval_changes.append(record.change)
         return p2d
 
-    def freeze(self, interp: Interpreter | None) -> InterpreterReport:
+    def freeze(self, interp: PerPosition | None) -> InterpreterReport:
         return InterpreterReport(
             statistics=interp.statistics() if interp is not None else None,
             results=self.results,
@@ -124,6 +125,7 @@ class _Report:
             interval_changes=tuple(self.interval_changes),
             controls=tuple(self.controls),
             handle_s=self.handle_s,
+            positions=interp.position_statistics() if interp is not None else (),
         )
 
 
@@ -153,10 +155,18 @@ class _Outputs:
             self._writer.put(row)
 
 
-def _is_fast(interp: Interpreter) -> tuple[float, bool]:
-    """The interval in force and whether the interpreter is fast (its own state)."""
-    s = interp.statistics()
-    return s.current_interval, s.state is InterpreterState.FAST
+def _positions(channels: RoleChannels) -> int:
+    """How many positions the stacks come from (the ring says; 1 without a ring)."""
+    if not channels.ring:
+        return 1
+    try:
+        ring = StackRing.attach(channels.ring)
+    except RingError:
+        return 1
+    try:
+        return ring.positions
+    finally:
+        ring.close()
 
 
 def run(config: Config, channels: RoleChannels) -> None:
@@ -164,17 +174,17 @@ def run(config: Config, channels: RoleChannels) -> None:
     enter_role(RoleName.INTERPRETER, channels)
     request_realtime("interpreter", config.camera.realtime_priority - 1)
     me = RoleName.INTERPRETER
-    interp: Interpreter | None = None
+    interp: PerPosition | None = None
     measured = _Report()
     trace: DecisionTrace | None = None
     try:
-        interp = make_interpreter(config)
+        interp = PerPosition(make_interpreter(config), _positions(channels))
         if channels.trace:
             trace = DecisionTrace.attach(channels.trace)
         outputs = _Outputs(channels, trace)
         first = interp.start()
-        channels.camera.put(first)  # the interval acquisition starts at
-        change = IntervalChange(first, _is_fast(interp)[1])
+        channels.camera.put(first)  # the interval acquisition starts at (every position)
+        change = IntervalChange(first, first.fast)
         measured.interval_changes.append(change)
         outputs.change(change)
         report(channels, me, 0, RoleEventKind.READY)
@@ -191,11 +201,11 @@ def run(config: Config, channels: RoleChannels) -> None:
     report(channels, me, 0, RoleEventKind.STOPPED)
 
 
-def _on_result(interp: Interpreter, msg: Result, now: float, channels: RoleChannels,
+def _on_result(interp: PerPosition, msg: Result, now: float, channels: RoleChannels,
                measured: _Report) -> DecisionRecord:
     """Act on one result; its record (built here, once)."""
     cmd = interp.on_result(msg)
-    interval, fast = _is_fast(interp)
+    interval, fast = interp.state(msg.position)
     record = DecisionRecord(msg, now, interval, fast,
                             IntervalChange(cmd, fast) if cmd is not None else None)
     if not math.isfinite(msg.decision):
@@ -207,23 +217,23 @@ def _on_result(interp: Interpreter, msg: Result, now: float, channels: RoleChann
     return record
 
 
-def _on_control(interp: Interpreter, msg: ControlMessage, now: float,
-                measured: _Report) -> tuple[ControlRecord, Command | None]:
-    """Apply one control; its record and the command it caused, if any."""
+def _on_control(interp: PerPosition, msg: ControlMessage, now: float,
+                measured: _Report) -> tuple[ControlRecord, list[Command]]:
+    """Apply one control (to every position); its record and the commands it caused."""
+    cmds: list[Command] = []
     try:
-        cmd = interp.on_control(msg)
+        cmds = interp.on_control(msg)
     except ConfigError as exc:
         log.error("control %s=%r refused: %s", msg.key.value, msg.value, exc)
         control = ControlRecord(msg.key, msg.value, now, accepted=False, error=str(exc))
-        cmd = None
     else:
         log.info("control %s=%r applied", msg.key.value, msg.value)
         control = ControlRecord(msg.key, msg.value, now, accepted=True)
     measured.controls.append(control)
-    return control, cmd
+    return control, cmds
 
 
-def _loop(interp: Interpreter, channels: RoleChannels, measured: _Report,
+def _loop(interp: PerPosition, channels: RoleChannels, measured: _Report,
           outputs: _Outputs) -> None:
     next_status = time.monotonic() + _STATUS_PERIOD_S
     recent: list[float] = []
@@ -243,13 +253,13 @@ def _loop(interp: Interpreter, channels: RoleChannels, measured: _Report,
             recent.append(measured.decision(record))
             outputs.decision(record)
         elif isinstance(msg, ControlMessage):
-            control, cmd = _on_control(interp, msg, now, measured)
-            if cmd is not None:
+            control, cmds = _on_control(interp, msg, now, measured)
+            for cmd in cmds:
                 _send(channels, cmd)
             if control.accepted:
                 outputs.row(control)
-            if cmd is not None:
-                change = IntervalChange(cmd, _is_fast(interp)[1])
+            for cmd in cmds:
+                change = IntervalChange(cmd, cmd.fast)
                 measured.interval_changes.append(change)
                 outputs.change(change)
         elif msg is not Ellipsis:

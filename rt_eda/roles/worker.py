@@ -59,12 +59,12 @@ __all__ = ["run"]
 log = logging.getLogger(__name__)
 
 
-def _intact(pixels: np.ndarray, seq: int, n_timepoints: int) -> bool:
-    if n_timepoints == 1:
-        return check_stack(pixels, seq)
-    return all(
-        check_stack(pixels[k], seq - (n_timepoints - 1 - k)) for k in range(n_timepoints)
-    )
+def _intact(pixels: np.ndarray, seqs: tuple[int, ...]) -> bool:
+    """Every stack of a claim carries the stamps of its sequence number (``seqs``: the
+    claim's stacks, oldest first; a window's are one position's, not consecutive)."""
+    if len(seqs) == 1:
+        return check_stack(pixels, seqs[0])
+    return all(check_stack(pixels[k], seq) for k, seq in enumerate(seqs))
 
 
 WORKER_NICENESS = 15
@@ -162,13 +162,15 @@ def _wait_output_ring(channels: RoleChannels, control: Channel[WorkerStart]) -> 
 
 
 def _publish_image(out_ring: StackRing, seq: int, image: np.ndarray, t_exposure: float,
-                   interval_s: float, counts: _Counts) -> None:
-    """Network image of stack ``seq`` into the output ring (never through a queue)."""
+                   interval_s: float, counts: _Counts, position: int = 0) -> None:
+    """Network image of stack ``seq`` (of ``position``) into the output ring (never through
+    a queue)."""
     try:
         with out_ring.write_slot(seq) as slot:
             np.copyto(slot.pixels[0, 0], image, casting="unsafe")
             slot.frame_times[:] = t_exposure
-            slot.publish(interval_s=interval_s)
+            slot.publish(interval_s=interval_s,
+                         position=position if position < out_ring.positions else 0)
     except RingOverrunError:
         counts.network_images_lost += 1
         log.warning("network image of stack %d lost: output ring full", seq)
@@ -196,7 +198,7 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
         counts.wait_s += time.perf_counter() - t0
         try:
             with claim:
-                if verify and not _intact(claim.pixels, claim.seq, n_t):
+                if verify and not _intact(claim.pixels, claim.seqs):
                     counts.torn += 1
                     claim.count_torn()
                     log.error("worker %d: stack %d is torn (stamps do not match)", index,
@@ -218,7 +220,7 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
             t_exposure=claim.t_exposure, t_published=claim.t_published,
             t_claimed=claim.t_claimed, t_done=t_done, n_timepoints=n_t,
             t_prepare_s=analysis.t_prepare_s, t_infer_s=analysis.t_infer_s,
-            t_post_s=analysis.t_post_s,
+            t_post_s=analysis.t_post_s, position=claim.position,
         ))
         counts.queue_s += time.perf_counter() - tq
         image = analysis.network_image
@@ -240,5 +242,5 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
         if out_ring is not None:
             tp = time.perf_counter()
             _publish_image(out_ring, claim.seq, image, claim.t_exposure, claim.interval_s,
-                           counts)
+                           counts, claim.position)
             counts.publish_image_s += time.perf_counter() - tp

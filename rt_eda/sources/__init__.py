@@ -6,6 +6,8 @@ own checks) by :func:`make_source`:
 
 * ``synthetic``: :mod:`.synthetic` (the source), ``_synthetic_settings``, ``_synthetic_scene``
   (filaments, images, the event schedule and ground truth), ``_synthetic_kernels`` (numba);
+  with an acquisition plan :mod:`.synthetic_positions` (one independent field per position,
+  a simulated stage);
 * ``mm-demo`` / ``mmconfig:PATH``: :mod:`.micromanager` (the source: modes, snaps),
   ``_mm_settings``, ``_mm_device`` (loading and checking a configuration, presets,
   positions), ``_mm_sequence`` (sequence acquisition);
@@ -13,7 +15,9 @@ own checks) by :func:`make_source`:
   (recorded times, the replay clock); the files are read by :mod:`rt_eda.core.imagefiles`.
 
 Every source waits for a timepoint on one pacing clock, ``_pacing`` (sleep, then a short spin
-to the deadline, interruptible by the stop flag). ``_protocol`` holds :class:`Source`;
+to the deadline, interruptible by the stop flag). With an acquisition plan the camera's
+:mod:`.scheduler` chooses the position and the time of every stack, and the source
+(a :class:`PositionedSource`) moves and acquires. ``_protocol`` holds :class:`Source`;
 ``_settings`` the pickling base every source shares.
 """
 
@@ -21,12 +25,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._protocol import Source, StopFlag
+from ._protocol import PositionedSource, Source, StopFlag
 
 if TYPE_CHECKING:
     from rt_eda.core.config import Config
 
-__all__ = ["Source", "StopFlag", "make_source"]
+__all__ = ["PositionedSource", "Source", "StopFlag", "make_source"]
 
 
 def make_source(config: Config) -> Source:
@@ -44,6 +48,10 @@ def make_source(config: Config) -> Source:
     if spec.kind is SourceKind.SYNTHETIC:
         from .synthetic import SyntheticSettings, SyntheticSource
 
+        if config.camera.plan:
+            from .synthetic_positions import SyntheticPositions
+
+            return SyntheticPositions.from_config(config)
         return SyntheticSource(SyntheticSettings.from_config(config))
     if spec.kind in (SourceKind.MM_DEMO, SourceKind.MMCONFIG):
         from .micromanager import make_micromanager_source

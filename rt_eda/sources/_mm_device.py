@@ -132,6 +132,13 @@ class Positioner:
         self._settings = settings
         self._channel: int | None = None
         self._z: int | None = None
+        self.z_base = 0.0  # added to the z positions when they are relative (a plan's)
+
+    def set_base(self, z: float) -> None:
+        """Relative z positions are offsets from ``z`` from now on (a new position)."""
+        if z != self.z_base:
+            self.z_base = z
+            self._z = None
 
     def apply(self, core: CMMCorePlus, c: int, z: int) -> None:
         """Apply channel preset ``c`` and z position ``z`` if not already applied.
@@ -152,7 +159,7 @@ class Positioner:
             call(f"waiting for preset {preset!r}", core.waitForConfig, s.channel_group, preset)
             self._channel = c
         if s.z_positions and self._z != z:
-            pos = s.z_positions[z]
+            pos = s.z_positions[z] + (self.z_base if s.z_relative else 0.0)
             focus = core.getFocusDevice()
             self._z = None
             call(f"moving {focus} to z = {pos} um (z index {z})", core.setPosition, pos)
@@ -218,6 +225,14 @@ def configure(core: CMMCorePlus, cfg: str, settings: MicroManagerSettings,
         raise ConfigError(
             f"camera.z_positions: {list(s.z_positions)} given, but {cfg} sets no focus device"
         )
+    if any(x is not None and y is not None for x, y, _ in s.positions) and (
+            not core.getXYStageDevice()):
+        raise ConfigError(f"camera.plan: its positions give x and y, but {cfg} sets no XY "
+                          f"stage (devices: {list(core.getLoadedDevices())[:12]})")
+    if any(z is not None for _, _, z in s.positions) and not core.getFocusDevice():
+        raise ConfigError(f"camera.plan: its positions give z, but {cfg} sets no focus device")
+    if s.z_relative and s.z_positions:
+        positioner.set_base(float(core.getPosition()))
     if s.frames_per_stack == 1:  # the one preset / position, once, for sequences too
         positioner.apply(core, 0, 0)
     nbytes = core.getBytesPerPixel()

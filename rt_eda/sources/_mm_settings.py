@@ -77,6 +77,13 @@ class MicroManagerSettings:
     adapter_path
         Folder of the device adapters; None: mm-test-adapters' folder for the demo, else
         ``pymmcore_plus.find_micromanager()`` (no configuration key).
+    positions, position_names
+        An acquisition plan's stage positions, ``(x, y, z)`` in micrometres (None: that
+        axis is not moved), and their names; empty without a plan. With positions, every
+        stack is snapped (the camera's scheduler moves the XY stage between them).
+    z_relative
+        ``z_positions`` are offsets from each position's z (a plan's relative z plan; the
+        focus position at ``open`` for a position without z), not absolute positions.
     """
 
     config_path: str | None = None
@@ -88,6 +95,9 @@ class MicroManagerSettings:
     sequence_below_s: float = _SEQUENCE_BELOW_S
     properties: tuple[tuple[str, str, str], ...] = ()
     adapter_path: str | None = None
+    positions: tuple[tuple[float | None, float | None, float | None], ...] = ()
+    position_names: tuple[str, ...] = ()
+    z_relative: bool = False
 
     @classmethod
     def from_config(
@@ -122,16 +132,36 @@ class MicroManagerSettings:
                 f"camera.source: {cam.source!r} is not a Micro-Manager source "
                 "(expected 'mm-demo' or 'mmconfig:PATH')"
             )
+        channel_group = cam.channel_group
+        channels = tuple(cam.channels)
+        z_positions = tuple(float(z) for z in cam.z_positions)
+        z_relative = False
+        positions: tuple[tuple[float | None, float | None, float | None], ...] = ()
+        names: tuple[str, ...] = ()
+        if cam.plan:  # checked against camera.channels / z_positions when it loaded
+            from rt_eda.core.plan import load_plan
+
+            plan = load_plan(cam.plan)
+            if plan.channels:
+                channels = plan.channel_names
+                channel_group = plan.channels[0].group or channel_group or "Channel"
+            if plan.z:
+                z_positions, z_relative = plan.z, plan.z_relative
+            positions = tuple((p.x, p.y, p.z) for p in plan.positions)
+            names = tuple(p.name for p in plan.positions)
         return cls(
             config_path=None if spec.path is None else str(spec.path),
             exposure_ms=float(cam.exposure_ms),
-            channel_group=cam.channel_group,
-            channels=tuple(cam.channels),
-            z_positions=tuple(float(z) for z in cam.z_positions),
+            channel_group=channel_group,
+            channels=channels,
+            z_positions=z_positions,
             buffer_mb=_checked_buffer(buffer_mb),
             sequence_below_s=_checked_sequence_below(sequence_below_s),
             properties=_checked_properties(properties),
             adapter_path=_checked_adapter_path(adapter_path),
+            positions=positions,
+            position_names=names,
+            z_relative=z_relative,
         )
 
     @classmethod
@@ -190,8 +220,9 @@ class MicroManagerSettings:
         return max(1, len(self.channels)) * max(1, len(self.z_positions))
 
     def mode_for(self, interval_s: float) -> AcquisitionMode:
-        """The acquisition mode used at ``interval_s`` (see :mod:`rt_eda.sources.micromanager`)."""
-        if self.frames_per_stack == 1 and (
+        """The acquisition mode used at ``interval_s`` (see :mod:`rt_eda.sources.micromanager`;
+        always snaps with a plan's positions: the stage moves between stacks)."""
+        if not self.positions and self.frames_per_stack == 1 and (
             interval_s < self.sequence_below_s or interval_s < 2.0 * self.exposure_s
         ):
             return AcquisitionMode.SEQUENCE

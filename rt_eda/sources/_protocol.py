@@ -99,3 +99,48 @@ def describe_statistics(stats: Mapping[str, float]) -> str:
         else:
             parts.append(f"{key.replace('_', ' ')} {value:.3g}")
     return ", ".join(parts)
+
+
+@runtime_checkable
+class PositionedSource(Source, Protocol):
+    """A source that images the stage positions of an acquisition plan.
+
+    The camera's scheduler (:mod:`rt_eda.sources.scheduler`) chooses which position is imaged
+    when; the source moves there and acquires. Such a source is started free-running
+    (``start(0.0)``): ``next_timepoint`` returns at once, the timing is the scheduler's::
+
+        source.start(0.0)
+        moved_s = source.move_to(p, stop)       # the stage's own time, measured
+        t = source.next_timepoint(stop)         # now
+        for c, z in source.frame_order(): source.read_frame(c, z, slot.pixels[c, z])
+    """
+
+    @property
+    def position_names(self) -> tuple[str, ...]:
+        """One name per position (the plan's, or ``p<i>``)."""
+        ...
+
+    @property
+    def stack_s(self) -> float:
+        """Seconds one stack holds the stage (its frames' exposures)."""
+        ...
+
+    def move_to(self, position: int, stop: StopFlag) -> float:
+        """Move the stage to ``position`` and wait until it is there; the seconds it took.
+
+        Raises
+        ------
+        SourceError
+            The stage refused or failed (the device's message kept).
+        """
+        ...
+
+    def move_estimate(self, src: int | None, dst: int) -> float:
+        """Seconds a move from ``src`` (None: unknown) to ``dst`` is expected to take."""
+        ...
+
+    def event_windows(self, position: int, t_end: float,
+                      min_intensity: float = 0.0) -> list[tuple[float, float]] | None:
+        """The ground truth at ``position``: each event's ``(start, end)``, monotonic, that
+        starts before ``t_end``; None when the source has no ground truth."""
+        ...

@@ -14,9 +14,9 @@ settings never check those values again. Three ways to build them:
   those two, or a ``dataclasses.replace`` of it). Its defaults are the configuration's
   (a test holds them equal).
 
-Three settings have no configuration key, because only Python callers set them: ``events``,
-``noise_frames`` and ``focus_sigma_px``. ``from_config`` and ``create`` check those, once,
-naming the argument.
+Four settings have no configuration key, because only Python callers (or an acquisition
+plan) set them: ``events``, ``noise_frames``, ``focus_sigma_px`` and ``channels``.
+``from_config`` and ``create`` check the first three, once, naming the argument.
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class SyntheticSettings:
     focus_sigma_px
         Gaussian radius of an event's focus (and of the event mask), 0.5..50 pixels (no
         configuration key).
+    channels
+        Which of the two channels a stack holds, in order (0 structure, 1 marker): both by
+        default; an acquisition plan's ``channels`` choose them by name.
     """
 
     height: int = 512
@@ -89,6 +92,7 @@ class SyntheticSettings:
     events: tuple[EventTuple, ...] = ()
     noise_frames: int = _NOISE_FRAMES
     focus_sigma_px: float = _FOCUS_SIGMA_PX
+    channels: tuple[int, ...] = (0, 1)
 
     @classmethod
     def from_config(
@@ -174,8 +178,10 @@ class SyntheticSettings:
 
     @property
     def spec(self) -> StackSpec:
-        """The shape of one stack: ``(2, z_slices, height, width)`` of ``dtype``."""
-        return StackSpec(CHANNELS, self.z_slices, self.height, self.width, self.dtype)
+        """The shape of one stack: ``(len(channels), z_slices, height, width)`` of
+        ``dtype``."""
+        return StackSpec(len(self.channels), self.z_slices, self.height, self.width,
+                         self.dtype)
 
 
 # ------------------------------------------------------------------ settings without a key

@@ -30,6 +30,12 @@ Two modes, chosen per interval (:attr:`AcquisitionMode`):
     would need hardware sequencing (triggered stages, sequenceable presets), which this
     source does not assume a configuration provides.
 
+With an acquisition plan (``camera.plan``) every stack is snapped: the camera's scheduler
+moves the XY stage (and the focus, for a position with z) between stacks with
+:meth:`~MicroManagerSource.move_to` (``setXYPosition``, then ``waitForDevice``: the move's
+time is measured and counted), and the plan's channels and z plan are the stack's presets
+and z positions (a relative z plan from each position's z).
+
 An interval change (:meth:`~MicroManagerSource.set_interval`) takes effect at the next
 timepoint: a running sequence is stopped (frames still in the buffer are dropped and counted
 in ``mm_frames_discarded``) and restarted with the new interval, or replaced by snaps.
@@ -172,6 +178,11 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._positioner = Positioner(settings)
         self._counters = Counters()
         self._errors_ms = RecentWindow(_ERRORS_KEPT)
+        self._stage_at: int | None = None
+        self._z_home = 0.0
+        self._moves_s: dict[tuple[int | None, int], float] = {}
+        self._moves = 0
+        self._move_s_sum = 0.0
 
     # ------------------------------------------------------------------ properties
 
@@ -240,6 +251,8 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         try:
             self._spec, exposure_s = configure(core, cfg, self._settings, self._positioner)
             self._sequence = Sequence(core, self._counters, exposure_s)
+            if core.getFocusDevice():
+                self._z_home = float(core.getPosition())
         except BaseException:
             self.close()
             raise
@@ -431,6 +444,72 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         except RuntimeError as exc:
             log.warning("micromanager source: unloading the devices failed: %s", exc)
 
+    # ------------------------------------------------------------------ positions (a plan)
+
+    @property
+    def position_names(self) -> tuple[str, ...]:
+        """The plan's position names (one, ``p0``, without a plan)."""
+        names = self._settings.position_names
+        return names if names else ("p0",)
+
+    @property
+    def stack_s(self) -> float:
+        """One stack's exposures: frames x exposure."""
+        return self._settings.frames_per_stack * self._settings.exposure_s
+
+    def move_to(self, position: int, stop: StopFlag) -> float:
+        """Move the XY stage (and the focus, for a position with z) to plan position
+        ``position`` and wait for them (``waitForDevice``); the seconds it took.
+
+        Raises
+        ------
+        SourceError
+            Not open; ``position`` not one of the plan's; the stage refused or failed
+            (Micro-Manager's message kept).
+        """
+        s = self._settings
+        if not 0 <= position < len(s.positions):
+            raise SourceError(f"micromanager source: position {position} is not one of the "
+                              f"plan's {len(s.positions)}")
+        core = self.core
+        x, y, z = s.positions[position]
+        t = time.monotonic()
+        if x is not None and y is not None:
+            xy = core.getXYStageDevice()
+            call(f"moving {xy} to x = {x}, y = {y} um (position {position})",
+                 core.setXYPosition, xy, x, y)
+            call(f"waiting for {xy}", core.waitForDevice, xy)
+        focus = core.getFocusDevice()
+        if z is not None and not (s.z_positions and not s.z_relative):
+            if not s.z_positions:  # no z plan: the position's z is the one slice
+                call(f"moving {focus} to z = {z} um (position {position})",
+                     core.setPosition, z)
+                call(f"waiting for {focus}", core.waitForDevice, focus)
+            self._positioner.set_base(z)
+        elif s.z_relative:
+            self._positioner.set_base(self._z_home)
+        took = time.monotonic() - t
+        self._moves_s[(self._stage_at, position)] = took
+        self._moves += 1
+        self._move_s_sum += took
+        self._stage_at = position
+        return took
+
+    def move_estimate(self, src: int | None, dst: int) -> float:
+        """The last measured move between the two positions; else the mean move so far;
+        else 20 ms (0 when the stage is there already)."""
+        if src == dst:
+            return 0.0
+        known = self._moves_s.get((src, dst))
+        if known is not None:
+            return known
+        return self._move_s_sum / self._moves if self._moves else 0.02
+
+    def event_windows(self, position: int, t_end: float,
+                      min_intensity: float = 0.0) -> list[tuple[float, float]] | None:
+        """None: a real sample has no ground truth."""
+        return None
+
     def statistics(self) -> dict[str, float]:
         """Counters since construction.
 
@@ -469,6 +548,8 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             "interval_error_ms_max": errors.max,
             "freerun_fps": (c.freerun_frames - 1) / span if c.freerun_frames > 1 and span > 0
             else 0.0,
+            "stage_moves": self._moves,
+            "stage_move_ms_mean": 1e3 * self._move_s_sum / self._moves if self._moves else 0.0,
         }
 
     # ------------------------------------------------------------------ internals

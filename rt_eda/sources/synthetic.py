@@ -68,7 +68,7 @@ from ._synthetic_scene import (
     open_peak_bytes,
     splitmix64,
 )
-from ._synthetic_settings import CHANNELS, SyntheticSettings
+from ._synthetic_settings import SyntheticSettings
 
 __all__ = ["SyntheticEvent", "SyntheticSettings", "SyntheticSource", "open_peak_bytes"]
 
@@ -169,8 +169,9 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
             )
         return self.spec
 
-    def start(self, interval_s: float) -> None:
-        """Start the acquisition clock now; the first timepoint is due at once.
+    def start(self, interval_s: float, *, t0: float | None = None) -> None:
+        """Start the acquisition clock now (or at ``t0``, a ``time.monotonic()`` time: the
+        sources of a plan's positions share one clock); the first timepoint is due at once.
 
         Raises
         ------
@@ -181,7 +182,8 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         """
         if not self._opened:
             raise SourceError("synthetic source: start() called before open()")
-        self._clock = _Clock(t0=time.monotonic(), interval_s=checked_interval(interval_s))
+        self._clock = _Clock(t0=time.monotonic() if t0 is None else float(t0),
+                             interval_s=checked_interval(interval_s))
 
     def set_interval(self, interval_s: float) -> None:
         """Change the interval; the next timepoint is due ``interval_s`` after the current one,
@@ -230,7 +232,9 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
             return None
         interval = clock.interval_s
         if clock.t_current is None:
-            due = clock.t0
+            # The first timepoint is at the start (free-run: now, the start or later: the
+            # fields of a plan's positions share a start and are first visited in turn).
+            due = clock.t0 if interval > 0.0 else max(clock.t0, time.monotonic())
         elif interval == 0.0:
             due = time.monotonic()
         else:
@@ -256,7 +260,7 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
 
     def frame_order(self) -> Iterator[tuple[int, int]]:
         """Channel-major: ``(0, 0), (0, 1), ... (0, Z-1), (1, 0), ... (1, Z-1)``."""
-        for c in range(CHANNELS):
+        for c in range(len(self._settings.channels)):
             for z in range(self._settings.z_slices):
                 yield c, z
 
@@ -288,10 +292,11 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         if clock.t_current is None:
             raise SourceError("synthetic source: read_frame() called before next_timepoint()")
         nz = self._settings.z_slices
-        if not (0 <= c < CHANNELS and 0 <= z < nz):
+        n_c = len(self._settings.channels)
+        if not (0 <= c < n_c and 0 <= z < nz):
             raise SourceError(
                 f"synthetic source: frame (c={c}, z={z}) out of range: "
-                f"{CHANNELS} channels x {nz} z-slices"
+                f"{n_c} channels x {nz} z-slices"
             )
         t_exp = clock.t_current + (c * nz + z) * self._settings.exposure_s
         t = time.perf_counter()
@@ -375,6 +380,31 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         """Whether an event of intensity >= ``min_intensity`` is visible at ``t_s``."""
         return self.ground_truth(t_s) >= min_intensity
 
+    def event_windows(self, t_end: float, min_intensity: float = 0.0
+                      ) -> list[tuple[float, float]]:
+        """The ground truth as ``(start, end)`` on the ``time.monotonic()`` clock, for every
+        event that starts before ``t_end`` (monotonic), in order. With ``min_intensity`` > 0
+        each event is cut to the part where its intensity reaches it (``sin(pi u)``).
+
+        Raises
+        ------
+        SourceError
+            The acquisition was never started (the clock is not known).
+        """
+        clock = self._started("event_windows")
+        until = t_end - clock.t0
+        self._schedule.extend(until)
+        cut = 0.0
+        if min_intensity > 0:
+            cut = math.asin(min(1.0, min_intensity)) / math.pi  # fraction of the event
+        out = []
+        for e in self._schedule.known():
+            if e.start_s >= until:
+                break
+            d = e.duration_s
+            out.append((clock.t0 + e.start_s + cut * d, clock.t0 + e.end_s - cut * d))
+        return out
+
     def event_mask(self, t_s: float) -> np.ndarray:
         """The target image at acquisition time ``t_s``: (H, W) float32 in 0..1.
 
@@ -423,5 +453,6 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
             )
         r = splitmix64(s.seed * 0x100000001B3 + self._frame_counter)
         self._frame_counter += 1
-        active = self._schedule.active(t_s) if c == 1 else []
-        images.render(c, z, r, t_s, active, s.focus_sigma_px, out)
+        channel = s.channels[c] if 0 <= c < len(s.channels) else c
+        active = self._schedule.active(t_s) if channel == 1 else []
+        images.render(channel, z, r, t_s, active, s.focus_sigma_px, out)

@@ -4,9 +4,10 @@ round trips (a dict, TOML) and command-line overrides; :func:`all_keys` lists ev
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import tomli_w
+from pydantic import model_validator
 
 from rt_eda.core.errors import ConfigError
 
@@ -22,6 +23,7 @@ from ._sections import (
 from ._validation import (
     Section,
     apply_dotted,
+    cross_error,
     drop_none,
     error_header,
     is_utf8,
@@ -99,6 +101,18 @@ class Config(Section):
         if problems:
             raise ConfigError(error_header(source, len(problems)) + "\n".join(problems))
         return validate(Config, data, source=source, base_dir=None)
+
+    @model_validator(mode="after")
+    def _check_plan_recording(self) -> Self:
+        if self.camera.plan and self.writer.format == "tiff":
+            from rt_eda.core.plan import load_plan
+
+            n = len(load_plan(self.camera.plan).positions)
+            if n > 1:
+                raise cross_error(
+                    f"writer.format 'tiff' records one position; camera.plan has {n}: "
+                    "multi-position runs are recorded as OME-Zarr (writer.format = 'zarr')")
+        return self
 
 
 def all_keys(model: type[Section] = Config) -> list[str]:

@@ -54,6 +54,10 @@ class SyntheticConfig(Section):
         ge=0,
     )
     verify: bool = key_field(False, "true or false (stamp each frame with its sequence number)")
+    stage_move_ms: float = key_field(
+        10.0, "a number >= 0 and at most 60000 (milliseconds a simulated stage move between "
+        "two plan positions takes)", ge=0, le=60_000
+    )
 
     @model_validator(mode="after")
     def _check_events(self) -> Self:
@@ -96,6 +100,14 @@ class CameraConfig(Section):
         "interpreter runs one below it; 0 = off)",
         ge=0, le=99,
     )
+    plan: str = key_field(
+        "", "'' (no plan: one position) or the path of a useq-schema MDASequence, YAML or "
+        "JSON (stage positions, channels, z plan)"
+    )
+    settle_ms: float = key_field(
+        0.0, "a number >= 0 and at most 60000 (milliseconds waited after every stage move "
+        "before exposing)", ge=0, le=60_000
+    )
     synthetic: SyntheticConfig = key_field(SyntheticConfig(), "a table of [camera.synthetic] keys")
 
     @field_validator("source")
@@ -130,6 +142,60 @@ class CameraConfig(Section):
                 "name the group the presets belong to"
             )
         return value
+
+    @field_validator("plan")
+    @classmethod
+    def _check_plan_path(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        path = resolve_path(value, info)
+        problem = path_problem(path)
+        if problem is not None:
+            raise value_error(f"{value!r}: {path} {problem}; expected a useq-schema "
+                              "MDASequence (YAML or JSON)")
+        return str(path)
+
+    @model_validator(mode="after")
+    def _check_plan(self) -> Self:
+        """The plan itself (one line per problem) and what it asks of the source."""
+        if not self.plan:
+            return self
+        from rt_eda.core.errors import ConfigError
+        from rt_eda.core.plan import load_plan
+
+        try:
+            plan = load_plan(self.plan)
+        except ConfigError as exc:
+            raise cross_error(str(exc)) from None
+        kind = self.source_spec.kind
+        where = f"camera.plan: {self.plan}"
+        if kind is SourceKind.REPLAY:
+            raise cross_error(f"{where}: {self.source} replays the recording's own positions, "
+                              "channels and z; a plan does not apply to a replay (leave "
+                              "camera.plan out)")
+        if kind is SourceKind.SYNTHETIC:
+            from rt_eda.core.plan import SYNTHETIC_CHANNELS
+
+            other = [c for c in plan.channel_names if c not in SYNTHETIC_CHANNELS]
+            if other:
+                raise cross_error(f"{where}: channels {other} are not channels of the "
+                                  f"synthetic source (it has {list(SYNTHETIC_CHANNELS)})")
+            n_z = self.synthetic.z_slices
+            if plan.z and n_z != 1 and n_z != len(plan.z):
+                raise cross_error(f"{where}: z_plan gives {len(plan.z)} z positions, "
+                                  f"camera.synthetic.z_slices is {n_z}; set one of them")
+            return self
+        if plan.channels and self.channels and tuple(self.channels) != plan.channel_names:
+            raise cross_error(f"{where}: channels {list(plan.channel_names)} contradict "
+                              f"camera.channels {list(self.channels)}; set one of them")
+        if plan.channels and self.channel_group and plan.channels[0].group and (
+                plan.channels[0].group != self.channel_group):
+            raise cross_error(f"{where}: channel group {plan.channels[0].group!r} contradicts "
+                              f"camera.channel_group {self.channel_group!r}")
+        if plan.z and self.z_positions:
+            raise cross_error(f"{where}: z_plan and camera.z_positions both give z "
+                              "positions; set one of them")
+        return self
 
     @property
     def source_spec(self) -> SourceSpec:
