@@ -71,6 +71,10 @@ def _run_parser(sub: Any) -> None:
                    help="acquisition plan: a useq-schema MDASequence (YAML or JSON) with "
                         "stage positions, channels and z (camera.plan)")
     p.add_argument("--worker", metavar="NAME", help="worker class (see `rt-eda workers`)")
+    p.add_argument("--cluster", metavar="SPEC",
+                   help="analyse on Ray actors: ray (Ray on this machine, or cluster.address),"
+                        " ray://HOST:PORT, ray:auto, ray:HOST:PORT; none: local workers "
+                        "(docs/cluster.md)")
     p.add_argument("--model", metavar="PATH", help="Keras model (.keras or .h5)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes")
     p.add_argument("--threads-per-worker", type=int, metavar="T",
@@ -128,6 +132,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
             o["interpreter.manual_interval"] = args.interval
     if args.debug:
         o["run.debug"] = True
+    if args.cluster is not None:
+        from rt_eda.core.config import cluster_overrides
+
+        o.update(cluster_overrides(args.cluster))
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:

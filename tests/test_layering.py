@@ -1,5 +1,5 @@
 """The packages import one way: shm <- core <- sources/workers/interpreters/storage/live <-
-roles <- engine <- tuning/training/viewer <- cli.
+cluster <- roles <- engine <- tuning/training/viewer <- cli.
 
 Every ``import`` and ``from ... import`` in every module is read from the source (module
 level and inside functions alike: a lazy import is still a dependency), so a new upward or
@@ -23,10 +23,11 @@ LAYERS: dict[str, int] = {
     "rt_eda.core": 1,
     "rt_eda.sources": 2, "rt_eda.workers": 2, "rt_eda.interpreters": 2,
     "rt_eda.storage": 2, "rt_eda.live": 2,
-    "rt_eda.roles": 3,
-    "rt_eda.engine": 4,
-    "rt_eda.tuning": 5, "rt_eda.training": 5, "rt_eda.viewer": 5,
-    "rt_eda.cli": 6,
+    "rt_eda.cluster": 3,  # the Ray actors run workers; the bridge role drives them
+    "rt_eda.roles": 4,
+    "rt_eda.engine": 5,
+    "rt_eda.tuning": 6, "rt_eda.training": 6, "rt_eda.viewer": 6,
+    "rt_eda.cli": 7,
     "rt_eda": 0,  # the root package itself: its version, nothing imported
 }
 
@@ -152,4 +153,4 @@ def test_the_check_sees_a_wrong_import(tmp_path: Path) -> None:
     path.write_text("from ..engine import Engine\nimport rt_eda.viewer\n")
     targets = [t for t, _ in _imports("rt_eda.core.y", path)]
     assert targets == ["rt_eda.engine", "rt_eda.viewer"]
-    assert [LAYERS[package_of(t)] for t in targets] == [4, 5]
+    assert [LAYERS[package_of(t)] for t in targets] == [5, 6]

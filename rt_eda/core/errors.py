@@ -22,6 +22,9 @@ from rt_eda.shm import (
 
 __all__ = [
     "ClaimRecoveredError",
+    "ClusterError",
+    "ClusterLostError",
+    "ClusterUnreachableError",
     "ConfigError",
     "ModelError",
     "RingClosedError",
@@ -53,3 +56,18 @@ class WorkerFailedError(RtEdaError):
 
 class WriterError(RtEdaError):
     """The writer could not persist data (e.g. a full disk); what was saved stays readable."""
+
+
+class ClusterUnreachableError(ConfigError):
+    """The Ray cluster named by ``cluster.address`` cannot be reached (or started) before
+    acquisition: exit 2, nothing started; the message names the address and Ray's own words."""
+
+
+class ClusterError(RtEdaError):
+    """Analysis on the cluster failed during a run (an actor that cannot be restarted)."""
+
+
+class ClusterLostError(ClusterError):
+    """Every actor is gone and none came back within ``cluster.timeout_s``: the cluster is
+    lost. The engine falls back to local workers (``cluster.fallback = "local"``) or ends the
+    run (exit 1); acquisition and recording go on either way."""

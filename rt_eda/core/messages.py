@@ -11,13 +11,15 @@ Who sends what to whom::
                                             STATS(CameraStatistics) STOPPED(Stopped)
                                             FAILED(Failure)
     worker N     -> engine       RoleEvent: READY(WorkerReady) STATS(WorkerStatistics) ...
+    bridge       -> engine       RoleEvent: READY(ClusterReady) STATUS(ClusterStatus)
+                                            STATS(ClusterStatistics) FAILED(Failure)
     interpreter  -> engine       RoleEvent: READY STATUS(InterpreterStatus)
                                             STATS(InterpreterReport) ...
     writer       -> engine       RoleEvent: READY(WriterReady) STATS(WriterStatistics) ...
     viewer       -> engine       RoleEvent: READY STOPPED(Stopped) FAILED(Failure)
     engine       -> camera       CameraControl (ATTACH the ring, START acquiring)
-    engine       -> worker N     WorkerStart (the network-image ring, "" for none)
-    worker N     -> interpreter  Result
+    engine       -> worker N     WorkerStart (the network-image ring, "" for none); the bridge too
+    worker N     -> interpreter  Result (the bridge: one per stack an actor analysed)
     viewer, CLI  -> interpreter  ControlMessage
     interpreter  -> camera       Command (the first one is the interval acquisition starts at)
     interpreter  -> writer       DecisionRecord, IntervalChange, ControlRecord
@@ -43,6 +45,8 @@ from rt_eda.shm import TRACE_FIELDS, StackSpec
 __all__ = [
     "ALL_POSITIONS",
     "BAD_INPUT_ERRORS",
+    "ActorInfo",
+    "ActorStatistics",
     "CameraControl",
     "CameraControlKind",
     "CameraMessage",
@@ -50,6 +54,9 @@ __all__ = [
     "CameraStatistics",
     "CameraStatus",
     "CameraTimes",
+    "ClusterReady",
+    "ClusterStatistics",
+    "ClusterStatus",
     "Command",
     "ControlKey",
     "ControlMessage",
@@ -93,11 +100,12 @@ class RoleName(StrEnum):
     INTERPRETER = "interpreter"
     WRITER = "writer"
     VIEWER = "viewer"
+    BRIDGE = "bridge"  # the Ray bridge: claims from the ring for the cluster's actors
 
     def process_name(self, index: int = 0) -> str:
         """The name ``ps``/``top`` show (at most 15 characters for the kernel):
         ``rt-eda-camera``, ``rt-eda-worker-1``, ``rt-eda-interp``, ``rt-eda-writer``,
-        ``rt-eda-viewer``."""
+        ``rt-eda-viewer``, ``rt-eda-bridge``."""
         short = "interp" if self is RoleName.INTERPRETER else self.value
         return f"rt-eda-{short}-{index}" if self is RoleName.WORKER else f"rt-eda-{short}"
 
@@ -405,6 +413,102 @@ class WorkerStatistics:
     times: WorkerTimes
 
 
+# -- the cluster (issue 14): the bridge's records --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ActorInfo:
+    """One Ray actor as the bridge found it, set up and warm.
+
+    ``index`` 1..N; ``name`` its Ray name (in the run's namespace); ``node`` the Ray node id
+    it runs on and ``host`` that node's address; ``pid`` its process there; ``same_clock``:
+    it shares this machine's monotonic clock (same host and boot), so its timestamps are
+    compared directly instead of through an estimated offset.
+    """
+
+    index: int
+    name: str
+    node: str
+    host: str
+    pid: int
+    same_clock: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterReady:
+    """The bridge is connected and every actor is set up and warm (its READY payload).
+
+    ``address`` is where Ray runs (for ``cluster.address = "local"``: the instance the
+    bridge started); ``namespace`` the run's Ray namespace; ``network_image_shape`` as a
+    worker's :class:`WorkerReady` says it.
+    """
+
+    address: str
+    namespace: str
+    actors: tuple[ActorInfo, ...]
+    network_image_shape: tuple[int, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStatistics:
+    """What the bridge measured of one actor over the run.
+
+    ``analysed``: results that came back; ``failed``: stacks whose analysis raised in the
+    actor; ``lost_in_flight``: stacks in flight when the actor died, timed out or the run
+    ended before they came back (counted as skipped in the ring); ``restarts``: new
+    incarnations seen (Ray's restarts, each re-warmed). The added latency of every analysed
+    stack in ms: ``send`` (claim to the actor starting it, the queue behind a stack already
+    in flight included), ``compute`` (the actor's hooks, on its own clock) and ``return``
+    (the actor's end to the result here); ``round_trip`` is their sum.
+    """
+
+    index: int
+    name: str
+    node: str
+    analysed: int
+    failed: int
+    lost_in_flight: int
+    restarts: int
+    lost: bool
+    send_ms: Percentiles
+    compute_ms: Percentiles
+    return_ms: Percentiles
+    round_trip_ms: Percentiles
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatistics:
+    """What the bridge counted, sent once at its end (STATS).
+
+    ``worker``: its counts as a worker's (network images, times), which the summary adds to
+    the workers'; ``actors``: one record per actor; ``lost``: why the cluster was lost (""
+    when it was not); ``send_ms`` ... ``round_trip_ms``: the added latency's parts over every
+    actor's stacks together (as :class:`ActorStatistics`' are per actor).
+    """
+
+    address: str
+    namespace: str
+    worker: WorkerStatistics
+    actors: tuple[ActorStatistics, ...]
+    lost: str = ""
+    send_ms: Percentiles = field(default_factory=Percentiles)
+    compute_ms: Percentiles = field(default_factory=Percentiles)
+    return_ms: Percentiles = field(default_factory=Percentiles)
+    round_trip_ms: Percentiles = field(default_factory=Percentiles)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """The bridge's live snapshot (STATUS, about twice a second): actors up now, restarts so
+    far, and the added latency's parts over the results since the previous snapshot (ms,
+    p50; NaN when none came back)."""
+
+    actors_up: int
+    actors: int
+    restarts: int
+    send_p50_ms: float
+    compute_p50_ms: float
+    return_p50_ms: float
+
+
 class InterpreterState(StrEnum):
     """The state of an interpreter: SLOW/FAST for the binary one, MANUAL for the manual one."""
 
@@ -649,26 +753,41 @@ control); one a result caused comes inside that result's :class:`DecisionRecord`
 
 @dataclass(frozen=True, slots=True)
 class InterpreterStatus:
-    """The interpreter's live snapshot (STATUS, twice a second): what the status line shows.
+    """The interpreter's live snapshot (STATUS, twice a second, and once more at its end,
+    ``final``): what the live display shows.
 
-    ``publish_to_decision_p50_ms`` is over the results since the previous status.
+    ``publish_to_decision`` covers every result so far, as the summary's does: while the run
+    goes from a uniform sample of at most 4,096 of them (cheap enough for the interpreter's
+    loop; exact while there are fewer), in the final snapshot from the summary's own sample,
+    so the last figures shown are the summary's.
     """
 
     interval_s: float
     state: InterpreterState
     decisions: int
     interval_switches: int
-    publish_to_decision_p50_ms: float
+    publish_to_decision: Percentiles
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CameraStatus:
-    """The camera's live snapshot (STATUS, about twice a second): its inter-frame jitter,
-    p99 - p50 of the gaps between its publications since the previous snapshot (ms), over
-    ``gaps`` gaps (0: none at an unchanged interval, the jitter reads 0.0)."""
+    """The camera's live snapshot (STATUS, about twice a second, and once more at its end,
+    ``final``): its inter-frame jitter, p99 - p50 of the gaps between its publications since
+    the previous snapshot (ms; in the final one: of the whole run, the summary's
+    ``camera_jitter_ms``), over ``gaps`` gaps (0: none at an unchanged interval, the jitter
+    reads 0.0), and its counts so far (:class:`CameraStatistics`' fields of the same names;
+    ``timepoints`` and ``acquisition_s`` in the final one only, 0 before).
+    """
 
     jitter_ms: float
     gaps: int
+    stacks_published: int = 0
+    frames_acquired: int = 0
+    frames_lost: int = 0
+    final: bool = False
+    timepoints: int = 0
+    acquisition_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -750,7 +869,7 @@ class WriterStatistics:
 
 RolePayload = (CameraReady | WorkerReady | WriterReady | Failure | Stopped | CameraStatistics
                | WorkerStatistics | InterpreterReport | WriterStatistics | InterpreterStatus
-               | CameraStatus | None)
+               | CameraStatus | ClusterReady | ClusterStatistics | ClusterStatus | None)
 """Everything a :class:`RoleEvent` can carry (see :class:`RoleEventKind`)."""
 
 

@@ -80,10 +80,15 @@ def _positions(config: Config) -> int:
 
 
 def _minimum_slots(config: Config) -> int:
-    """A claim per worker, a time window (and a newest stack waiting) per position, room
-    to publish."""
+    """A claim per worker (and per bridge lane: a stack in flight to a cluster's actor holds
+    its claim), a time window (and a newest stack waiting) per position, room to publish."""
     a = config.analysis
-    return a.workers + _positions(config) * a.n_timepoints + 3
+    lanes = 0
+    if config.cluster.enabled:
+        from rt_eda.cluster import cluster_layout
+
+        lanes = cluster_layout(config).lanes
+    return a.workers + lanes + _positions(config) * a.n_timepoints + 3
 
 
 def fastest_interval(config: Config) -> tuple[float, str]:

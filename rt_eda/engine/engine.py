@@ -45,6 +45,7 @@ from rt_eda.core.messages import (
     CameraControl,
     CameraControlKind,
     CameraReady,
+    ClusterReady,
     RoleEvent,
     RoleName,
     WorkerReady,
@@ -58,6 +59,7 @@ from rt_eda.engine.preflight import check_memory, check_stack, preflight
 from rt_eda.engine.status import Status, StatusMark, status_now
 from rt_eda.engine.summary import RoleReports, RunFacts, RunSummary, build_summary, profile
 from rt_eda.engine.supervisor import JOIN_S, RunState, StartupStopped, Supervisor
+from rt_eda.roles.bridge import CLOSE_S, DRAIN_S
 from rt_eda.shm import DecisionTrace, StackRing, StackSpec
 
 if TYPE_CHECKING:
@@ -121,6 +123,7 @@ class Engine:
         self._relay: Any = None  # rt_eda.live.controls.ControlRelay
         self._session: Path | None = None
         self._salvaged = 0
+        self._cluster_ready: object = None  # the bridge's READY payload (ClusterReady)
 
     # -- public --------------------------------------------------------------------------
     def run(self) -> int:
@@ -221,8 +224,12 @@ class Engine:
             channels = sup.channels = channels.with_shared(ring=self._ring.name,
                                                            trace=self._trace.name)
             channels.camera.put(CameraControl(CameraControlKind.ATTACH, self._ring.name))
-            workers = [sup.start_worker(i) for i in range(1, cfg.analysis.workers + 1)]
-            worker_ready = sup.wait_ready(workers).get(RoleName.WORKER)
+            if cfg.cluster.enabled:  # a bridge to the cluster's actors instead of workers
+                ready_by = sup.wait_ready([sup.start_bridge()])
+                worker_ready = self._cluster_ready = ready_by.get(RoleName.BRIDGE)
+            else:
+                workers = [sup.start_worker(i) for i in range(1, cfg.analysis.workers + 1)]
+                worker_ready = sup.wait_ready(workers).get(RoleName.WORKER)
             try:
                 self._make_output_ring(worker_ready, spec)
             except ConfigError as exc:  # its images cannot fit: nothing acquired yet
@@ -293,7 +300,8 @@ class Engine:
     def _make_output_ring(self, ready: object, spec: StackSpec) -> None:
         """Create the network-image ring when the worker makes images and someone (the
         writer or the viewer) will read them."""
-        shape = ready.network_image_shape if isinstance(ready, WorkerReady) else None
+        shape = ready.network_image_shape if isinstance(ready, WorkerReady | ClusterReady) \
+            else None
         wanted = bool(self.config.run.save and self.config.writer.save_network_images)
         wanted = wanted or self._viewer_wanted
         if shape and wanted:
@@ -352,7 +360,9 @@ class Engine:
         # Workers leave together, but each interpreter's exit costs CPU (about 0.4 s): with
         # more worker processes than cores they take turns.
         workers = sup.of(RoleName.WORKER)
-        sup.join(workers, timeout=JOIN_S + WORKER_CPU_S * len(workers) / cores())
+        bridges = sup.of(RoleName.BRIDGE)  # its in-flight stacks come back, then Ray stops
+        sup.join(workers + bridges, timeout=JOIN_S + WORKER_CPU_S * len(workers) / cores()
+                 + (DRAIN_S + CLOSE_S if bridges else 0.0))
         if self._relay is not None:
             self._relay.close()
             self._relay = None
@@ -371,6 +381,8 @@ class Engine:
         if self._ring is not None:
             for c in workers:
                 self._ring.recover(c.index)
+            for reader in sup.bridge_readers():
+                self._ring.recover(reader)
             self._ring.drain()
         sup.drain_events()
         self.summary = self._build_summary(started)
@@ -425,6 +437,8 @@ class Engine:
             viewer_exits=sup.viewer_exits, viewer_last_error=sup.viewer_last_error,
             frames_salvaged=self._salvaged, capacity=self._capacity,
             ring_positions=self._ring.position_statistics() if self._ring else (),
+            cluster_ready=self._cluster_ready if isinstance(self._cluster_ready, ClusterReady)
+            else None, cluster_fallbacks=sup.cluster_fallbacks, cluster_lost=sup.cluster_lost,
         ))
         if summary["frames_lost"] and not state.fault:
             state.fail(f"{summary['frames_lost']} frame(s) lost: not put in the ring (it was "

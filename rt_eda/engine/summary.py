@@ -35,6 +35,9 @@ from rt_eda.core.config import Config
 from rt_eda.core.messages import (
     CameraStatistics,
     CameraStatus,
+    ClusterReady,
+    ClusterStatistics,
+    ClusterStatus,
     InterpreterReport,
     InterpreterStatus,
     PositionAcquisition,
@@ -229,6 +232,56 @@ class RunSummary(TypedDict):
     positions: list[PositionSummary]
     eda: EdaSummary | None
     scheduler: SchedulerSummary | None
+    # Analysis on a cluster (issue 14): None when it ran on local workers only.
+    cluster: ClusterSummary | None
+
+
+class ActorSummary(TypedDict):
+    """One actor of the cluster: what it analysed, and the latency it added (ms)."""
+
+    name: str
+    node: str
+    analysed: int
+    analysed_per_s: float
+    failed: int
+    lost_in_flight: int
+    restarts: int
+    lost: bool
+    send_ms: PercentileSummary
+    compute_ms: PercentileSummary
+    return_ms: PercentileSummary
+    round_trip_ms: PercentileSummary
+
+
+# The latency going through the cluster adds, every actor together (ms): ``send`` (claim to
+# the actor starting the stack), ``compute`` (the actor's hooks), ``return`` (the actor's end
+# to the result on this machine), ``round_trip`` (their sum). ("return" is a keyword: the
+# functional form.)
+AddedLatencySummary = TypedDict("AddedLatencySummary", {
+    "send": PercentileSummary, "compute": PercentileSummary, "return": PercentileSummary,
+    "round_trip": PercentileSummary,
+})
+
+
+class ClusterSummary(TypedDict):
+    """``cluster``: where analysis ran (``cluster.kind = "ray"``).
+
+    ``address`` as configured, ``connected`` what Ray ran at; ``restarts`` the actors'
+    (also in ``worker_restarts``); ``fallbacks`` how often local workers took over from a
+    lost cluster, and ``lost`` why ("" when it was not).
+    """
+
+    kind: str
+    address: str
+    connected: str
+    namespace: str
+    in_flight: int
+    fallback: str
+    actors: list[ActorSummary]
+    restarts: int
+    fallbacks: int
+    lost: str
+    added_latency_ms: AddedLatencySummary
 
 
 @dataclass
@@ -246,6 +299,8 @@ class RoleReports:
     writer: WriterStatistics | None = None
     status: InterpreterStatus | None = None
     camera_status: CameraStatus | None = None
+    cluster: list[ClusterStatistics] = field(default_factory=list)
+    cluster_status: ClusterStatus | None = None
     _expected: dict[int, str] = field(default_factory=dict)
     _reported: set[int] = field(default_factory=set)
 
@@ -263,6 +318,9 @@ class RoleReports:
         if event.kind is RoleEventKind.STATUS and isinstance(p, CameraStatus):
             self.camera_status = p
             return True
+        if event.kind is RoleEventKind.STATUS and isinstance(p, ClusterStatus):
+            self.cluster_status = p
+            return True
         if event.kind is not RoleEventKind.STATS:
             return False
         self._reported.add(event.pid)
@@ -274,6 +332,9 @@ class RoleReports:
             self.workers.append(p)
         elif isinstance(p, WriterStatistics):
             self.writer = p
+        elif isinstance(p, ClusterStatistics):  # the bridge: its lanes count as a worker's
+            self.cluster.append(p)
+            self.workers.append(p.worker)
         else:
             log.warning("%s %d sent statistics of an unknown kind: %r", event.role,
                         event.index, p)
@@ -303,6 +364,9 @@ class RunFacts:
     frames_salvaged: int
     capacity: CapacitySummary | None = None
     ring_positions: tuple[PositionStatistics, ...] = ()
+    cluster_ready: ClusterReady | None = None
+    cluster_fallbacks: int = 0
+    cluster_lost: str = ""
 
 
 def _pct(p: Percentiles) -> PercentileSummary:
@@ -389,6 +453,38 @@ def _writer_dict(w: WriterStatistics | None) -> dict[str, Any]:
     return out
 
 
+def _cluster(config: Config, reports: RoleReports, facts: RunFacts,
+             acq_s: float) -> ClusterSummary | None:
+    """The ``cluster`` section (None without a cluster); a bridge restarted after a loss
+    sends no second report, so there is one at most."""
+    c = config.cluster
+    if not c.enabled:
+        return None
+    stats = reports.cluster[-1] if reports.cluster else None
+    ready = facts.cluster_ready
+    actors = list(stats.actors) if stats is not None else []
+    return ClusterSummary(
+        kind=c.kind, address=c.address,
+        connected=stats.address if stats is not None else (ready.address if ready else ""),
+        namespace=stats.namespace if stats is not None else (ready.namespace if ready else ""),
+        in_flight=c.in_flight, fallback=c.fallback,
+        actors=[ActorSummary(
+            name=a.name, node=a.node, analysed=a.analysed,
+            analysed_per_s=a.analysed / acq_s if acq_s > 0 else 0.0, failed=a.failed,
+            lost_in_flight=a.lost_in_flight, restarts=a.restarts, lost=a.lost,
+            send_ms=_pct(a.send_ms), compute_ms=_pct(a.compute_ms),
+            return_ms=_pct(a.return_ms), round_trip_ms=_pct(a.round_trip_ms))
+            for a in actors],
+        restarts=sum(a.restarts for a in actors), fallbacks=facts.cluster_fallbacks,
+        lost=facts.cluster_lost or (stats.lost if stats is not None else ""),
+        added_latency_ms=AddedLatencySummary({
+            "send": _pct(stats.send_ms if stats else Percentiles()),
+            "compute": _pct(stats.compute_ms if stats else Percentiles()),
+            "return": _pct(stats.return_ms if stats else Percentiles()),
+            "round_trip": _pct(stats.round_trip_ms if stats else Percentiles())}),
+    )
+
+
 def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunSummary:
     """The run summary (see the module docstring for roles that never reported)."""
     cam = reports.camera
@@ -434,7 +530,8 @@ def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunS
         nonfinite_decisions=counters.nonfinite_decisions if counters else 0,
         interval_switches=counters.interval_switches if counters else 0,
         torn_reads=rs.torn_reads if rs is not None else 0,
-        worker_restarts=facts.worker_restarts,
+        worker_restarts=facts.worker_restarts + sum(
+            a.restarts for c in reports.cluster for a in c.actors),
         watchdog_kills=facts.watchdog_kills,
         workers=config.analysis.workers,
         threads_per_worker=config.analysis.threads_per_worker,
@@ -492,6 +589,7 @@ def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunS
         positions=positions,
         eda=summarize(outcomes) if outcomes else None,
         scheduler=_scheduler(config, cam.scheduler if cam is not None else None, positions),
+        cluster=_cluster(config, reports, facts, acq_s),
     )
 
 

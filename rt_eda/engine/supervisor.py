@@ -11,6 +11,9 @@
     watch(ring)        children that died while the run goes:
                          worker  -> its claims recovered, restarted (MAX_RESTARTS_PER_WORKER)
                          viewer  -> counted, restarted once if it had shown its window
+                         bridge  -> the cluster is lost: its lanes' claims recovered, then
+                                    local workers take over (cluster.fallback "local",
+                                    counted) or the run stops (exit 1)
                          camera  -> its STOPPED may say the source ran out (a normal end)
                          others  -> a fault (the run stops, exit 1)
     check_watchdog()   a worker holding one claim past its bound is killed (then as above)
@@ -167,6 +170,10 @@ class Supervisor:
         self._output_ring: str | None = None  # known once every worker was READY
         self._viewer_failed = ""  # the FAILED text of the running viewer, if it sent one
         self._viewer_seen: set[int] = set()  # pids of viewer processes accounted for
+        self._bridge_control: MessageQueue[WorkerStart] | None = None
+        self._bridges_gone: set[int] = set()  # pids of bridge processes accounted for
+        self.cluster_fallbacks = 0  # times local workers took over from a lost cluster
+        self.cluster_lost = ""  # why the cluster was lost ("" while it was not)
         self._watchdog = Watchdog(config.analysis.watchdog_s)
 
     @property
@@ -233,10 +240,24 @@ class Supervisor:
                           (self.config, self.channels, index, control))
 
     def release_workers(self, output_ring: str) -> None:
-        """Let every worker start claiming (``output_ring``: "" for no network images)."""
+        """Let every worker (and the bridge) start claiming (``output_ring``: "" for no
+        network images)."""
         self._output_ring = output_ring
         for control in self._controls.values():
             control.put(WorkerStart(output_ring))
+        if self._bridge_control is not None:
+            self._bridge_control.put(WorkerStart(output_ring))
+
+    def start_bridge(self) -> Child:
+        """Start the bridge process (``cluster.kind = "ray"``): it connects to the cluster,
+        starts the actors and reports READY; it claims once :meth:`release_workers` names
+        the output ring."""
+        from rt_eda.roles import bridge as bridge_role
+
+        control: MessageQueue[WorkerStart] = MessageQueue(self._ctx)
+        self._bridge_control = control
+        return self.start(RoleName.BRIDGE, 0, bridge_role.run,
+                          (self.config, self.channels, control))
 
     def start_viewer(self) -> Child:
         """Start the viewer role."""
@@ -317,6 +338,8 @@ class Supervisor:
         if event.role is RoleName.WORKER and state.t_start and not state.stop_reason:
             log.warning("worker %d failed: %s", event.index, failure.text)
             state.errors.append(f"worker {event.index}: {failure.text}")
+        elif event.role is RoleName.BRIDGE and state.t_start and not state.stop_reason:
+            log.warning("bridge: %s", failure.text)  # its end is handled by watch()
         elif failure.bad_input and not state.t_start:  # before acquisition: exit 2
             log.debug("bad input from %s: %s", where, failure.message)
             state.refuse(failure.message)
@@ -340,7 +363,9 @@ class Supervisor:
                 self.drain_events()
                 if self.state.stop_reason:
                     continue
-            if child.role is RoleName.WORKER and ring is not None:
+            if child.role is RoleName.BRIDGE:
+                self._bridge_gone(child, ring)
+            elif child.role is RoleName.WORKER and ring is not None:
                 self._restart_worker(child, ring)
             else:
                 self.state.fail(child.failed or f"{child.role} process died "
@@ -376,6 +401,39 @@ class Supervisor:
                     child.index, reason, recovered, child.restarts, MAX_RESTARTS_PER_WORKER)
         child.failed = ""
         self.start_worker(child.index)
+
+    def bridge_readers(self) -> tuple[int, ...]:
+        """The ring reader ids of the bridge's lanes (none without a cluster)."""
+        if not self.config.cluster.enabled:
+            return ()
+        from rt_eda.cluster import cluster_layout
+
+        return cluster_layout(self.config).readers
+
+    def _bridge_gone(self, child: Child, ring: StackRing | None) -> None:
+        """The bridge ended while the run goes: the cluster is lost (see the module
+        docstring). Handled once per bridge process."""
+        pid = child.process.pid
+        if pid in self._bridges_gone:
+            return
+        if pid is not None:
+            self._bridges_gone.add(pid)
+        self.drain_events()  # its FAILED (why) and STATS
+        recovered = sum(ring.recover(r) for r in self.bridge_readers()) if ring else 0
+        reason = child.failed.removeprefix("bridge 0: ") or \
+            f"the bridge process ended (exit code {child.process.exitcode})"
+        self.cluster_lost = reason
+        if self.config.cluster.fallback == "stop":
+            self.state.fail(f"cluster lost: {reason} (cluster.fallback = 'stop')")
+            return
+        n = self.config.analysis.workers
+        self.cluster_fallbacks += 1
+        message = (f"cluster lost: {reason}; analysis falls back to {n} local worker(s) "
+                   f"({recovered} claim(s) recovered; acquisition goes on)")
+        log.warning("%s", message)
+        self.state.error(message)
+        for i in range(1, n + 1):
+            self.start_worker(i)
 
     def viewer_gone(self, child: Child, *, restart: bool = True) -> None:
         """Account for a viewer process that has ended (once per process).

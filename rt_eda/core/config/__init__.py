@@ -14,6 +14,9 @@ A configuration is a frozen tree of pydantic models, one per TOML section::
     [writer]             format, save_network_images
     [viewer]             enabled, max_fps
     [run]                duration, save, summary, verify, profile, debug, strict
+    [cluster]            kind, address, actors, num_cpus_per_actor, num_gpus_per_actor,
+                         in_flight, fallback, max_restarts, timeout_s, placement,
+                         object_store_mb (analysis on Ray actors: issue 14)
 
 Guarantees
 ----------
@@ -44,6 +47,7 @@ specs), ``_files`` (the files a user names: looked at without blocking, read as 
 ``_loading`` (TOML, ``settings.json``, the default). Everything public is imported from here.
 """
 
+from ._cluster import ClusterConfig, cluster_overrides
 from ._files import MAX_CONFIG_BYTES, path_problem, read_text_input
 from ._loading import load_config, load_config_with_notes
 from ._root import Config, all_keys
@@ -63,6 +67,7 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "AnalysisConfig",
     "CameraConfig",
+    "ClusterConfig",
     "Config",
     "InterpreterConfig",
     "RingConfig",
@@ -73,6 +78,7 @@ __all__ = [
     "ViewerConfig",
     "WriterConfig",
     "all_keys",
+    "cluster_overrides",
     "load_config",
     "load_config_with_notes",
     "parse_source_spec",

@@ -11,6 +11,7 @@ from pydantic import model_validator
 
 from rt_eda.core.errors import ConfigError
 
+from ._cluster import ClusterConfig
 from ._sections import (
     AnalysisConfig,
     CameraConfig,
@@ -46,6 +47,8 @@ class Config(Section):
     writer: WriterConfig = key_field(WriterConfig(), "a table of [writer] keys")
     viewer: ViewerConfig = key_field(ViewerConfig(), "a table of [viewer] keys")
     run: RunConfig = key_field(RunConfig(), "a table of [run] keys")
+
+    cluster: ClusterConfig = key_field(ClusterConfig(), "a table of [cluster] keys")
 
     def to_dict(self) -> dict[str, Any]:
         """The full configuration as plain JSON-compatible values (lists, not tuples).
