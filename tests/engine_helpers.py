@@ -115,6 +115,18 @@ def assert_counts_add_up(s: dict[str, Any]) -> None:
         s["stack_shape"][1] + s["frames_lost"]
     for key in ("publish_to_claim", "publish_to_decision", "decision_to_actuation"):
         assert set(s["latency_ms"][key]) == {"p50", "p99", "max"}
+    # Per position as for the run (issue 15): the positions' stacks are the run's, each
+    # position's add up, and so do their decisions and switches.
+    positions = s["positions"]
+    assert [p["index"] for p in positions] == list(range(len(positions)))
+    for p in positions:
+        assert p["stacks_published"] == (p["stacks_analysed"] + p["stacks_skipped"]
+                                         + p["stacks_failed"]), p
+    for key in ("stacks_published", "stacks_analysed", "stacks_skipped", "stacks_failed"):
+        assert sum(p[key] for p in positions) == s[key], (key, positions)
+    if s["missing_reports"] == []:
+        assert sum(p["decisions"] for p in positions) == s["decisions"]
+        assert sum(p["interval_switches"] for p in positions) == s["interval_switches"]
     assert_summary_schema(s)
 
 

@@ -16,19 +16,38 @@ Layout of ``DIR`` (``rt-eda run --save DIR``)::
         0/c.<t>.0.0.0.0      one chunk per stack (per frame, c.<t>.<c>.<z>.0.0, for stacks
                              over 32 MiB); chunk key separator "."
       images.ome.tif         format "tiff" instead: one BigTIFF, pages t-major then c, z
-      frames.csv             seq,t_index,c,z,t_exposure,interval_s   (one row per frame)
+      frames.csv             seq,t_index,c,z,t_exposure,interval_s,position  (a row per frame)
       decisions.csv          one row per Result: seq,worker,decision,t_exposure,t_published,
                              t_claimed,t_done,n_timepoints,t_prepare_s,t_infer_s,t_post_s,
-                             t_decided,command_interval
+                             t_decided,command_interval,position
       intervals.csv          interval_s,reason,after_seq,t_decided,trigger_decision,
-                             trigger_t_exposure  (after_seq = the stack that triggered it)
+                             trigger_t_exposure,position  (after_seq = the stack that
+                             triggered it; position -1: every position)
       controls.csv           key,value,t
       network_images.zarr/   zarr v3 array (N, Y', X') float32, one chunk per image, only the
                              analysed stacks (never padded with blanks)
       network_index.csv      seq,row,t_published   (row = index into network_images.zarr)
       summary.json           the engine's run summary
       report.png, report.json  the run report (:mod:`rt_eda.storage.report`)
+      plan.json              the acquisition plan (useq-schema MDASequence), with --plan
+      truth.csv              position,start,end: the source's ground truth (events while
+                             visible, monotonic s; the synthetic source), for the outcome
 
+With an acquisition plan of several positions, ``images.ome.zarr`` is a collection in the
+bioformats2raw layout (OME-Zarr's layout for several images, as bioformats2raw and OMERO
+write it)::
+
+      images.ome.zarr/
+        zarr.json            "ome": {"version": "0.5", "bioformats2raw.layout": 3},
+                             "rt_eda": {complete, positions, timepoints: [T0, T1, ...]}
+        OME/zarr.json        "ome": {"version": "0.5", "series": ["0", "1", ...]}
+        0/zarr.json          position 0: an image group ("multiscales", "name" = its name)
+        0/0/...              its array (T0, C, Z, Y, X), one chunk per stack
+        1/ ...
+
+``t_index`` then counts the stacks *of the row's position* (its index in that position's
+array); ``position`` names it. A run without a plan has one position: the single image at
+the store's root, position 0 in every table.
 Every time is ``time.monotonic()`` seconds (the clock every process shares). ``t_index`` is
 the position of a stack in the image store, ``seq`` its sequence number in the ring (equal
 unless stacks were lost before the writer saw them). Frame times come from the ring in
@@ -76,11 +95,15 @@ __all__ = [
     "NETWORK_INDEX_COLUMNS",
     "NETWORK_INDEX_CSV",
     "NETWORK_ZARR",
+    "PLAN_JSON",
     "REPORT_JSON",
     "REPORT_PNG",
     "RUN_FILES",
     "RUN_IMAGES",
     "SUMMARY_JSON",
+    "TRUTH_COLUMNS",
+    "TRUTH_CSV",
+    "BF2RAW_LAYOUT",
     "CsvTiming",
     "SavedRun",
     "count_frame_rows",
@@ -89,6 +112,8 @@ __all__ = [
     "open_run",
     "read_frames_csv",
     "read_table",
+    "read_truth",
+    "store_positions",
     "store_complete",
 ]
 
@@ -108,21 +133,29 @@ SUMMARY_JSON: Final = "summary.json"
 REPORT_PNG: Final = "report.png"
 REPORT_JSON: Final = "report.json"
 
-FRAME_COLUMNS: Final = ("seq", "t_index", "c", "z", "t_exposure", "interval_s")
+FRAME_COLUMNS: Final = ("seq", "t_index", "c", "z", "t_exposure", "interval_s", "position")
 FRAME_COLUMNS_REQUIRED: Final = FRAME_COLUMNS[:5]
-"""Columns ``frames.csv`` must have to be read (``interval_s`` is read when present)."""
+"""Columns ``frames.csv`` must have to be read (``interval_s`` and ``position`` are read when
+present: a folder without ``position`` is one position's)."""
 DECISION_COLUMNS: Final = (
     "seq", "worker", "decision", "t_exposure", "t_published", "t_claimed", "t_done",
     "n_timepoints", "t_prepare_s", "t_infer_s", "t_post_s", "t_decided", "command_interval",
+    "position",
 )
 INTERVAL_COLUMNS: Final = (
     "interval_s", "reason", "after_seq", "t_decided", "trigger_decision", "trigger_t_exposure",
+    "position",
 )
+PLAN_JSON: Final = "plan.json"
+TRUTH_CSV: Final = "truth.csv"
+TRUTH_COLUMNS: Final = ("position", "start", "end")
+BF2RAW_LAYOUT: Final = "bioformats2raw.layout"
 CONTROL_COLUMNS: Final = ("key", "value", "t")
 NETWORK_INDEX_COLUMNS: Final = ("seq", "row", "t_published")
 
 RUN_FILES: Final = (IMAGES_ZARR, IMAGES_TIFF, FRAMES_CSV, DECISIONS_CSV, INTERVALS_CSV,
-                    CONTROLS_CSV, NETWORK_ZARR, NETWORK_INDEX_CSV, CONFIG_TOML, SUMMARY_JSON)
+                    CONTROLS_CSV, NETWORK_ZARR, NETWORK_INDEX_CSV, CONFIG_TOML, SUMMARY_JSON,
+                    PLAN_JSON, TRUTH_CSV)
 """Every file of a run folder the run itself writes; a folder holding none of them is not a
 run folder."""
 
@@ -315,6 +348,46 @@ def frames_layout(folder: Path) -> tuple[int, int, int] | None:
 # A saved run
 
 
+def store_positions(images: Path) -> list[str] | None:
+    """The image groups of a multi-position ``images.ome.zarr`` (the bioformats2raw layout's
+    series, in position order), or None when it is one image. Raises OSError, ValueError
+    (unreadable metadata)."""
+    if not images.is_dir():
+        return None
+    meta = json.loads((images / "zarr.json").read_bytes())
+    attrs = meta.get("attributes", {})
+    ome = attrs.get("ome", {}) if isinstance(attrs.get("ome"), dict) else {}
+    if BF2RAW_LAYOUT not in ome and BF2RAW_LAYOUT not in attrs:
+        return None
+    series_meta = images / "OME" / "zarr.json"
+    if series_meta.is_file():
+        o = json.loads(series_meta.read_bytes()).get("attributes", {})
+        series = (o.get("ome", {}) or {}).get("series", o.get("series"))
+        if isinstance(series, list) and all(isinstance(x, str) for x in series):
+            return list(series)
+    found = sorted((p.name for p in images.iterdir() if p.name.isdigit() and p.is_dir()),
+                   key=int)
+    return found
+
+
+def read_truth(path: Path) -> dict[int, list[tuple[float, float]]] | None:
+    """``truth.csv`` as each position's ground-truth events ``(start, end)`` (monotonic s of
+    the recording), or None without the file. Rows that do not parse are left out."""
+    if not path.is_file():
+        return None
+    out: dict[int, list[tuple[float, float]]] = {}
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        for row in csv.DictReader(f):
+            try:
+                p, a, b = int(row["position"] or ""), float(row["start"] or ""), float(
+                    row["end"] or "")
+            except (KeyError, TypeError, ValueError):
+                continue
+            if math.isfinite(a) and math.isfinite(b) and b > a and p >= 0:
+                out.setdefault(p, []).append((a, b))
+    return out
+
+
 def store_complete(images: Path) -> bool:
     """Whether the writer closed the image store ``images`` (zarr: its ``rt_eda.complete``
     attribute; TIFF: it has its OME-XML). Raises OSError, ValueError (unreadable metadata)."""
@@ -407,14 +480,17 @@ class SavedRun:
     @property
     def images(self) -> Any:
         """The image store, lazily: a ``zarr.Array`` (zarr) or a read-only ``numpy.memmap``
-        (tiff), shape (T', C, Z, Y, X). T' equals :attr:`timepoints` for a recording that was
+        (tiff), shape (T', C, Z, Y, X) (position 0's, for a run of several positions: see
+        :meth:`position_images`). T' equals :attr:`timepoints` for a recording that was
         closed; a zarr store whose writer died may have more (trailing zeros), a TIFF cut
         short fewer (the stacks it holds in full)."""
         if self._images is None:
             if self.format == "zarr":
                 import zarr
 
-                group = zarr.open_group(store=str(self.path / IMAGES_ZARR), mode="r")
+                series = store_positions(self.path / IMAGES_ZARR)
+                where = self.path / IMAGES_ZARR / (series[0] if series else "")
+                group = zarr.open_group(store=str(where), mode="r")
                 self._images = group["0"]
             else:
                 self._images = self._tiff_stacks()
@@ -431,6 +507,25 @@ class SavedRun:
             series = layout.series_shape
             c, z = (series[-4], series[-3]) if len(series) >= 4 else (1, 1)
         return layout.map(self.timepoints, c, z)
+
+    @property
+    def positions(self) -> int:
+        """Positions the run was recorded at (1 without a plan)."""
+        series = store_positions(self.images_path) if self.format == "zarr" else None
+        return len(series) if series else 1
+
+    def position_images(self, position: int) -> Any:
+        """Position ``position``'s images as a ``zarr.Array`` (T_p, C, Z, Y, X) (for a run
+        of one position: :attr:`images`)."""
+        series = store_positions(self.images_path) if self.format == "zarr" else None
+        if not series:
+            if position != 0:
+                raise IndexError(f"position {position}: the run has one position")
+            return self.images
+        import zarr
+
+        group = zarr.open_group(store=str(self.images_path / series[position]), mode="r")
+        return group["0"]
 
     def stack(self, t_index: int) -> np.ndarray:
         """Stack ``t_index`` as an (C, Z, Y, X) array."""

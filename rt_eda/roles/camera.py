@@ -45,11 +45,13 @@ import queue
 import time
 from array import array
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import RingClosedError, RingOverrunError, RtEdaError
+from rt_eda.core.files import write_atomic
 from rt_eda.core.messages import (
     ALL_POSITIONS,
     CameraControl,
@@ -71,6 +73,7 @@ from rt_eda.core.messages import (
 from rt_eda.core.outcome import VISIBLE_INTENSITY, position_outcome
 from rt_eda.core.process import RoleChannels, enter_role, report, request_realtime
 from rt_eda.core.queues import Channel, StopFlag
+from rt_eda.core.runfolder import TRUTH_COLUMNS, TRUTH_CSV
 from rt_eda.core.stats import Percentiles, RecentWindow, Reservoir
 from rt_eda.shm import SlotWriter, StackRing
 from rt_eda.sources import PositionedSource, Source, make_source
@@ -285,10 +288,22 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
     next_status = time.monotonic() + _STATUS_PERIOD_S
     track = stats.positions[0]
     fast = [False]
+    # A source that chooses the position of each stack itself (a multi-position replay):
+    # every position has its own interval, fast state and commands waiting to actuate.
+    multi = len(stats.positions) > 1
+    intervals = [interval] * len(stats.positions)
+    fasts = [False] * len(stats.positions)
+    pendings: list[list[_Applied]] = [pending] + [[] for _ in stats.positions[1:]]
+    position = 0
     source.start(interval)
     log.info("camera: acquiring %s %s at interval %.4g s", spec.shape, spec.dtype, interval)
     while not channels.stop.is_set():
-        interval = _apply_commands(source, channels.camera, interval, pending, stats, fast)
+        if multi:
+            _apply_position_commands(source, channels.camera, intervals, fasts, pendings,
+                                     stats)
+        else:
+            interval = _apply_commands(source, channels.camera, interval, pending, stats,
+                                       fast)
         t0 = time.perf_counter()
         t_due = source.next_timepoint(wake)
         t1 = time.perf_counter()
@@ -297,6 +312,11 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             if source_finished(source, channels):
                 return _exhausted(source) if not channels.stop.is_set() else Stopped()
             continue
+        if multi:
+            position = int(getattr(source, "position", 0))
+            interval, fast[0], pending = (intervals[position], fasts[position],
+                                          pendings[position])
+            track = stats.positions[position]
         index = stats.timepoints
         stats.timepoints += 1
         track.timepoints += 1
@@ -325,7 +345,7 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
                 log.info("camera: stopped in the middle of a stack; it is not published")
                 break
             t3 = time.perf_counter()
-            slot.publish(interval_s=interval)
+            slot.publish(interval_s=interval, position=position)
             t4 = time.perf_counter()
         stats.read_s += t3 - t2
         stats.publish_s += (t4 - t3) + (t2 - t1)
@@ -337,7 +357,7 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         track.add(t_exp, fast[0], interval)
         if last_exposure is None:
             stats.first_exposure = t_exp
-        elif last_interval == interval:
+        elif last_interval == interval and not multi:
             if interval > 0:
                 stats.interval_error_ms.add(abs((t_exp - last_exposure) - interval) * 1e3)
             gap_ms = (t_pub - last_publish) * 1e3
@@ -469,6 +489,38 @@ def _fill_and_publish(source: Source, order: list[tuple[int, int]], slot: SlotWr
     return t_exp, t3 - t2, t4 - t3
 
 
+def _apply_position_commands(source: Source, commands: Channel[CameraMessage],
+                             intervals: list[float], fasts: list[bool],
+                             pendings: list[list[_Applied]], stats: _Measures) -> None:
+    """Apply every waiting command to its position's interval (every position for
+    :data:`~rt_eda.core.messages.ALL_POSITIONS`), for a source that times its positions
+    itself (``set_position_interval``)."""
+    set_position = getattr(source, "set_position_interval", None)
+    while True:
+        try:
+            msg = commands.get_nowait()
+        except queue.Empty:
+            return
+        if not isinstance(msg, Command):
+            log.warning("camera: ignoring unexpected message %r", msg)
+            continue
+        stats.commands_applied += 1
+        n = len(intervals)
+        targets = range(n) if msg.position == ALL_POSITIONS else (
+            (msg.position,) if 0 <= msg.position < n else ())
+        for p in targets:
+            old = intervals[p]
+            faster = None if msg.interval_s == old else msg.interval_s < old
+            pendings[p].append(_Applied(msg, faster))
+            fasts[p] = msg.fast
+            if msg.interval_s != old:
+                intervals[p] = msg.interval_s
+                if callable(set_position):
+                    set_position(p, msg.interval_s)
+                log.info("camera: position %d interval %.4g s -> %.4g s (%s)", p, old,
+                         msg.interval_s, msg.reason)
+
+
 def _apply_plan_commands(commands: Channel[CameraMessage], sched: Scheduler,
                          pending: dict[int, list[_Applied]], stats: _Measures) -> None:
     """Apply every waiting command to the position it names (every position for
@@ -528,32 +580,53 @@ def _lost(stats: _Measures, index: int, t_exp: float, frames: int) -> None:
 
 
 def _position_names(source: Source, config: Config) -> tuple[str, ...]:
-    """The names of the positions stacks will come from (one, ``p0``, without a plan)."""
+    """The names of the positions stacks will come from: a plan's, a multi-position
+    replay's; one, ``p0``, otherwise."""
     if config.camera.plan and isinstance(source, PositionedSource):
         return source.position_names
+    names = getattr(source, "position_names", None)
+    if callable(getattr(source, "set_position_interval", None)) and names:
+        return tuple(str(n) for n in names)
     return ("p0",)
 
 
 def _outcomes(source: Source, stats: _Measures, config: Config) -> dict[int, PositionOutcome]:
-    """Each position's outcome against the source's ground truth (none without one)."""
+    """Each position's outcome against the source's ground truth (none without one); with
+    ``--save`` the truth goes into the run folder too (``truth.csv``: a replay of it
+    measures the same outcome)."""
     out: dict[int, PositionOutcome] = {}
     fast_interval = config.interpreter.fast_interval
     frames = max(1, len(list(source.frame_order()))) if stats.frames_acquired else 1
+    truth: dict[int, list[tuple[float, float]]] = {}
     for p, track in enumerate(stats.positions):
         if not len(track.t):
             continue
         t_end = track.t[-1] + 1e-9
         windows: list[tuple[float, float]] | None
-        if config.camera.plan and isinstance(source, PositionedSource):
-            windows = source.event_windows(p, t_end, VISIBLE_INTENSITY)
+        positioned = getattr(source, "event_windows", None)
+        if callable(positioned) and (config.camera.plan or len(stats.positions) > 1):
+            windows = positioned(p, t_end, VISIBLE_INTENSITY)
         else:
-            truth = getattr(source, "event_windows", None)
-            windows = truth(t_end, VISIBLE_INTENSITY) if truth is not None else None
+            windows_of = getattr(source, "event_windows", None)
+            windows = windows_of(t_end, VISIBLE_INTENSITY) if windows_of is not None else None
         if windows is None:
             continue
+        truth[p] = windows
         out[p] = position_outcome(windows, track.visits(), fast_interval=fast_interval,
                                   frames_per_stack=frames)
+    if truth and config.run.save:
+        _write_truth(Path(config.run.save) / TRUTH_CSV, truth)
     return out
+
+
+def _write_truth(path: Path, truth: dict[int, list[tuple[float, float]]]) -> None:
+    """``truth.csv``: ``position,start,end`` per event (monotonic s, visible part)."""
+    rows = [",".join(TRUTH_COLUMNS)]
+    rows += [f"{p},{a!r},{b!r}" for p, windows in sorted(truth.items()) for a, b in windows]
+    try:
+        write_atomic(path, "\n".join(rows) + "\n", make_parents=False)
+    except OSError as exc:  # the outcome is still in the summary
+        log.warning("camera: the ground truth could not be saved to %s: %s", path, exc)
 
 
 def _exhausted(source: Source) -> Stopped:

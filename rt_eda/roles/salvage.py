@@ -24,7 +24,7 @@ from pathlib import Path
 from rt_eda.core.config import Config
 from rt_eda.core.errors import RingClosedError
 from rt_eda.shm import StackRing
-from rt_eda.storage.recording import Recording, prepare_save_dir
+from rt_eda.storage.recording import Recording, position_names, prepare_save_dir
 
 __all__ = ["SALVAGE_DIR", "release_pins", "salvage"]
 
@@ -72,9 +72,10 @@ def salvage(ring: StackRing, config: Config, *, hurry: Callable[[], bool]) -> in
                 folder = prepare_save_dir(Path(config.run.save) / SALVAGE_DIR)
                 recording = Recording(folder, ring.spec.shape, ring.spec.np_dtype,
                                       fmt=config.writer.format,
-                                      config_toml=config.to_toml())
+                                      config_toml=config.to_toml(),
+                                      positions=position_names(config, ring.positions))
             recording.write_stack(stack.seq, stack.pixels, stack.frame_times,
-                                  stack.interval_s)
+                                  stack.interval_s, stack.position)
             pin.release(stack)
     if recording is None:
         return 0

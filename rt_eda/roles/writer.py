@@ -51,7 +51,7 @@ from rt_eda.core.process import RoleChannels, enter_role, report
 from rt_eda.core.queues import Channel, StopFlag
 from rt_eda.core.stats import RecentWindow
 from rt_eda.shm import PinReader, StackRing
-from rt_eda.storage.recording import Recording
+from rt_eda.storage.recording import Recording, position_names
 
 __all__ = ["run", "serve"]
 
@@ -188,7 +188,9 @@ def serve(config: Config, channels: RoleChannels) -> int:
         spec = ring.spec
         recording = Recording(Path(config.run.save), spec.shape, spec.np_dtype,
                               fmt=config.writer.format, config_toml=config.to_toml(),
-                              network_shape=network_shape)
+                              network_shape=network_shape,
+                              positions=position_names(config, ring.positions),
+                              plan_json=_plan_json(config))
         rows = _Rows(channels.writer)
         report(channels, me, 0, RoleEventKind.READY,
                WriterReady(str(recording.run_dir), recording.format))
@@ -271,6 +273,19 @@ def _loop(ring: StackRing, pin: PinReader, out_pin: PinReader | None, recording:
         idle = not busy
 
 
+def _plan_json(config: Config) -> str | None:
+    """The plan to save with the recording (``plan.json``), None without one."""
+    if not config.camera.plan:
+        return None
+    from rt_eda.core.plan import load_plan
+
+    try:
+        return load_plan(config.camera.plan).text + "\n"
+    except ConfigError as exc:  # checked when the configuration loaded; gone since
+        log.warning("writer: the plan is not saved with the run: %s", exc)
+        return None
+
+
 def _write_stacks(ring: StackRing, pin: PinReader, recording: Recording,
                   stats: _Measures, wait_s: float) -> bool:
     """Write up to a batch of stacks in sequence order; True if any. RingClosedError once
@@ -284,7 +299,8 @@ def _write_stacks(ring: StackRing, pin: PinReader, recording: Recording,
         backlog = ring.newest_seq() - stack.seq
         stats.max_backlog = max(stats.max_backlog, backlog)
         t0 = time.perf_counter()
-        recording.write_stack(stack.seq, stack.pixels, stack.frame_times, stack.interval_s)
+        recording.write_stack(stack.seq, stack.pixels, stack.frame_times, stack.interval_s,
+                              stack.position)
         stats.write_ms.add((time.perf_counter() - t0) * 1e3)
         pin.release(stack)
         wrote = True

@@ -12,7 +12,8 @@ own checks) by :func:`make_source`:
   ``_mm_settings``, ``_mm_device`` (loading and checking a configuration, presets,
   positions), ``_mm_sequence`` (sequence acquisition);
 * ``replay:PATH``: :mod:`.replay` (the source), ``_replay_settings``, ``_replay_timing``
-  (recorded times, the replay clock); the files are read by :mod:`rt_eda.core.imagefiles`.
+  (recorded times, the replay clock); the files are read by :mod:`rt_eda.core.imagefiles`;
+  a run folder recorded at several positions: :mod:`.replay_positions`.
 
 Every source waits for a timepoint on one pacing clock, ``_pacing`` (sleep, then a short spin
 to the deadline, interruptible by the stop flag). With an acquisition plan the camera's
@@ -58,8 +59,12 @@ def make_source(config: Config) -> Source:
 
         return make_micromanager_source(config)
     if spec.kind is SourceKind.REPLAY:
+        from ._replay_settings import ReplaySettings
         from .replay import make_replay_source
+        from .replay_positions import ReplayPositions, is_multi_position
 
+        if spec.path is not None and is_multi_position(spec.path):
+            return ReplayPositions(ReplaySettings.from_config(config))
         return make_replay_source(config)
     raise ConfigError(
         f"camera.source: {config.camera.source!r} is not a known source "

@@ -182,6 +182,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._z_home = 0.0
         self._moves_s: dict[tuple[int | None, int], float] = {}
         self._moves = 0
+        self._moves_off = 0
         self._move_s_sum = 0.0
 
     # ------------------------------------------------------------------ properties
@@ -479,6 +480,11 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             call(f"moving {xy} to x = {x}, y = {y} um (position {position})",
                  core.setXYPosition, xy, x, y)
             call(f"waiting for {xy}", core.waitForDevice, xy)
+            at = call(f"reading {xy}", core.getXYPosition, xy)
+            if abs(float(at[0]) - x) > 1.0 or abs(float(at[1]) - y) > 1.0:
+                self._moves_off += 1
+                log.warning("micromanager source: %s is at (%g, %g) um after moving to "
+                            "(%g, %g) um (position %d)", xy, at[0], at[1], x, y, position)
         focus = core.getFocusDevice()
         if z is not None and not (s.z_positions and not s.z_relative):
             if not s.z_positions:  # no z plan: the position's z is the one slice
@@ -524,7 +530,9 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         requested|`` between consecutive timepoints' first-frame exposure times at an
         unchanged interval > 0 (percentiles of the newest 100 000, the maximum of all);
         ``freerun_fps``: frames per second over
-        free-run timepoints.
+        free-run timepoints; with a plan, ``stage_moves``, ``stage_move_ms_mean`` and
+        ``stage_moves_off_target`` (moves after which the XY stage reported a position more
+        than 1 um from the one asked).
         """
         c = self._counters
         errors = self._errors_ms.percentiles()
@@ -549,6 +557,7 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             "freerun_fps": (c.freerun_frames - 1) / span if c.freerun_frames > 1 and span > 0
             else 0.0,
             "stage_moves": self._moves,
+            "stage_moves_off_target": self._moves_off,
             "stage_move_ms_mean": 1e3 * self._move_s_sum / self._moves if self._moves else 0.0,
         }
 

@@ -44,7 +44,7 @@ POLICY: Final = (
     "goes first (never starved)"
 )
 
-_ON_TIME_S: Final = 0.001  # later than this behind its due time, a visit is late
+_EPS_S: Final = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +164,7 @@ class Scheduler:
             prep = self._prep(cur, i)
             start = max(p.due, now + prep)
             starts.append((start, prep))
-            if now + prep >= p.due + _ON_TIME_S:
+            if now + prep >= p.due - _EPS_S:  # due now, or cannot be on time any more
                 late.append(i)
         if late:
             # Fast (or aged) positions first, then the one that was due first.

@@ -21,7 +21,7 @@ from typing import Any, Final
 import numpy as np
 
 from rt_eda.core.errors import RtEdaError, WriterError
-from rt_eda.core.imagefiles import format_indices, open_reader
+from rt_eda.core.imagefiles import ZarrReader, format_indices, open_reader
 from rt_eda.core.runfolder import (
     CONFIG_TOML,
     CONTROLS_CSV,
@@ -36,9 +36,12 @@ from rt_eda.core.runfolder import (
     NETWORK_ZARR,
     RUN_FILES,
     SUMMARY_JSON,
+    TRUTH_CSV,
     csv_rows,
     read_table,
+    read_truth,
     store_complete,
+    store_positions,
 )
 
 __all__ = ["describe"]
@@ -138,25 +141,83 @@ def _frames_part(folder: Path) -> tuple[list[str], dict[str, np.ndarray], int]:
     names = [c for c in FRAME_COLUMNS if c in header]
     arr = np.asarray(keep, dtype=np.float64).reshape(-1, len(names))
     frames: dict[str, np.ndarray] = {n: arr[:, i] for i, n in enumerate(names)}
-    t_listed = np.unique(frames["t_index"][np.isfinite(frames["t_index"])]).size
+    stacks = frames["t_index"]
+    if "position" in frames:  # several positions: t_index counts each position's stacks
+        stacks = frames["position"] * 1e9 + frames["t_index"]
+    t_listed = np.unique(stacks[np.isfinite(stacks)]).size
     lines = [f"frames       {len(keep)} row(s) in {FRAMES_CSV} ({t_listed} timepoints)"
              + (f", {bad} unreadable row(s) left out" if bad else "")]
+    positions = np.unique(frames.get("position", np.zeros(0)))
+    if positions.size > 1:
+        per = [int(np.unique(frames["t_index"][frames["position"] == p]).size)
+               for p in positions]
+        lines.append(f"positions    {positions.size}: timepoints "
+                     + ", ".join(f"{int(p)}: {n}" for p, n in zip(positions, per, strict=True)))
     if keep:
         te = frames["t_exposure"]
         lines.append(f"duration     {float(np.nanmax(te) - np.nanmin(te)):.3f} s from first to "
                      f"last exposure; interval in force {_span(frames.get('interval_s', []))} s")
-        seq, t_index = frames["seq"], frames["t_index"]
-        gaps = int(np.nanmax(seq) - np.nanmin(seq) + 1) - np.unique(t_index).size
+        seq = frames["seq"]
+        gaps = int(np.nanmax(seq) - np.nanmin(seq) + 1) - t_listed
         if gaps > 0:
             lines.append(f"             {gaps} sequence number(s) missing between stacks "
                          f"{int(np.nanmin(seq))} and {int(np.nanmax(seq))}")
     return lines, frames, bad
 
 
+def _positions_part(folder: Path, series: list[str],
+                    frames: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
+    """The images of a multi-position store: one line per position (its own damage)."""
+    images = folder / IMAGES_ZARR
+    complete = store_complete(images)
+    state = "complete" if complete else "INCOMPLETE (the writer did not close it)"
+    lines = [f"images       {IMAGES_ZARR} (OME-Zarr 0.5, bioformats2raw layout), {state}: "
+             f"{len(series)} positions"]
+    damage: list[str] = []
+    position = frames.get("position", np.zeros(0))
+    t_index = frames.get("t_index", np.zeros(0))
+    for p, key in enumerate(series):
+        try:
+            reader = ZarrReader(images / key)
+        except _DAMAGE as exc:
+            lines.append(f"             position {p}: DAMAGED: {_one_line(exc)}")
+            damage.append(f"{IMAGES_ZARR}/{key}: {_one_line(exc)}")
+            continue
+        try:
+            declared, c, z, y, x = reader.shape
+            gone = {t for g in reader.gaps for t in g.timepoints}
+            gaps = [f"{len(g.timepoints)} timepoint(s) {g.kind.value}: {g.why}"
+                    for g in reader.gaps]
+            dtype = np.dtype(reader.dtype)
+        finally:
+            reader.close()
+        listed = {int(v) for v in t_index[(position == p) & np.isfinite(t_index)]}
+        lines.append(f"             position {p} ({key}): {declared - len(gone)} timepoints x "
+                     f"(C, Z, Y, X) {(c, z, y, x)} {dtype}; {len(listed)} in {FRAMES_CSV}")
+        for g in gaps:
+            lines.append(f"               - {g}")
+            damage.append(f"{IMAGES_ZARR}/{key}: {g}")
+        no_row = sorted(set(range(declared)) - gone - listed)
+        if frames and no_row:
+            damage.append(f"{FRAMES_CSV}: no row for {len(no_row)} timepoint(s) of position "
+                          f"{p} with image data")
+    truth = read_truth(folder / TRUTH_CSV)
+    if truth is not None:
+        lines.append(f"truth        {sum(len(v) for v in truth.values())} ground-truth "
+                     f"event(s) at {len(truth)} position(s) ({TRUTH_CSV})")
+    return lines, damage
+
+
 def _images_part(folder: Path, frames: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
     zarr_dir, tiff = folder / IMAGES_ZARR, folder / IMAGES_TIFF
     if not zarr_dir.exists() and not tiff.exists():
         raise WriterError(f"no image store ({IMAGES_ZARR} or {IMAGES_TIFF} missing)")
+    try:
+        series = store_positions(zarr_dir) if zarr_dir.exists() else None
+    except (OSError, ValueError):  # unreadable metadata: the reader below names it
+        series = None
+    if series:
+        return _positions_part(folder, series, frames)
     reader, _ = open_reader(folder)
     try:
         declared, c, z, y, x = reader.shape
@@ -197,6 +258,10 @@ def _decisions_part(folder: Path) -> list[str]:
     d = read_table(folder / DECISIONS_CSV)
     n_dec = len(d.get("seq", ()))
     line = f"decisions    {n_dec}"
+    positions = np.unique(d["position"]) if n_dec and "position" in d else np.zeros(0)
+    if positions.size > 1:
+        line += " (" + ", ".join(f"position {int(p)}: {int((d['position'] == p).sum())}"
+                                 for p in positions) + ")"
     if n_dec:
         where = DECISIONS_CSV
         workers = np.unique(d["worker"])

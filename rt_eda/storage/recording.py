@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, WriterError
 from rt_eda.core.files import write_json_atomic
 from rt_eda.core.messages import ControlRecord, DecisionRecord, IntervalChange, Result, WriterRow
@@ -48,14 +49,22 @@ from rt_eda.core.runfolder import (
     NETWORK_INDEX_COLUMNS,
     NETWORK_INDEX_CSV,
     NETWORK_ZARR,
+    PLAN_JSON,
     SUMMARY_JSON,
 )
 from rt_eda.storage.tiff_store import TiffStack
-from rt_eda.storage.zarr_store import ChunkedArray, create_image_store, mark_complete
+from rt_eda.storage.zarr_store import (
+    ChunkedArray,
+    create_image_store,
+    create_position_stores,
+    mark_complete,
+    mark_positions_complete,
+)
 
 __all__ = [
     "Recording",
     "RecordingStatistics",
+    "position_names",
     "prepare_save_dir",
     "write_summary",
 ]
@@ -108,6 +117,22 @@ def prepare_save_dir(path: str | os.PathLike[str]) -> Path:
             f"run.save: cannot write to {str(folder)!r}: {exc.strerror or exc}"
         ) from None
     return folder
+
+
+def position_names(config: Config, positions: int) -> tuple[str, ...]:
+    """The names the recording gives ``positions`` positions: the plan's (``camera.plan``),
+    else ``p0``, ``p1``, ..."""
+    names: tuple[str, ...] = ()
+    if config.camera.plan:
+        from rt_eda.core.plan import load_plan
+
+        try:
+            names = tuple(p.name for p in load_plan(config.camera.plan).positions)
+        except ConfigError as exc:  # checked when the configuration loaded; gone since
+            log.warning("the plan's position names are not known: %s", exc)
+    if len(names) != positions:
+        names = tuple(f"p{p}" for p in range(positions))
+    return names
 
 
 def write_summary(run_dir: str | os.PathLike[str], summary: Mapping[str, Any]) -> Path:
@@ -211,6 +236,12 @@ class Recording:
         The effective configuration as TOML, saved as ``config.toml`` (None: not written).
     network_shape
         ``(Y', X')`` of the network images, or None if none are saved.
+    positions
+        The names of the plan's positions (None or one name: one position, the single image
+        at the store's root); with several, ``images.ome.zarr`` holds one image per position
+        in the bioformats2raw layout (``zarr`` format only).
+    plan_json
+        The acquisition plan (useq-schema JSON), saved as ``plan.json`` (None: not written).
 
     One thread uses a recording. Every ``write_*`` call either persists its data or raises
     :class:`WriterError` naming the file and how many frames are saved; what was written
@@ -221,8 +252,13 @@ class Recording:
     def __init__(self, run_dir: str | os.PathLike[str], stack_shape: tuple[int, int, int, int],
                  dtype: np.dtype[Any] | str, *, fmt: str = "zarr",
                  config_toml: str | None = None,
-                 network_shape: tuple[int, int] | None = None) -> None:
+                 network_shape: tuple[int, int] | None = None,
+                 positions: Sequence[str] | None = None,
+                 plan_json: str | None = None) -> None:
         self.run_dir = Path(run_dir)
+        self.positions = tuple(positions) if positions else ("p0",)
+        self._per_position = [0] * len(self.positions)
+        self._arrays: list[ChunkedArray] = []
         self.stack_shape = tuple(int(n) for n in stack_shape)
         self.dtype = np.dtype(dtype)
         self.format = fmt
@@ -237,6 +273,9 @@ class Recording:
         self._frame_cz = [divmod(i, z) for i in range(c * z)]
         if fmt not in ("zarr", "tiff"):
             raise ConfigError(f"writer.format: {fmt!r} is not one of 'zarr', 'tiff'")
+        if fmt == "tiff" and len(self.positions) > 1:
+            raise ConfigError(f"writer.format 'tiff' records one position, not "
+                              f"{len(self.positions)}: use 'zarr'")
         where = self.run_dir
         try:
             if not self.run_dir.is_dir():
@@ -245,9 +284,18 @@ class Recording:
                 where = self.run_dir / CONFIG_TOML
                 with where.open("x") as f:
                     f.write(config_toml)
-            if fmt == "zarr":
+            if plan_json is not None:
+                where = self.run_dir / PLAN_JSON
+                with where.open("x") as f:
+                    f.write(plan_json)
+            if fmt == "zarr" and len(self.positions) > 1:
+                where = self.run_dir / IMAGES_ZARR
+                self._arrays = create_position_stores(where, self.stack_shape, self.dtype,
+                                                      self.positions)
+            elif fmt == "zarr":
                 where = self.run_dir / IMAGES_ZARR
                 self._zarr = create_image_store(where, self.stack_shape, self.dtype)
+                self._arrays = [self._zarr]
             else:
                 where = self.run_dir / IMAGES_TIFF
                 self._tiff = TiffStack(where, (c, z, y, x), self.dtype)
@@ -302,25 +350,31 @@ class Recording:
         return self.run_dir / (IMAGES_ZARR if self.format == "zarr" else IMAGES_TIFF)
 
     def write_stack(self, seq: int, pixels: np.ndarray, frame_times: np.ndarray,
-                    interval_s: float) -> None:
-        """Append one stack (C, Z, Y, X) and its frame rows.
+                    interval_s: float, position: int = 0) -> None:
+        """Append one stack (C, Z, Y, X) of ``position`` and its frame rows.
 
         The pixels are written straight from ``pixels`` (a shared-memory view is fine: no
-        copy when it is C-contiguous); the rows follow the data, so a row always describes a
-        persisted frame. Raises :class:`WriterError` (nothing of this stack is listed).
+        copy when it is C-contiguous) to the position's image; the rows follow the data, so
+        a row always describes a persisted frame (``t_index``: the stack's index in its
+        position's image). Raises :class:`WriterError` (nothing of this stack is listed);
+        ``ValueError`` for a position the recording was not made for.
         """
-        t_index = self.stats.stacks_written
+        if not 0 <= position < len(self.positions):
+            raise ValueError(f"position {position} is not one of the recording's "
+                             f"{len(self.positions)}")
+        t_index = self._per_position[position]
         try:
-            if self._zarr is not None:
-                nbytes = self._zarr.append(pixels)
+            if self._arrays:
+                nbytes = self._arrays[position].append(pixels)
             else:
                 assert self._tiff is not None
                 nbytes = self._tiff.append(pixels, frame_times)
         except OSError as exc:
             raise self._failed(self.images_path, exc) from exc
+        self._per_position[position] += 1
         times = frame_times.tolist()
         interval = repr(float(interval_s))
-        text = "".join(f"{seq},{t_index},{c},{z},{t!r},{interval}\n"
+        text = "".join(f"{seq},{t_index},{c},{z},{t!r},{interval},{position}\n"
                        for (c, z), t in zip(self._frame_cz, times, strict=True))
         try:
             self._frames.write_text(text, len(times))
@@ -364,6 +418,7 @@ class Recording:
                     "t_infer_s": r.t_infer_s, "t_post_s": r.t_post_s,
                     "t_decided": row.t_decided,
                     "command_interval": change.command.interval_s if change else None,
+                    "position": r.position,
                 })
                 self.stats.decisions += 1
                 if change is not None:
@@ -389,6 +444,7 @@ class Recording:
             "t_decided": c.t_decided,
             "trigger_decision": trigger.decision if trigger is not None else None,
             "trigger_t_exposure": trigger.t_exposure if trigger is not None else None,
+            "position": c.position,
         })
         self.stats.intervals += 1
 
@@ -426,6 +482,11 @@ class Recording:
             attempt(self._zarr.path, self._zarr.finish)
             attempt(self.images_path, lambda: mark_complete(
                 self.images_path, self.stats.stacks_written))
+        elif self._arrays:
+            for array in self._arrays:
+                attempt(array.path, array.finish)
+            attempt(self.images_path, lambda: mark_positions_complete(
+                self.images_path, self._per_position))
         if self._tiff is not None:
             attempt(self._tiff.path, self._tiff.finish)
         if self._network is not None:

@@ -1,7 +1,9 @@
 """The zarr chunk store: a zarr v3 array written chunk file by chunk file as it grows.
 
-The run's images (``images.ome.zarr``, an OME-Zarr 0.5 group: :func:`create_image_store`) and
-its network images (``network_images.zarr``) are both a :class:`ChunkedArray`.
+The run's images (``images.ome.zarr``, an OME-Zarr 0.5 group: :func:`create_image_store`; with
+several plan positions a collection of images in the bioformats2raw layout, one per position:
+:func:`create_position_stores`) and its network images (``network_images.zarr``) are all
+:class:`ChunkedArray`.
 
 How it grows (the length of a run is unknown): the array's chunk files are written directly,
 one ``os.write`` of the stack's shared-memory bytes per chunk (the zarr v3 ``bytes`` codec:
@@ -33,7 +35,8 @@ from rt_eda.core.errors import WriterError
 from rt_eda.core.files import write_json_atomic
 from rt_eda.core.runfolder import FRAMES_CSV
 
-__all__ = ["STACK_CHUNK_MAX_BYTES", "ChunkedArray", "create_image_store", "mark_complete"]
+__all__ = ["STACK_CHUNK_MAX_BYTES", "ChunkedArray", "create_image_store",
+           "create_position_stores", "mark_complete", "mark_positions_complete"]
 
 STACK_CHUNK_MAX_BYTES: Final = 32 * 2**20
 """Stacks up to this size are one chunk; bigger stacks get one chunk per frame."""
@@ -129,6 +132,27 @@ class ChunkedArray:
             self._set_shape(self.length)
 
 
+def _image_group(path: Path, stack_shape: tuple[int, ...], dtype: np.dtype[Any], name: str,
+                 rt_eda: dict[str, Any] | None) -> ChunkedArray:
+    """One OME-Zarr 0.5 image group at ``path``: array ``0`` of axes t, c, z, y, x."""
+    import zarr
+
+    c, z, y, x = stack_shape
+    nbytes = c * z * y * x * dtype.itemsize
+    inner = (c, z, y, x) if nbytes <= STACK_CHUNK_MAX_BYTES else (1, 1, y, x)
+    multiscales = [{
+        "name": name,
+        "axes": [dict(a) for a in _AXES],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 1.0, 1.0, 1.0, 1.0]}]}],
+    }]
+    attributes: dict[str, Any] = {"ome": {"version": "0.5", "multiscales": multiscales}}
+    if rt_eda is not None:
+        attributes["rt_eda"] = rt_eda
+    zarr.create_group(store=str(path), zarr_format=3, attributes=attributes)
+    return ChunkedArray(path / "0", (c, z, y, x), inner, dtype, "tczyx")
+
+
 def create_image_store(path: Path, stack_shape: tuple[int, ...],
                        dtype: np.dtype[Any]) -> ChunkedArray:
     """Create ``images.ome.zarr`` at ``path`` (an OME-Zarr 0.5 group holding array ``0`` of
@@ -138,22 +162,42 @@ def create_image_store(path: Path, stack_shape: tuple[int, ...],
 
     Raises OSError (``FileExistsError``: the store is there already).
     """
+    return _image_group(path, stack_shape, dtype, "images",
+                        {"complete": False, "timepoints": None, "frames": FRAMES_CSV})
+
+
+def create_position_stores(path: Path, stack_shape: tuple[int, ...], dtype: np.dtype[Any],
+                           names: Sequence[str]) -> list[ChunkedArray]:
+    """Create ``images.ome.zarr`` at ``path`` for several positions: the bioformats2raw
+    layout (the root group marks ``bioformats2raw.layout`` 3, the ``OME`` group lists the
+    series ``"0", "1", ...``), one image group per position (named after it), each as
+    :func:`create_image_store` makes one. Returns each position's array, empty.
+
+    Raises OSError (``FileExistsError``: the store is there already).
+    """
     import zarr
 
-    c, z, y, x = stack_shape
-    nbytes = c * z * y * x * dtype.itemsize
-    inner = (c, z, y, x) if nbytes <= STACK_CHUNK_MAX_BYTES else (1, 1, y, x)
-    multiscales = [{
-        "name": "images",
-        "axes": [dict(a) for a in _AXES],
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [1.0, 1.0, 1.0, 1.0, 1.0]}]}],
-    }]
+    series = [str(p) for p in range(len(names))]
     zarr.create_group(store=str(path), zarr_format=3, attributes={
-        "ome": {"version": "0.5", "multiscales": multiscales},
-        "rt_eda": {"complete": False, "timepoints": None, "frames": FRAMES_CSV},
+        "ome": {"version": "0.5", "bioformats2raw.layout": 3},
+        "rt_eda": {"complete": False, "positions": len(names), "names": list(names),
+                   "timepoints": None, "frames": FRAMES_CSV},
     })
-    return ChunkedArray(path / "0", (c, z, y, x), inner, dtype, "tczyx")
+    zarr.create_group(store=str(path / "OME"), zarr_format=3,
+                      attributes={"ome": {"version": "0.5", "series": series}})
+    return [_image_group(path / key, stack_shape, dtype, name, None)
+            for key, name in zip(series, names, strict=True)]
+
+
+def mark_positions_complete(path: Path, timepoints: Sequence[int]) -> None:
+    """Mark the multi-position store at ``path`` closed with ``timepoints[p]`` stacks at
+    position p (atomic). Raises OSError, ValueError (unreadable metadata)."""
+    meta_path = path / "zarr.json"
+    meta = json.loads(meta_path.read_bytes())
+    rt = meta.setdefault("attributes", {}).setdefault("rt_eda", {})
+    rt.update({"complete": True, "positions": len(timepoints),
+               "timepoints": [int(t) for t in timepoints], "frames": FRAMES_CSV})
+    write_json_atomic(meta_path, meta, make_parents=False)
 
 
 def mark_complete(path: Path, timepoints: int) -> None:
