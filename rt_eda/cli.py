@@ -146,7 +146,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from rt_eda.core.config import load_config_with_notes
-    from rt_eda.engine import EXIT_BAD_INPUT, Engine, Status
+    from rt_eda.engine import EXIT_BAD_INPUT, Engine
 
     try:
         config, notes = load_config_with_notes(args.config)
@@ -156,21 +156,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # one line per problem (a file that cannot be read: one)
         print(f"rt-eda: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    tty = sys.stdout.isatty()
+    from rt_eda.terminal import status_display
 
-    def show(status: Status) -> None:
-        if tty:
-            sys.stdout.write("\r" + status.line()[:200] + "\033[K")
-            sys.stdout.flush()
-
-    engine = Engine(config, on_status=show)
-    for reason in _INTERRUPTS.reasons:  # a Ctrl-C while the configuration was read
-        engine.request_stop(reason)
-    _INTERRUPTS.engine = engine
-    code = engine.run()  # writes every output (summary, run folder, profile) itself
-    _INTERRUPTS.engine = None  # from here on a late Ctrl-C is ignored
-    if tty:
-        sys.stdout.write("\n")
+    with status_display(bool(args.debug)) as display:  # a live display on a terminal
+        engine = Engine(config, on_status=display.show)
+        for reason in _INTERRUPTS.reasons:  # a Ctrl-C while the configuration was read
+            engine.request_stop(reason)
+        _INTERRUPTS.engine = engine
+        code = engine.run()  # writes every output (summary, run folder, profile) itself
+        _INTERRUPTS.engine = None  # from here on a late Ctrl-C is ignored
     if code == EXIT_BAD_INPUT:  # nothing started: the lines that say why, once
         _print_summary(None, engine.errors, code)
         return code

@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "rt_eda.cluster": 3,  # the Ray actors run workers; the bridge role drives them
     "rt_eda.roles": 4,
     "rt_eda.engine": 5,
-    "rt_eda.tuning": 6, "rt_eda.training": 6, "rt_eda.viewer": 6,
+    "rt_eda.tuning": 6, "rt_eda.training": 6, "rt_eda.viewer": 6, "rt_eda.terminal": 6,
     "rt_eda.cli": 7,
     "rt_eda": 0,  # the root package itself: its version, nothing imported
 }

@@ -56,7 +56,7 @@ from rt_eda.engine.budget import WORKER_CPU_S, cores, output_ring_slots, ring_sl
 from rt_eda.engine.capacity import CapacitySummary, check_capacity
 from rt_eda.engine.outputs import WrittenOutputs
 from rt_eda.engine.preflight import check_memory, check_stack, preflight
-from rt_eda.engine.status import Status, StatusMark, status_now
+from rt_eda.engine.status import Rates, Status, status_now
 from rt_eda.engine.summary import RoleReports, RunFacts, RunSummary, build_summary, profile
 from rt_eda.engine.supervisor import JOIN_S, RunState, StartupStopped, Supervisor
 from rt_eda.roles.bridge import CLOSE_S, DRAIN_S
@@ -85,8 +85,9 @@ class Engine:
     config
         The effective configuration (file + command-line overrides).
     on_status
-        Called about twice a second with a :class:`Status` while the run goes (the CLI prints
-        it on a terminal).
+        Called about twice a second with a :class:`Status` while the run goes (the CLI shows
+        it), and once more after every role has stopped (``Status.final``: the summary's
+        counts, latency and jitter), from the engine's thread.
 
     Attributes
     ----------
@@ -253,8 +254,9 @@ class Engine:
         channels.camera.put(CameraControl(CameraControlKind.START))
         log.info("acquisition started: %d worker(s) x %d thread(s)", cfg.analysis.workers,
                  cfg.analysis.threads_per_worker)
-        self._watch()
+        t_stopped = self._watch()
         self._finish(started=True)
+        self._show_status(t_stopped, None)  # every role has stopped: the summary's figures
 
     def _check_model(self, spec: StackSpec) -> bool:
         """The checks that wait for a camera's spec; False when the run cannot go on (bad
@@ -315,12 +317,13 @@ class Engine:
             sup = self._supervisor
             sup.channels = sup.channels.with_shared(output_ring=self._out_ring.name)
 
-    def _watch(self) -> None:
-        """Until the run is to stop: events, children, the watchdog, the status line."""
+    def _watch(self) -> float:
+        """Until the run is to stop: events, children, the watchdog, the live status; returns
+        when the stop began (monotonic s)."""
         state, sup = self._state, self._supervisor
         duration = self.config.run.duration
         next_status = next_watchdog = time.monotonic()
-        last = StatusMark(time.monotonic(), 0, 0)
+        rates = Rates(state.t_start)
         while not state.stop_reason:
             if duration is not None and time.monotonic() - state.t_start >= duration:
                 state.stop("duration reached")
@@ -333,18 +336,21 @@ class Engine:
                 sup.check_watchdog(self._ring)
             if now >= next_status and self._ring is not None:
                 next_status = now + _STATUS_PERIOD_S
-                last = self._show_status(now, last)
+                self._show_status(now, rates)
         log.info("stopping: %s", state.stop_reason)
+        return time.monotonic()
 
-    def _show_status(self, now: float, last: StatusMark) -> StatusMark:
-        assert self._ring is not None
-        st, mark = status_now(now, last, self._ring.statistics(), self._reports,
-                              t_start=self._state.t_start,
-                              workers=self._supervisor.alive_workers(),
-                              restarts=self._supervisor.restarts)
-        if self.on_status is not None:
-            self.on_status(st)
-        return mark
+    def _show_status(self, now: float, rates: Rates | None) -> None:
+        """Hand the status at ``now`` to ``on_status``; ``rates`` None: the final one (every
+        role has stopped; ``now`` is when the stop began)."""
+        if self.on_status is None or self._ring is None:
+            return
+        st = status_now(now, rates or Rates(now), self._ring.statistics(), self._reports,
+                        t_start=self._state.t_start, duration_s=self.config.run.duration,
+                        workers=self._supervisor.alive_workers() if rates is not None
+                        else self.config.analysis.workers,
+                        restarts=self._supervisor.restarts, final=rates is None)
+        self.on_status(st)
 
     def _finish(self, *, started: bool) -> None:
         """Stop every role in order and build the summary."""

@@ -64,6 +64,7 @@ __all__ = [
     "RunFacts",
     "RunSummary",
     "SchedulerSummary",
+    "acquired_per_s",
     "build_summary",
     "profile",
     "write_profile",
@@ -145,11 +146,12 @@ class SchedulerSummary(TypedDict):
 
     ``timing_error_ms``: each stack's exposure against the time the scheduler planned it for;
     ``lateness_ms``: against the time it was due. ``demand_max`` above 1 (the intervals ask
-    for more stage time than there is) makes the run ``overloaded``: ``overload_s`` seconds
-    of it, ``slow_delayed`` visits of slow positions delayed (by ``slow_delay_ms``) for fast
-    ones, ``fast_first`` choices of a fast position over an earlier-due slow one, ``aged``
-    slow positions served first after waiting a whole interval. ``starved``: positions not
-    imaged for more than three slow intervals at a time (or never).
+    for more stage time than there is) makes the run ``overloaded`` for ``overload_s``
+    seconds. The policy's work, overloaded or not (two positions due at once collide too):
+    ``slow_delayed`` visits of slow positions delayed (by ``slow_delay_ms``) for fast ones,
+    ``fast_first`` choices of a fast position over an earlier-due slow one, ``aged`` slow
+    positions served first after waiting a whole interval. ``starved``: positions not imaged
+    for more than three slow intervals at a time (or never).
     """
 
     policy: str
@@ -421,7 +423,7 @@ def _scheduler(config: Config, sched: SchedulerStatistics | None,
         move_ms=_pct(sched.move_ms), settle_ms=_pct(sched.settle_ms),
         timing_error_ms=_pct(sched.timing_error_ms), lateness_ms=_pct(sched.lateness_ms),
         demand_max=sched.demand_max,
-        overloaded=sched.overload_s > 0 or sched.slow_delayed > 0,
+        overloaded=sched.overload_s > 0,
         overload_s=sched.overload_s, fast_first=sched.fast_first,
         slow_delayed=sched.slow_delayed, slow_delay_ms=_pct(sched.slow_delay_ms),
         aged=sched.aged, starved=starved,
@@ -485,6 +487,12 @@ def _cluster(config: Config, reports: RoleReports, facts: RunFacts,
     )
 
 
+def acquired_per_s(timepoints: int, acquisition_s: float) -> float:
+    """Timepoints per second over an acquisition (``acquired_fps``): the first is at t=0, so
+    n timepoints span n-1 intervals (0.0 before two)."""
+    return (timepoints - 1) / acquisition_s if acquisition_s > 0 and timepoints > 1 else 0.0
+
+
 def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunSummary:
     """The run summary (see the module docstring for roles that never reported)."""
     cam = reports.camera
@@ -494,8 +502,7 @@ def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunS
     spec = facts.spec
     acq_s = cam.acquisition_s if cam is not None else 0.0
     timepoints = cam.timepoints if cam is not None else 0
-    # The first timepoint is at t=0: n timepoints span (n-1) intervals.
-    rate = (timepoints - 1) / acq_s if acq_s > 0 and timepoints > 1 else 0.0
+    rate = acquired_per_s(timepoints, acq_s)
     analysed = rs.completed if rs is not None else 0
     if cam is not None:
         frames_acquired = cam.frames_acquired

@@ -8,7 +8,8 @@ Lifecycle (the engine's side in brackets)::
     [every role is ready]     <- CameraControl(START)
     loop: next timepoint -> fill a slot frame by frame -> publish
           commands from the interpreter are applied between timepoints
-          STATUS (CameraStatus: the jitter of the last half second) twice a second
+          STATUS (CameraStatus: the jitter of the last half second, the counts) twice a
+          second, and once more at the end (the jitter of the whole run)
     [stop event] or source exhausted -> source stopped and closed -> STATS -> STOPPED
 
 The camera keeps the interval it applies (it is the actuator); the interval *decided* lives in
@@ -162,6 +163,16 @@ class _Measures:
             ))
         return tuple(out)
 
+    def status(self, jitter_ms: float, gaps: int, *, final: bool = False) -> CameraStatus:
+        """The live snapshot: ``jitter_ms`` over ``gaps`` gaps, and the counts so far (with
+        ``final``, the timepoints and the acquisition's span too)."""
+        if not final:
+            return CameraStatus(jitter_ms, gaps, self.stacks_published, self.frames_acquired,
+                                self.frames_lost)
+        s = self.statistics({})
+        return CameraStatus(jitter_ms, gaps, s.stacks_published, s.frames_acquired,
+                            s.frames_lost, True, s.timepoints, s.acquisition_s)
+
     def statistics(self, source: Mapping[str, float]) -> CameraStatistics:
         span = self.last_exposure - self.first_exposure
         return CameraStatistics(
@@ -267,6 +278,9 @@ def run(config: Config, channels: RoleChannels) -> None:
                 measures.outcomes = _outcomes(source, measures, config)
             finally:
                 source.close()
+        whole = measures.publish_gap_ms.percentiles()  # the live display's last figures
+        report(channels, me, 0, RoleEventKind.STATUS,
+               measures.status(whole.spread, whole.count, final=True))
         report(channels, me, 0, RoleEventKind.STATS, measures.statistics(source_stats))
     report(channels, me, 0, RoleEventKind.STOPPED, ended)
 
@@ -367,7 +381,7 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         if t_pub >= next_status:
             next_status = t_pub + _STATUS_PERIOD_S
             report(channels, RoleName.CAMERA, 0, RoleEventKind.STATUS,
-                   CameraStatus(recent_gaps.percentiles().spread, recent_gaps.count))
+                   stats.status(recent_gaps.percentiles().spread, recent_gaps.count))
             recent_gaps.clear()
         stats.last_exposure = t_exp
         _actuated(pending, t_exp, stats)

@@ -33,8 +33,6 @@ import queue
 import time
 from types import EllipsisType
 
-import numpy as np
-
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, RtEdaError
 from rt_eda.core.messages import (
@@ -44,6 +42,7 @@ from rt_eda.core.messages import (
     DecisionRecord,
     Failure,
     InterpreterReport,
+    InterpreterStatistics,
     InterpreterStatus,
     IntervalChange,
     Result,
@@ -62,6 +61,7 @@ __all__ = ["run"]
 log = logging.getLogger(__name__)
 
 _STATUS_PERIOD_S = 0.5
+_LIVE_SAMPLE = 4096  # results kept for the live latency (its percentiles cost ~0.5 ms)
 _NONFINITE_LOG_PERIOD_S = 10.0
 
 
@@ -99,6 +99,7 @@ class _Report:
     def __init__(self) -> None:
         self.publish_to_claim = Reservoir()
         self.publish_to_decision = Reservoir()
+        self.live_publish_to_decision = Reservoir(_LIVE_SAMPLE)  # the same results, sampled
         self.interval_changes: list[IntervalChange] = []
         self.controls: list[ControlRecord] = []
         self.results = 0
@@ -112,6 +113,7 @@ class _Report:
         p2d = (record.t_decided - r.t_published) * 1e3
         self.publish_to_claim.add((r.t_claimed - r.t_published) * 1e3)
         self.publish_to_decision.add(p2d)
+        self.live_publish_to_decision.add(p2d)
         if record.change is not None:
             self.interval_changes.append(record.change)
         return p2d
@@ -195,6 +197,9 @@ def run(config: Config, channels: RoleChannels) -> None:
         report(channels, me, 0, RoleEventKind.FAILED, Failure.from_exception(exc))
         raise SystemExit(1) from None
     finally:
+        if interp is not None:  # the live display's last figures: the summary's
+            report(channels, me, 0, RoleEventKind.STATUS,
+                   _status(interp.statistics(), measured, final=True))
         report(channels, me, 0, RoleEventKind.STATS, measured.freeze(interp))
         if trace is not None:
             trace.close()
@@ -236,7 +241,6 @@ def _on_control(interp: PerPosition, msg: ControlMessage, now: float,
 def _loop(interp: PerPosition, channels: RoleChannels, measured: _Report,
           outputs: _Outputs) -> None:
     next_status = time.monotonic() + _STATUS_PERIOD_S
-    recent: list[float] = []
     while True:
         msg: ResultsMessage | EllipsisType
         try:
@@ -250,7 +254,7 @@ def _loop(interp: PerPosition, channels: RoleChannels, measured: _Report,
             record = _on_result(interp, msg, now, channels, measured)
             if record.change is not None:
                 _send(channels, record.change.command)  # first: the camera is waiting
-            recent.append(measured.decision(record))
+            measured.decision(record)
             outputs.decision(record)
         elif isinstance(msg, ControlMessage):
             control, cmds = _on_control(interp, msg, now, measured)
@@ -268,13 +272,19 @@ def _loop(interp: PerPosition, channels: RoleChannels, measured: _Report,
             measured.handle_s += time.monotonic() - now
         if now >= next_status:
             next_status = now + _STATUS_PERIOD_S
-            s = interp.statistics()
-            report(channels, RoleName.INTERPRETER, 0, RoleEventKind.STATUS, InterpreterStatus(
-                interval_s=s.current_interval, state=s.state, decisions=s.decisions,
-                interval_switches=s.interval_switches,
-                publish_to_decision_p50_ms=float(np.median(recent)) if recent else 0.0,
-            ))
-            recent.clear()
+            report(channels, RoleName.INTERPRETER, 0, RoleEventKind.STATUS,
+                   _status(interp.statistics(), measured))
+
+
+def _status(s: InterpreterStatistics, measured: _Report, *,
+            final: bool = False) -> InterpreterStatus:
+    """The live snapshot: the interpreter's state and counts ``s``, and the latency of every
+    result so far (see :class:`~rt_eda.core.messages.InterpreterStatus`)."""
+    sample = measured.publish_to_decision if final else measured.live_publish_to_decision
+    return InterpreterStatus(
+        interval_s=s.current_interval, state=s.state, decisions=s.decisions,
+        interval_switches=s.interval_switches, publish_to_decision=sample.percentiles(),
+        final=final)
 
 
 def _send(channels: RoleChannels, cmd: Command) -> None:
