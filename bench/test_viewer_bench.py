@@ -63,7 +63,7 @@ def producer_proc(ring_name: str, out_name: str, trace_name: str, seconds: float
                     np.copyto(img.pixels[0, 0], net)
                 now = time.monotonic()
                 trace.append(seq, now - 0.01, now, float(np.sin(seq / 50)), 0.1,
-                             float(seq % 400 < 200), 1, 0)
+                             float(seq % 400 < 200), 1, 0, 0)
         except RingOverrunError:
             overruns += 1
             continue

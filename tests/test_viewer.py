@@ -109,12 +109,12 @@ class Producer(threading.Thread):
             t_exp = time.monotonic() - 0.004
             if decision > 0.8 and not fast:
                 fast = 1.0
-                trace.append(seq, 0.0, time.monotonic(), math.nan, 0.05, fast, 0, 1)
+                trace.append(seq, 0.0, time.monotonic(), math.nan, 0.05, fast, 0, 1, 0)
             elif decision < 0.2 and fast:
                 fast = 0.0
-                trace.append(seq, 0.0, time.monotonic(), math.nan, 0.5, fast, 0, 1)
+                trace.append(seq, 0.0, time.monotonic(), math.nan, 0.5, fast, 0, 1, 0)
             trace.append(seq, t_exp, time.monotonic(), decision, 0.05 if fast else 0.5,
-                         fast, 1 + seq % 2, 0)
+                         fast, 1 + seq % 2, 0, 0)
             time.sleep(self.period_s)
 
 
@@ -204,13 +204,13 @@ def test_feed_copies_the_newest_stack_without_claiming_or_pinning(shm_run: Run,
 
 def test_feed_history_keeps_the_newest_in_a_fixed_buffer(shm_run: Run) -> None:
     for i in range(50):
-        shm_run.trace.append(i, 0.0, float(i), float(i), 1.0, float(i % 2), 1, 0)
+        shm_run.trace.append(i, 0.0, float(i), float(i), 1.0, float(i % 2), 1, 0, 0)
     with LiveFeed(shm_run.ring.name, "", shm_run.trace.name, history=16) as feed:
         buf = feed.decisions._t
         assert feed.poll_trace() == 16  # only what the history holds
         np.testing.assert_array_equal(feed.decisions.v, np.arange(34, 50))
         for i in range(50, 55):
-            shm_run.trace.append(i, 0.0, float(i), float(i), 1.0, 0.0, 1, 0)
+            shm_run.trace.append(i, 0.0, float(i), float(i), 1.0, 0.0, 1, 0, 0)
         assert feed.poll_trace() == 5
         np.testing.assert_array_equal(feed.decisions.v, np.arange(39, 55))
         assert feed.decisions._t is buf  # same buffer, no reallocation
@@ -1030,3 +1030,55 @@ def test_the_default_run_records_what_the_network_sees(tmp_path: Path) -> None:
     saved = int(network.split()[1])
     assert network.split(None, 2)[2].startswith("image(s) (512, 512) float32"), network
     assert 1 <= saved <= s["stacks_analysed"], (network, s["stacks_analysed"])
+
+
+PLAN = Path(__file__).resolve().parents[1] / "examples" / "four_positions.yaml"
+
+
+def test_a_run_of_four_positions_shows_each_and_every_trace(xserver: XServer,
+                                                           tmp_path: Path) -> None:
+    """The position selector (Alt+E) shows each position's newest frame and decisions; the
+    small multiples show every position's decisions and fast periods at once."""
+    state = tmp_path / "viewer-state.json"
+    env = _x_env(xserver, tmp_path, RT_EDA_VIEWER_STATE=str(state))
+    summary_path = tmp_path / "summary.json"
+    proc, out, err = _start_run(
+        tmp_path, env, "--plan", str(PLAN), "--duration", "150", "--viewer", "--workers", "2",
+        "--set", "camera.synthetic.height=256", "--set", "camera.synthetic.width=256",
+        "--summary", str(summary_path))
+    try:
+        pid = _wait_viewer(xserver, proc, set())
+        window = _viewer_window(xserver, pid)
+        driver = _Driver(xserver, window, state, pid)
+        first = driver.now(lambda s: s["frames_shown"] >= 1
+                           and min(s["position_decisions"]) >= 3, 120)
+        assert first["positions"] == 4 and first["small_multiples"] == 4
+        assert first["position"] == 0
+        xserver.xdotool("windowmove", window, "0", "0")
+        driver.resize(1500, 950)
+        for expected in (1, 2, 3, 0):
+            shown = driver.now()["frames_shown"]
+            driver.keys("alt+e")
+            # the selector moved, the feed follows, and a frame of that position is drawn
+            driver.now(lambda s, p=expected, n=shown: s["position"] == p
+                       and s["position_choice"] == p and s["frames_shown"] > n, 60)
+        # Every position's trace grows in its own small plot, and some position went fast.
+        grown = driver.now(lambda s, d=first["position_decisions"]: all(
+            a > b for a, b in zip(s["position_decisions"], d, strict=True)), 60)
+        driver.now(lambda s: any(s["position_fast_now"]), 120)
+        shot = _keep_screenshot(xserver, tmp_path, "viewer-positions.png")[:950, :1500]
+        assert shot.astype(int).std() > 20, "the screen shows no window content"
+        assert sum(grown["position_decisions"]) > 0
+        proc.send_signal(signal.SIGINT)
+        stderr = _finish(proc, err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, stderr[-3000:]
+    s = summary(summary_path)
+    assert_counts_add_up(s)
+    assert s["viewer_exits"] == 0 and len(s["positions"]) == 4
+    assert "Traceback" not in stderr
+    assert "viewer died" not in stderr + out.read_text()
+    _assert_left_nothing(proc, tmp_path)

@@ -26,6 +26,7 @@ __all__ = ["SHORTCUTS", "ControlPanel"]
 log = logging.getLogger(__name__)
 
 SHORTCUTS: tuple[tuple[str, str], ...] = (
+    ("Alt+E", "next stage position (a run of several)"),
     ("Alt+C", "next channel"),
     ("Alt+Z", "next z slice"),
     ("Alt+A", "auto contrast on/off"),
@@ -72,6 +73,7 @@ class ControlPanel(_Window):
     feed: LiveFeed
     settings: InterpreterConfig
     control_sender: ControlSender | None
+    position_names: tuple[str, ...]
     _read_only_reason: str
     lower_line: Any
     upper_line: Any
@@ -83,6 +85,8 @@ class ControlPanel(_Window):
 
         def _mark_dirty(self, *_: object) -> None: ...
 
+        def _position_changed(self) -> None: ...
+
     def _build_panel(self) -> QtWidgets.QWidget:
         spec = self.feed.spec
         s = self.settings
@@ -91,6 +95,13 @@ class ControlPanel(_Window):
 
         display = QtWidgets.QGroupBox("Display")
         form = QtWidgets.QFormLayout(display)
+        self.position_box = QtWidgets.QComboBox()
+        names = list(self.position_names)
+        self.position_box.addItems([f"{p}: {names[p]}" if p < len(names) else str(p)
+                                    for p in range(self.feed.positions)])
+        self.position_box.setEnabled(self.feed.positions > 1)
+        self.position_box.currentIndexChanged.connect(self._position_chosen)
+        form.addRow("stag&e position", self.position_box)
         self.channel_box = QtWidgets.QComboBox()
         self.channel_box.addItems([f"channel {c}" for c in range(spec.channels)])
         self.channel_box.currentIndexChanged.connect(self._mark_dirty)
@@ -173,6 +184,7 @@ class ControlPanel(_Window):
         """The keys of :data:`SHORTCUTS` that act rather than focus (the others are the
         labels' and check boxes' own mnemonics)."""
         for keys, action in (
+            ("Alt+E", lambda: self._cycle(self.position_box)),
             ("Alt+C", lambda: self._cycle(self.channel_box)),
             ("Alt+Z", lambda: self._cycle(self.z_box)),
             ("Alt+T", self.mode_button.click),  # no-op while disabled (binary interpreter)
@@ -191,6 +203,14 @@ class ControlPanel(_Window):
             box.setCurrentIndex((box.currentIndex() + 1) % max(1, box.count()))
         else:
             box.setValue(box.minimum() if box.value() >= box.maximum() else box.value() + 1)
+
+    def _position_chosen(self, position: int) -> None:
+        """Show another stage position: its newest frame and its decisions in the large
+        plot (the small multiples show every one)."""
+        if 0 <= position < self.feed.positions:
+            self.feed.select(position)
+            self._mark_dirty()
+            self._position_changed()
 
     # -- controls ----------------------------------------------------------------------------
     def _edit(self, key: str, value: float) -> bool:

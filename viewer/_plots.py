@@ -1,5 +1,7 @@
-"""The viewer window's pictures: the frame with its network-image overlay and histogram, and
-the decision plot (decisions over time, thresholds, fast/slow shading).
+"""The viewer window's pictures: the frame with its network-image overlay and histogram, the
+decision plot (decisions over time, thresholds, fast/slow shading) of the position shown, and
+with several stage positions, the decision traces of every position as small multiples (one
+small plot each, the position shown framed).
 
 A mixin of :class:`~rt_eda.viewer._window.ViewerWindow`. Frames are drawn through a
 :class:`~rt_eda.live.raster.Raster` (only the visible part, at about screen resolution), so a
@@ -29,6 +31,8 @@ _AUTO_LEVEL_SAMPLES = 16384
 _HISTOGRAM_PERIOD_S = 0.25  # the histogram costs ~3 ms a frame at 2048 x 2048: 4 Hz is plenty
 _FAST_BRUSH = (255, 140, 0, 70)
 _SLOW_BRUSH = (70, 130, 255, 35)
+MAX_SMALL_MULTIPLES = 36
+"""The most positions drawn as small multiples (the others: through the position selector)."""
 OVERLAY_OPACITY = 80  # percent; the overlay is transparent where the network sees nothing
 
 
@@ -131,6 +135,66 @@ class Plots(_Window):
         pvb.sigRangeChangedManually.connect(self._plot_moved)
         pvb.enableAutoRange(x=True)
         return self.plot
+
+    def _build_small_multiples(self) -> Any:
+        """One small decision plot per position (at most :data:`MAX_SMALL_MULTIPLES`)."""
+        n = min(self.feed.positions, MAX_SMALL_MULTIPLES)
+        self.small = pg.GraphicsLayoutWidget()
+        self.small.setMinimumHeight(120)
+        cols = max(1, math.ceil(math.sqrt(n * 2)))
+        names = list(getattr(self, "position_names", ()))
+        self.small_plots: list[Any] = []
+        self.small_curves: list[Any] = []
+        self.small_shades: list[Any] = []
+        for p in range(n):
+            label = f"{p}: {names[p]}" if p < len(names) else f"position {p}"
+            item = self.small.addPlot(row=p // cols, col=p % cols, title=label)
+            item.hideAxis("bottom")
+            item.getAxis("left").setWidth(28)
+            item.setMenuEnabled(False)
+            item.setMouseEnabled(x=False, y=False)
+            shade = pg.BarGraphItem(x0=[], width=[], y0=0.0, height=1.0, pen=None,
+                                    brush=pg.mkBrush(*_FAST_BRUSH))
+            item.getViewBox().addItem(shade, ignoreBounds=True)
+            curve = item.plot(pen=pg.mkPen((230, 230, 230), width=1))
+            for value, color in ((self.settings.lower_threshold, (80, 160, 255)),
+                                 (self.settings.upper_threshold, (255, 110, 80))):
+                item.addItem(pg.InfiniteLine(value, angle=0, movable=False,
+                                             pen=pg.mkPen(color, width=0.5)),
+                             ignoreBounds=True)
+            self.small_plots.append(item)
+            self.small_curves.append(curve)
+            self.small_shades.append(shade)
+        self._frame_selected()
+        return self.small
+
+    def _frame_selected(self) -> None:
+        for p, item in enumerate(getattr(self, "small_plots", ())):
+            selected = p == self.feed.position
+            item.getViewBox().setBorder(pg.mkPen((255, 200, 0), width=2) if selected
+                                        else None)
+
+    def _position_changed(self) -> None:
+        self._frame_selected()
+        self._draw_plot()
+
+    def _draw_small_multiples(self) -> None:
+        feed = self.feed
+        now_x = time.monotonic() - feed.t0
+        for p, (curve, shade) in enumerate(zip(self.small_curves, self.small_shades,
+                                               strict=True)):
+            d, f = feed.position_decisions[p], feed.position_fast[p]
+            curve.setData(d.t, d.v)
+            if f.n == 0:
+                continue
+            x = np.append(f.t, max(float(f.t[-1]), now_x))
+            flags = f.v > 0.5
+            edges = np.flatnonzero(flags[1:] != flags[:-1]) + 1
+            starts = np.concatenate(([0], edges))
+            ends = np.concatenate((edges, [f.n]))
+            runs = flags[starts]
+            x0 = x[starts[runs]]
+            shade.setOpts(x0=x0, width=x[ends[runs]] - x0, y0=0.0, height=1.0)
 
     # -- view state --------------------------------------------------------------------------
     def _mark_dirty(self, *_: object) -> None:

@@ -10,11 +10,17 @@ Layout::
 
     +-------------------------------------------+-----------+--------------+
     | frame (+ network image, inferno, opacity) | histogram | display      |
-    |                                           | / LUT     | interpreter  |
-    +-------------------------------------------+-----------+ intervals    |
-    | decision over time, lower/upper thresholds, fast/slow shaded         | manual, pause|
+    |                                           | / LUT     | (position)   |
+    +-------------------------------------------+-----------+ interpreter  |
+    | decision over time, lower/upper thresholds, fast/slow shaded         | intervals    |
+    +----------------------------------------------------------------------+ manual, pause|
+    | several positions: every position's decisions, small multiples       |              |
     +----------------------------------------------------------------------+--------------+
     status: acquired/s, analysed/s, skipped, latency p50/p99, workers, interval, display fps
+
+With several stage positions (an acquisition plan) the frame and the large decision plot are
+the selected position's (the position selector, Alt+E), and a grid of small plots shows every
+position's decisions and fast periods at once, the selected one framed.
 
 The window is three modules, one concern each: this one (the window itself: the timer loop,
 the status line, :meth:`ViewerWindow.state`, closing), :mod:`._plots` (the frame with its
@@ -101,9 +107,11 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
         quit_on_end: bool = True,
         workers: int = 0,
         state_path: str | Path | None = None,
+        position_names: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.feed = feed
+        self.position_names = tuple(position_names)
         self._state_path = Path(state_path) if state_path else None
         self.settings = settings
         self.control_sender = sender
@@ -150,6 +158,10 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
         left.addWidget(plot)
         left.setStretchFactor(0, 3)
         left.setStretchFactor(1, 1)
+        self.small_plots = []
+        if self.feed.positions > 1:
+            left.addWidget(self._build_small_multiples())
+            left.setStretchFactor(2, 2)
         main = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         main.addWidget(left)
         main.addWidget(self._build_panel())
@@ -198,6 +210,8 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
             self._draw_frame()
         if new_rows:
             self._draw_plot()
+            if self.small_plots:
+                self._draw_small_multiples()
         now = time.monotonic()
         if now >= self._next_status:
             self._next_status = now + _STATUS_PERIOD_S
@@ -235,6 +249,12 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
             "frames_shown": self.frames_shown, "draws": self.draws,
             "display_fps": self._display_fps, "shown_stack": self._shown_key[0],
             "image_seq": self.feed.image_seq,
+            "position": self.feed.position, "positions": self.feed.positions,
+            "position_choice": self.position_box.currentIndex(),
+            "small_multiples": len(self.small_plots),
+            "position_decisions": [h.n for h in self.feed.position_decisions],
+            "position_fast_now": [bool(h.n and h.v[h.n - 1] > 0.5)
+                                  for h in self.feed.position_fast],
             "image_max": self.image_max if math.isfinite(self.image_max) else None,
             "overlay_enabled": self.overlay_box.isEnabled(),
             "overlay_checked": self.overlay_box.isChecked(),
@@ -292,7 +312,8 @@ def run_window(feed: LiveFeed, settings: InterpreterConfig, *, max_fps: float,
                stop: Callable[[], bool] | None = None, quit_on_end: bool = True,
                workers: int = 0,
                on_shown: Callable[[ViewerWindow], None] | None = None,
-               state_path: str | Path | None = None) -> str:
+               state_path: str | Path | None = None,
+               position_names: tuple[str, ...] = ()) -> str:
     """Show a :class:`ViewerWindow` and run the Qt event loop until it closes.
 
     Returns why it closed: ``"window closed"`` (by a person), ``"run stopped"`` (``stop``
@@ -302,7 +323,8 @@ def run_window(feed: LiveFeed, settings: InterpreterConfig, *, max_fps: float,
     app = pg.mkQApp("rt-eda viewer")
     window = ViewerWindow(feed, settings, max_fps=max_fps, sender=sender,
                           read_only_reason=read_only_reason, stop=stop,
-                          quit_on_end=quit_on_end, workers=workers, state_path=state_path)
+                          quit_on_end=quit_on_end, workers=workers, state_path=state_path,
+                          position_names=position_names)
     window.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose, False)
     window.closed.connect(app.quit)
     window.show()

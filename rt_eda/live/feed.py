@@ -14,7 +14,11 @@ make the camera, a worker or the writer wait; if it falls behind it simply sees 
 Every buffer is allocated once, at attach time: two stack buffers (the one shown and the one
 being copied into, swapped after a consistent copy, so a torn copy is never shown), the same
 pair for the frame a network image was computed from, a pair of network-image buffers, and
-fixed-size histories of the decision trace.
+fixed-size histories of the decision trace, one per stage position.
+
+Positions: a run of several positions (an acquisition plan) has one decision history per
+position (every one is read, for the small multiples), and the stacks and network images
+copied are the newest *of the selected position* (:meth:`LiveFeed.select`).
 
 Imports no Qt.
 """
@@ -125,6 +129,8 @@ class LiveFeed:
     def __init__(self, ring: str, output_ring: str = "", trace: str = "", *,
                  history: int = 4096) -> None:
         self._ring = StackRing.attach(ring)
+        self.positions = self._ring.positions
+        self.position = 0
         self._out: StackRing | None = None
         self._trace: DecisionTrace | None = None
         try:
@@ -150,8 +156,9 @@ class LiveFeed:
             out_shape = self._out.spec.shape
             self.image = np.zeros(out_shape, dtype=self._out.spec.np_dtype)
             self._image_next = np.zeros_like(self.image)
-        self.decisions = _History(history)
-        self.fast = _History(history)
+        per = history if self.positions == 1 else max(256, history // 4)
+        self.position_decisions = [_History(per) for _ in range(self.positions)]
+        self.position_fast = [_History(per) for _ in range(self.positions)]
         self._trace_next = 0
         self._latency = np.full(_LATENCY_WINDOW, np.nan)
         self._latency_n = 0
@@ -166,6 +173,38 @@ class LiveFeed:
         self._closed = False
 
     # -- properties --------------------------------------------------------------------------
+    @property
+    def decisions(self) -> _History:
+        """The selected position's decisions ``(t, value)`` (the only one's, with one)."""
+        return self.position_decisions[self.position]
+
+    @property
+    def fast(self) -> _History:
+        """The selected position's fast (1) / slow (0) state over time."""
+        return self.position_fast[self.position]
+
+    def select(self, position: int) -> None:
+        """Show position ``position`` from now on: the next polls copy its newest stack and
+        network image.
+
+        Raises
+        ------
+        ValueError
+            Not one of the run's positions.
+        """
+        if not 0 <= position < self.positions:
+            raise ValueError(f"position {position} is not one of the run's {self.positions}")
+        if position != self.position:
+            self.position = position
+            self.stack_seq = -1
+            self.image_seq = -1
+            self.image_stack_ok = False
+
+    def _newest(self, ring: StackRing) -> int:
+        if ring.positions > 1:
+            return ring.newest_seq(min(self.position, ring.positions - 1))
+        return ring.newest_seq()
+
     @property
     def has_images(self) -> bool:
         """True when the run publishes network images (the overlay is possible)."""
@@ -192,7 +231,7 @@ class LiveFeed:
         if self._closed:
             return False
         for _ in range(_COPY_TRIES):
-            seq = self._ring.newest_seq()
+            seq = self._newest(self._ring)
             if seq <= self.stack_seq:
                 return False
             if self._ring.copy_stack(seq, self._stack_next):
@@ -210,7 +249,7 @@ class LiveFeed:
             return False
         assert self._image_next is not None
         for _ in range(_COPY_TRIES):
-            seq = out.newest_seq()
+            seq = self._newest(out)
             if seq <= self.image_seq:
                 return False
             if out.copy_stack(seq, self._image_next):
@@ -236,24 +275,35 @@ class LiveFeed:
         """Read the trace records appended since the last poll; returns how many."""
         if self._trace is None or self._closed:
             return 0
-        first, rows = self._trace.read(self._trace_next, limit=self.decisions.capacity)
+        limit = self.position_decisions[0].capacity * self.positions
+        first, rows = self._trace.read(self._trace_next, limit=limit)
         self._trace_next = first + len(rows)
         if len(rows) == 0:
             return 0
         kind = rows[:, _F["kind"]]
         t = rows[:, _F["t_decided"]] - self.t0
-        self.fast.extend(t, rows[:, _F["fast"]])
+        where = rows[:, _F["position"]]
         results = rows[kind == TraceKind.RESULT]
-        self.decisions.extend(results[:, _F["t_decided"]] - self.t0,
-                              results[:, _F["decision"]])
+        for p in range(self.positions):
+            mine = (where == p) | (where < 0)  # -1: a change of every position
+            if self.positions == 1:
+                mine = np.ones(len(rows), dtype=bool)
+            if mine.any():
+                self.position_fast[p].extend(t[mine], rows[mine, _F["fast"]])
+            got = results[results[:, _F["position"]] == p] if self.positions > 1 else results
+            if len(got):
+                self.position_decisions[p].extend(got[:, _F["t_decided"]] - self.t0,
+                                                  got[:, _F["decision"]])
         self._n_decisions += len(results)
         for row in results[-_LATENCY_WINDOW:]:
             i = self._latency_n % _LATENCY_WINDOW
             self._latency[i] = (row[_F["t_decided"]] - row[_F["t_exposure"]]) * 1e3
             self._workers[i] = int(row[_F["worker"]])
             self._latency_n += 1
-        self._interval = float(rows[-1, _F["interval_s"]])
-        self._fast_now = bool(rows[-1, _F["fast"]])
+        mine = rows[(where == self.position) | (where < 0)] if self.positions > 1 else rows
+        if len(mine):
+            self._interval = float(mine[-1, _F["interval_s"]])
+            self._fast_now = bool(mine[-1, _F["fast"]])
         return len(rows)
 
     def status(self) -> FeedStatus:

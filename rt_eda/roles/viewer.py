@@ -83,7 +83,8 @@ def run(config: Config, channels: RoleChannels) -> None:
         reason = run_window(feed, config.interpreter, max_fps=config.viewer.max_fps,
                             sender=sender, stop=stopping, quit_on_end=True,
                             workers=config.analysis.workers, on_shown=shown,
-                            state_path=os.environ.get(STATE_ENV) or None)
+                            state_path=os.environ.get(STATE_ENV) or None,
+                            position_names=_position_names(config, feed.positions))
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.debug("viewer failed", exc_info=True)  # the engine logs the one-line WARNING
         report(channels, me, 0, RoleEventKind.FAILED, Failure.from_exception(exc))
@@ -91,6 +92,13 @@ def run(config: Config, channels: RoleChannels) -> None:
     log.info("viewer: %s", reason)
     report(channels, me, 0, RoleEventKind.STOPPED, Stopped(reason))
     _leave(0, channels.events, channels.log)
+
+
+def _position_names(config: Config, positions: int) -> tuple[str, ...]:
+    """The names of the run's positions (the plan's), for the position selector."""
+    from rt_eda.storage.recording import position_names
+
+    return position_names(config, positions) if positions > 1 else ()
 
 
 def _leave(code: int, *queues: Any) -> NoReturn:
@@ -219,6 +227,7 @@ def _attach(session: Session, *, controls: bool, stop: Any = None) -> int:
                        max_fps=session.config.viewer.max_fps, sender=sender,
                        read_only_reason=reason, quit_on_end=False,
                        workers=session.config.analysis.workers, stop=stop,
-                       state_path=os.environ.get(STATE_ENV) or None)
+                       state_path=os.environ.get(STATE_ENV) or None,
+                       position_names=_position_names(session.config, feed.positions))
     log.info("viewer: %s", ended)
     return 0

@@ -8,6 +8,12 @@
   histogram of the publish -> decision latency;
 - ``report.json``: the data behind the figure (the same series, thresholds, percentiles).
 
+A run of several positions (an acquisition plan) gets one small panel per position instead
+(its decisions, its fast periods, its ground-truth events from ``truth.csv``, titled with its
+outcome: events caught, detection delay, fraction of event time imaged fast, light dose
+against always-fast), above a bar chart of those outcomes per position and the latency
+histogram. A single-position run's title carries its outcome when it has one.
+
 Matplotlib runs with the Agg backend (no display needed; safe in any process).
 """
 
@@ -23,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rt_eda.core.files import write_atomic
-from rt_eda.core.runfolder import REPORT_JSON, REPORT_PNG, open_run
+from rt_eda.core.runfolder import REPORT_JSON, REPORT_PNG, TRUTH_CSV, open_run, read_truth
 
 __all__ = ["REPORT_JSON", "REPORT_PNG", "write_report"]
 
@@ -73,6 +79,8 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
 
     run = open_run(run_dir)
     summary = dict(summary) if summary is not None else run.summary
+    if run.positions > 1:
+        return _write_positions_report(run, summary)
     frames, decisions = run.frames, run.decisions
     interp = run.config.get("interpreter", {})
     lower = interp.get("lower_threshold")
@@ -140,6 +148,9 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
     if summary:
         title += (f", {summary.get('frames_lost', 0)} frames lost, "
                   f"{float(summary.get('acquired_fps', 0.0)):.1f} stacks/s acquired")
+    eda = summary.get("eda") if summary else None
+    if isinstance(eda, Mapping):
+        title += "\n" + _outcome_text(eda)
     ax.set_title(title, fontsize=10)
 
     hx = fig.add_subplot(grid[1])
@@ -171,5 +182,143 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
         "publish_to_decision_ms": {"values": latency_ms.tolist(), **pct},
     }
     write_atomic(out_dir / REPORT_JSON, json.dumps(data, indent=1) + "\n")
+    log.info("report written: %s", png)
+    return png
+
+
+def _outcome_text(eda: Mapping[str, Any]) -> str:
+    """One line of an ``eda`` section."""
+    delay = eda.get("detection_delay_s", {})
+    return (f"{eda.get('events_detected', 0)}/{eda.get('events', 0)} events caught, delay "
+            f"p50 {float(delay.get('p50', 0.0)):.2f} s (p99 {float(delay.get('p99', 0.0)):.2f}),"
+            f" {100 * float(eda.get('event_time_fast_fraction', 0.0)):.0f}% of event time fast,"
+            f" dose {float(eda.get('dose_vs_always_fast', 0.0)):.2f}x always-fast")
+
+
+def _write_positions_report(run: Any, summary: Mapping[str, Any]) -> Path:
+    """The report of a run of several positions (see the module docstring)."""
+    import matplotlib.pyplot as plt
+
+    frames, decisions = run.frames, run.decisions
+    interp = run.config.get("interpreter", {})
+    lower, upper = interp.get("lower_threshold"), interp.get("upper_threshold")
+    fast_interval = interp.get("fast_interval")
+    n = run.positions
+    entries = {int(p.get("index", -1)): p for p in summary.get("positions", [])
+               if isinstance(p, Mapping)}
+    truth = read_truth(run.path / TRUTH_CSV) or {}
+    te = frames.get("t_exposure", np.zeros(0))
+    t0 = float(te.min()) if te.size else 0.0
+    f_pos = frames.get("position", np.zeros(te.size, np.int64))
+    d_pos = decisions.get("position", np.zeros(len(decisions.get("seq", ())), np.int64))
+    latency_ms = (decisions.get("t_decided", np.zeros(0))
+                  - decisions.get("t_published", np.zeros(0))) * 1e3
+    pct = {f"p{q}": float(np.percentile(latency_ms, q)) if latency_ms.size else 0.0
+           for q in (50, 90, 99)}
+    pct["max"] = float(latency_ms.max()) if latency_ms.size else 0.0
+
+    cols = 1 if n <= 2 else (2 if n <= 8 else 4)
+    rows = -(-n // cols)
+    fig = plt.figure(figsize=(6.5 * min(cols, 2) + (3 if cols == 4 else 0),
+                              3.2 + 1.7 * rows + 2.2), dpi=100)
+    outer = fig.add_gridspec(3, 1, height_ratios=(1.5, 1.7 * rows, 1.2), hspace=0.45)
+    panels = outer[1].subgridspec(rows, cols, hspace=0.85, wspace=0.25)
+    per: list[dict[str, Any]] = []
+    t_max = float(te.max() - t0) if te.size else 1.0
+    for p in range(n):
+        ax = fig.add_subplot(panels[p // cols, p % cols])
+        mine = f_pos == p
+        t_index = frames["t_index"][mine]
+        first = np.unique(t_index, return_index=True)[1]
+        stack_t = te[mine][first] - t0
+        runs = _intervals_in_force(stack_t, frames["interval_s"][mine][first])
+        for start, end, value in runs:
+            if fast_interval is not None and value <= float(fast_interval) and end > start:
+                ax.axvspan(start, end, color="tab:orange", alpha=0.25, lw=0)
+        events = [(a - t0, b - t0) for a, b in truth.get(p, []) if a - t0 <= t_max]
+        for a, b in events:
+            ax.axvspan(a, b, ymin=0.0, ymax=0.08, color="tab:red", alpha=0.85, lw=0)
+        d_mine = d_pos == p
+        ax.plot(decisions.get("t_exposure", np.zeros(0))[d_mine] - t0,
+                decisions.get("decision", np.zeros(0))[d_mine], ".", ms=2.5,
+                color="tab:blue")
+        for value, color in ((lower, "tab:green"), (upper, "tab:red")):
+            if value is not None:
+                ax.axhline(float(value), color=color, ls="--", lw=0.8)
+        ax.set_xlim(0, max(t_max, 1e-3))
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        entry = entries.get(p, {})
+        eda = entry.get("eda")
+        name = entry.get("name", f"p{p}")
+        text = f"{name}: {int(d_mine.sum())} decisions, {stack_t.size} stacks"
+        if isinstance(eda, Mapping):
+            text += (f"\n{eda.get('events_detected', 0)}/{eda.get('events', 0)} caught, delay "
+                     f"{float(eda.get('detection_delay_s', {}).get('p50', 0)):.2f} s, "
+                     f"{100 * float(eda.get('event_time_fast_fraction', 0)):.0f}% fast, dose "
+                     f"{float(eda.get('dose_vs_always_fast', 0)):.2f}x")
+        ax.set_title(text, fontsize=8)
+        if p // cols == rows - 1:
+            ax.set_xlabel("time since first exposure (s)", fontsize=7)
+        per.append({"position": p, "name": name, "stacks": int(stack_t.size),
+                    "decisions": int(d_mine.sum()), "eda": dict(eda) if eda else None,
+                    "events": [{"start_s": a, "end_s": b} for a, b in events],
+                    "intervals_in_force": [{"start_s": s, "end_s": e, "interval_s": v}
+                                           for s, e, v in runs]})
+
+    bx = fig.add_subplot(outer[0])
+    x = np.arange(n)
+    caught = [float((r["eda"] or {}).get("events_detected", 0)) for r in per]
+    total = [float((r["eda"] or {}).get("events", 0)) for r in per]
+    fraction = [float((r["eda"] or {}).get("event_time_fast_fraction", 0)) for r in per]
+    dose = [float((r["eda"] or {}).get("dose_vs_always_fast", 0)) for r in per]
+    w = 0.2
+    bx.bar(x - 1.5 * w, total, w, color="tab:gray", label="events")
+    bx.bar(x - 0.5 * w, caught, w, color="tab:green", label="events caught")
+    bx2 = bx.twinx()
+    bx2.bar(x + 0.5 * w, fraction, w, color="tab:orange", label="event time imaged fast")
+    bx2.bar(x + 1.5 * w, dose, w, color="tab:purple", label="dose / always-fast")
+    bx2.set_ylim(0, 1.05)
+    bx.set_xticks(x, [str(r["name"]) for r in per], fontsize=7)
+    bx.set_ylabel("events", fontsize=8)
+    bx2.set_ylabel("fraction", fontsize=8)
+    h1, l1 = bx.get_legend_handles_labels()
+    h2, l2 = bx2.get_legend_handles_labels()
+    bx.legend(h1 + h2, l1 + l2, fontsize=7, ncol=4, loc="upper center",
+              bbox_to_anchor=(0.5, -0.18 if n <= 8 else -0.3), framealpha=0.85)
+    title = (f"{run.path.name}: {n} positions, {len(decisions.get('seq', ()))} decisions, "
+             f"{sum(r['stacks'] for r in per)} stacks saved")
+    eda_all = summary.get("eda")
+    if isinstance(eda_all, Mapping):
+        title += "\n" + _outcome_text(eda_all)
+    sched = summary.get("scheduler")
+    if isinstance(sched, Mapping):
+        title += (f"\nscheduler: {sched.get('moves', 0)} moves, timing error p99 "
+                  f"{float(sched.get('timing_error_ms', {}).get('p99', 0)):.2f} ms; "
+                  + (f"OVERLOADED {float(sched.get('overload_s', 0)):.1f} s (demand up to "
+                     f"{float(sched.get('demand_max', 0)):.2f}); " if sched.get("overloaded")
+                     else "")
+                  + f"{sched.get('slow_delayed', 0)} slow visits delayed for fast ones, "
+                  f"starved {sched.get('starved', [])}")
+    bx.set_title(title, fontsize=9)
+
+    hx = fig.add_subplot(outer[2])
+    if latency_ms.size:
+        hx.hist(latency_ms, bins=min(60, max(10, latency_ms.size // 5)), color="tab:blue",
+                alpha=0.8)
+        for key, color in (("p50", "tab:green"), ("p99", "tab:red")):
+            hx.axvline(pct[key], color=color, ls="--", lw=1, label=f"{key} {pct[key]:.2f} ms")
+        hx.legend(fontsize=7)
+    hx.set_xlabel("publish -> decision latency (ms)", fontsize=8)
+    hx.grid(alpha=0.3)
+
+    png: Path = run.path / REPORT_PNG
+    fig.savefig(png)
+    plt.close(fig)
+    data = {"t0_monotonic_s": t0, "thresholds": {"lower": lower, "upper": upper},
+            "fast_interval": fast_interval, "positions": per,
+            "eda": dict(eda_all) if isinstance(eda_all, Mapping) else None,
+            "publish_to_decision_ms": {"values": latency_ms.tolist(), **pct}}
+    write_atomic(run.path / REPORT_JSON, json.dumps(data, indent=1) + "\n")
     log.info("report written: %s", png)
     return png
