@@ -33,8 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
+
 from rt_eda.core.messages import SchedulerStatistics
-from rt_eda.core.stats import Percentiles, Reservoir
+from rt_eda.core.stats import Percentiles, RecentWindow, Reservoir
 
 __all__ = ["POLICY", "Scheduler", "Visit"]
 
@@ -45,6 +47,7 @@ POLICY: Final = (
 )
 
 _EPS_S: Final = 1e-9
+_DEMAND_MOVES: Final = 64  # the newest moves whose median the demand plans with
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,10 @@ class Scheduler:
         self._lateness = Reservoir()
         self._lateness_p = [Reservoir(50_000) for _ in range(n)]
         self._moves = Reservoir()
+        # the demand's move time: the median of the newest moves, so a visit costs the same
+        # after an hour as after a minute (the whole run's reservoir took 0.8 ms per visit
+        # after 100,000 visits, on the camera's path)
+        self._recent_moves = RecentWindow(_DEMAND_MOVES)
         self._settles = Reservoir()
         self._slow_delay = Reservoir()
         self.moves = 0
@@ -207,6 +214,7 @@ class Scheduler:
         """A move between positions took ``move_s`` (and ``settle_s`` of settling)."""
         self.moves += 1
         self._moves.add(move_s * 1e3)
+        self._recent_moves.add(move_s)
         self._settles.add(settle_s * 1e3)
 
     def visited(self, visit: Visit, t_exposure: float, done: float) -> None:
@@ -239,7 +247,7 @@ class Scheduler:
 
     def demand(self) -> float:
         """The stage time the intervals ask for, per second (above 1: overloaded)."""
-        moves = self._moves.percentiles().p50 / 1e3 if self.moves else 0.0
+        moves = float(np.median(self._recent_moves.values())) if self.moves else 0.0
         per_visit = self.stack_s + (moves + self.settle_s if self.n > 1 else 0.0)
         total = 0.0
         for p in self._p:
