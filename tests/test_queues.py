@@ -170,3 +170,31 @@ def test_log_records_through_a_queue_handler(procs: list[Any]) -> None:
     assert [r.levelname for r in records] == ["INFO", "WARNING"]
     assert records[0].getMessage() == "short record"
     assert records[1].getMessage() == "long record " + "y" * 20_000
+
+
+def test_stop_event_polled_by_many_threads_at_once() -> None:
+    """The bridge's lanes and its main thread all ask whether to stop: one shared poll
+    object raised ``RuntimeError: concurrent poll() invocation`` (lanes died mid-run)."""
+    stop = StopEvent(CTX)
+    errors: list[BaseException] = []
+    woken: list[bool] = []
+
+    def poll_hard() -> None:
+        try:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and not stop.is_set():
+                stop.wait(0.0005)
+            woken.append(stop.wait(10))
+        except BaseException as exc:  # noqa: BLE001 - the test reports every error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=poll_hard) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert woken == [True] * 8
+    stop.close()

@@ -6,8 +6,9 @@
                (cluster.placement: SPREAD over nodes, or PACK), so every actor's CPUs and GPUs
                are reserved before any starts; the actors (named analysis-1..N in the run's
                namespace, max_restarts = cluster.max_restarts, max_task_retries 0: a stack is
-               analysed at most once); ready() of each: set up and warm, the same rt-eda, its
-               clock compared with this one
+               analysed at most once; their runtime environment is the job's, given to
+               connect()); ready() of each: set up and warm, the same rt-eda, its clock
+               compared with this one
     submit()   one stack to one actor -> an ObjectRef (the stack goes through the object
                store: copied once here, read zero-copy by an actor on this node)
     fetch()    the RemoteAnalysis of a ref, in short waits so a stop is seen
@@ -44,7 +45,7 @@ from rt_eda.shm import StackSpec
 from ._actor import ActorIdentity, ActorSpec, AnalysisActor, RemoteAnalysis, boot_id
 from ._layout import ClusterLayout
 from ._session import ClusterSession
-from ._shipping import model_payload, runtime_env
+from ._shipping import model_payload
 
 __all__ = ["READY_TIMEOUT_S", "ActorPool", "RemoteActor", "StartCancelled"]
 
@@ -201,13 +202,12 @@ class ActorPool:
         else:
             strategies = ["SPREAD" if c.placement == "spread" else "DEFAULT"] * n
         remote_class: Any = ray.remote(AnalysisActor)
-        env = runtime_env(cfg)
         for i in range(1, n + 1):
             name = f"analysis-{i}"
             handle = remote_class.options(
                 name=name, num_cpus=c.num_cpus_per_actor, num_gpus=c.num_gpus_per_actor,
                 max_restarts=c.max_restarts, max_task_retries=0, max_concurrency=1,
-                runtime_env=env, scheduling_strategy=strategies[i - 1],
+                scheduling_strategy=strategies[i - 1],
             ).remote(actor_spec, self._model_ref)
             self.actors.append(RemoteActor(i, name, handle))
         refs = [a.handle.ready.remote() for a in self.actors]

@@ -162,10 +162,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def connect(cluster: ClusterConfig, *, namespace: str, num_cpus: float,
-            object_store_bytes: int) -> ClusterSession:
+            object_store_bytes: int, runtime_env: dict[str, Any] | None = None
+            ) -> ClusterSession:
     """Start or join Ray (see the module docstring); returns the session.
 
-    ``num_cpus`` and ``object_store_bytes`` size a local instance (``"local"`` only).
+    ``num_cpus`` and ``object_store_bytes`` size a local instance (``"local"`` only);
+    ``runtime_env`` is the job's (every actor's): Ray uploads local ``py_modules`` only for
+    a job's own environment.
 
     Raises
     ------
@@ -180,8 +183,14 @@ def connect(cluster: ClusterConfig, *, namespace: str, num_cpus: float,
     logging.getLogger("ray").setLevel(
         logging.DEBUG if os.environ.get("RT_EDA_DEBUG") == "1" else logging.ERROR)
     kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": False}
+    if runtime_env:
+        kwargs["runtime_env"] = runtime_env
     if address == "local":
-        kwargs |= {"num_cpus": num_cpus, "object_store_memory": object_store_bytes,
+        # "local" starts a new instance even where RAY_ADDRESS or /tmp/ray's record of the
+        # latest cluster (a stale one left by a killed run, or a `ray start` on this PC)
+        # names another: without it, ray.init joins that one, or refuses num_cpus
+        kwargs |= {"address": "local", "num_cpus": num_cpus,
+                   "object_store_memory": object_store_bytes,
                    "include_dashboard": False, "configure_logging": False}
     else:
         kwargs["address"] = address

@@ -258,7 +258,8 @@ class MessageQueue(Generic[T]):
 class StopEvent:
     """An event that its creator sets once and every other process polls (module docstring).
 
-    ``set`` is for the creating process only; ``is_set`` and ``wait`` work anywhere. The
+    ``set`` is for the creating process only; ``is_set`` and ``wait`` work anywhere, from any
+    number of threads at once. The
     event also reads as set in a process that outlives the creator (end of file on the pipe).
     There is no ``clear``: a run stops once.
 
@@ -275,9 +276,18 @@ class StopEvent:
         self._local()
 
     def _local(self) -> None:
-        self._poller = select.poll()
-        self._poller.register(self._reader.fileno(), select.POLLIN)
+        # one poll object per thread: a select.poll may not be polled by two threads at once
+        # (RuntimeError: concurrent poll() invocation; the bridge's lanes and its main thread
+        # all ask whether to stop)
+        self._threads = threading.local()
         self._set_here = False
+
+    def _poller(self) -> select.poll:
+        poller: select.poll | None = getattr(self._threads, "poller", None)
+        if poller is None:
+            poller = self._threads.poller = select.poll()
+            poller.register(self._reader.fileno(), select.POLLIN)
+        return poller
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_reader": self._reader}  # never the write end: the creator's death is EOF
@@ -297,11 +307,11 @@ class StopEvent:
 
     def is_set(self) -> bool:
         """True once the creator has set the event, or has died (one ``poll``, no wait)."""
-        return bool(self._poller.poll(0))
+        return bool(self._poller().poll(0))
 
     def wait(self, timeout: float | None = None) -> bool:
         """Sleep until the event is set (or the creator dies); False after ``timeout`` s."""
-        return bool(self._poller.poll(_ms(timeout)))
+        return bool(self._poller().poll(_ms(timeout)))
 
     def close(self) -> None:
         """Close this process's ends."""

@@ -412,6 +412,7 @@ def run(config: Config, channels: RoleChannels, control: Channel[WorkerStart]) -
         connect,
         disconnect,
         forward_native_output,
+        runtime_env,
     )
     from rt_eda.workers import exception_line
 
@@ -431,7 +432,8 @@ def run(config: Config, channels: RoleChannels, control: Channel[WorkerStart]) -
             ring = StackRing.attach(channels.ring)
             session = connect(config.cluster, namespace=f"rt-eda-{os.getppid()}-{os.getpid()}",
                               num_cpus=max(1.0, layout.actors * config.cluster.num_cpus_per_actor),
-                              object_store_bytes=_object_store_bytes(config, layout, ring))
+                              object_store_bytes=_object_store_bytes(config, layout, ring),
+                              runtime_env=runtime_env(config))
             pool = ActorPool(session, config, layout, ring.spec)
             pool.start(channels.stop.is_set)
             report(channels, me, 0, RoleEventKind.READY, ClusterReady(
