@@ -101,7 +101,9 @@ class ControlPanel(_Window):
                                     for p in range(self.feed.positions)])
         self.position_box.setEnabled(self.feed.positions > 1)
         self.position_box.currentIndexChanged.connect(self._position_chosen)
-        form.addRow("stag&e position", self.position_box)
+        # Alt+E is a shortcut (next position), so no mnemonic here: with both, Qt finds the
+        # key ambiguous and neither fires
+        form.addRow("stage position", self.position_box)
         self.channel_box = QtWidgets.QComboBox()
         self.channel_box.addItems([f"channel {c}" for c in range(spec.channels)])
         self.channel_box.currentIndexChanged.connect(self._mark_dirty)

@@ -292,6 +292,12 @@ def read_frames_csv(path: Path, shape: tuple[int, int, int, int, int]) -> CsvTim
             assert isinstance(item, tuple)
             line, row = item
             why = ""
+            if None in row or None in row.values():  # a row cut short (or run over): its
+                # last cell may be a number cut in the middle ("100.25" -> "1")
+                bad += 1
+                first = first or (f"line {line}: not as many cells as the header's "
+                                  f"{len(columns)} columns")
+                continue
             try:
                 t, c, z = int(row["t_index"] or ""), int(row["c"] or ""), int(row["z"] or "")
                 t_exp = float(row["t_exposure"] or "")
