@@ -244,8 +244,11 @@ class CameraStatistics:
     interval_error_ms
         ``|achieved - requested|`` between consecutive timepoints at an unchanged interval > 0.
     publish_interval_ms
-        Gaps between consecutive publications at an unchanged interval; its ``spread``
-        (p99 - p50) is the camera's jitter.
+        Gaps between consecutive publications at an unchanged interval.
+    jitter_ms
+        The camera's jitter: p99 - p50 of how far each of those gaps was from its interval
+        (with one interval the same as ``publish_interval_ms.spread``; a run that switched
+        between 1 s and 0.1 s no longer reads 900 ms).
     acquisition_s
         From the first to the last published stack's exposure.
     commands_applied
@@ -281,6 +284,7 @@ class CameraStatistics:
     source: Mapping[str, float] = field(default_factory=dict)
     positions: tuple[PositionAcquisition, ...] = ()
     scheduler: SchedulerStatistics | None = None
+    jitter_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -569,7 +569,7 @@ def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunS
         lost_timepoints=list(cam.lost) if cam is not None else [],
         interval_error_ms=pct(cam.interval_error_ms if cam else empty),
         publish_interval_ms=pct(cam.publish_interval_ms if cam else empty),
-        camera_jitter_ms=cam.publish_interval_ms.spread if cam is not None else 0.0,
+        camera_jitter_ms=cam.jitter_ms if cam is not None else 0.0,
         actuations=ActuationCounts(
             speed_up=cam.actuation_speed_up_ms.count if cam is not None else 0,
             slow_down=cam.actuation_slow_down_ms.count if cam is not None else 0,

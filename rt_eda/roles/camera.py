@@ -138,6 +138,7 @@ class _Measures:
         self.slow_down_ms = Reservoir()
         self.interval_error_ms = Reservoir()  # |achieved - requested| per timepoint
         self.publish_gap_ms = Reservoir()  # between consecutive publications, same interval
+        self.gap_deviation_ms = Reservoir()  # each of those gaps minus its interval: jitter
         self.wait_s = self.read_s = self.publish_s = 0.0
         self.first_exposure = float("nan")
         self.last_exposure = float("nan")
@@ -188,6 +189,7 @@ class _Measures:
             actuation_slow_down_ms=self.slow_down_ms.percentiles(),
             interval_error_ms=self.interval_error_ms.percentiles(),
             publish_interval_ms=self.publish_gap_ms.percentiles(),
+            jitter_ms=self.gap_deviation_ms.percentiles().spread,
             acquisition_s=span if np.isfinite(span) else 0.0,
             commands_applied=self.commands_applied,
             times=CameraTimes(self.wait_s, self.read_s, self.publish_s),
@@ -278,7 +280,7 @@ def run(config: Config, channels: RoleChannels) -> None:
                 measures.outcomes = _outcomes(source, measures, config)
             finally:
                 source.close()
-        whole = measures.publish_gap_ms.percentiles()  # the live display's last figures
+        whole = measures.gap_deviation_ms.percentiles()  # the live display's last figures
         report(channels, me, 0, RoleEventKind.STATUS,
                measures.status(whole.spread, whole.count, final=True))
         report(channels, me, 0, RoleEventKind.STATS, measures.statistics(source_stats))
@@ -376,7 +378,11 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
                 stats.interval_error_ms.add(abs((t_exp - last_exposure) - interval) * 1e3)
             gap_ms = (t_pub - last_publish) * 1e3
             stats.publish_gap_ms.add(gap_ms)
-            recent_gaps.add(gap_ms)
+            # jitter: the gap's distance from its interval, so that gaps of a slow and of a
+            # fast period (1000 and 100 ms) do not read as 900 ms of jitter
+            deviation_ms = gap_ms - interval * 1e3
+            stats.gap_deviation_ms.add(deviation_ms)
+            recent_gaps.add(deviation_ms)
         last_exposure, last_interval, last_publish = t_exp, interval, t_pub
         if t_pub >= next_status:
             next_status = t_pub + _STATUS_PERIOD_S
