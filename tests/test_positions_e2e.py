@@ -83,6 +83,8 @@ def test_four_positions_saved_inspected_and_replayed(tmp_path: Path) -> None:
     text = inspect(run)
     assert text.returncode == 0, text.stderr
     assert "4 positions" in text.stdout and "DAMAGED" not in text.stdout, text.stdout
+    for p, name in enumerate(("A1", "A2", "B1", "B2")):  # by the plan's names
+        assert f"position {p} {name} (" in text.stdout, text.stdout
 
     # Replayed: the recording's positions, its timeline, and its truth file for the outcome.
     replay = rt_eda("--source", f"replay:{run}", "--duration", "8", "--workers", "1",

@@ -34,6 +34,7 @@ from rt_eda.core.runfolder import (
     INTERVALS_CSV,
     NETWORK_INDEX_CSV,
     NETWORK_ZARR,
+    PLAN_JSON,
     RUN_FILES,
     SUMMARY_JSON,
     TRUTH_CSV,
@@ -165,6 +166,17 @@ def _frames_part(folder: Path) -> tuple[list[str], dict[str, np.ndarray], int]:
     return lines, frames, bad
 
 
+def _plan_names(folder: Path, n: int) -> list[str]:
+    """The positions' names in the run's ``plan.json`` (useq-schema: ``stage_positions[i]
+    .name``); ``""`` for each one it does not name (no plan file, unreadable, unnamed)."""
+    try:
+        plan = json.loads((folder / PLAN_JSON).read_text())
+        given = [str(sp.get("name") or "") for sp in plan.get("stage_positions", [])]
+    except (OSError, ValueError, AttributeError, TypeError):
+        given = []
+    return (given + [""] * n)[:n] if len(given) <= n else [""] * n
+
+
 def _positions_part(folder: Path, series: list[str],
                     frames: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
     """The images of a multi-position store: one line per position (its own damage)."""
@@ -176,6 +188,7 @@ def _positions_part(folder: Path, series: list[str],
     damage: list[str] = []
     position = frames.get("position", np.zeros(0))
     t_index = frames.get("t_index", np.zeros(0))
+    names = _plan_names(folder, len(series))
     for p, key in enumerate(series):
         try:
             reader = ZarrReader(images / key)
@@ -192,7 +205,8 @@ def _positions_part(folder: Path, series: list[str],
         finally:
             reader.close()
         listed = {int(v) for v in t_index[(position == p) & np.isfinite(t_index)]}
-        lines.append(f"             position {p} ({key}): {declared - len(gone)} timepoints x "
+        named = f"{p} {names[p]}" if names[p] and names[p] != key else f"{p}"
+        lines.append(f"             position {named} ({key}): {declared - len(gone)} timepoints x "
                      f"(C, Z, Y, X) {(c, z, y, x)} {dtype}; {len(listed)} in {FRAMES_CSV}")
         for g in gaps:
             lines.append(f"               - {g}")
