@@ -234,7 +234,8 @@ class SlotWriter:
 class Claim:
     """A stack (or a time window of stacks) claimed by one reader.
 
-    ``pixels`` is (C, Z, H, W), a zero-copy view on the slot, for a single stack; for a time
+    ``pixels`` is (C, Z, H, W), a zero-copy read-only view on the slot, for a single stack
+    (the writer saves that very slot: a worker copies before changing it); for a time
     window of T stacks it is a (T, C, Z, H, W) array, oldest first, assembled under sequence
     checks: the last T stacks *of the claimed stack's position* (``seqs``, oldest first,
     their sequence numbers). ``position`` and ``pseq`` are the stack's position and its
@@ -706,7 +707,10 @@ class StackRing:
         slot, seq, t_exposure, t_published, interval_s, t_claimed, position, pseq = got
         seqs: tuple[int, ...] | None = None
         if n_timepoints == 1:
-            pixels = self._slot_pixels[slot]
+            # read-only: a worker that wrote into its stack in place would change what the
+            # writer saves (the same slot) and what the next reader of a window sees
+            pixels = self._slot_pixels[slot].view()
+            pixels.flags.writeable = False
         else:
             try:
                 pixels, seqs = self._copy_window(slot, seq, position, pseq, n_timepoints)

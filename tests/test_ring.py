@@ -31,6 +31,12 @@ def test_publish_then_claim_gives_the_stack_zero_copy(make_ring: MakeRing) -> No
     assert claim.pixels.shape == (2, 1, 32, 32)
     assert (claim.pixels == 7).all()
     assert np.shares_memory(claim.pixels, ring._pixels)  # a view, not a copy
+    # ... that a worker cannot change: the writer saves this very slot
+    with pytest.raises(ValueError, match="read-only"):
+        claim.pixels[0, 0, 0, 0] = 99
+    with pytest.raises(ValueError, match="read-only"):
+        claim.pixels -= 1
+    assert (claim.pixels == 7).all() and (ring._pixels[0] == 7).all()
     assert claim.t_published >= claim.t_exposure
     assert claim.t_claimed >= claim.t_published
     claim.release()
