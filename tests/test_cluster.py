@@ -130,7 +130,9 @@ def live_actors(address: str) -> list[dict[str, Any]]:
 
 def ray_processes() -> list[str]:
     """Ray's own processes (raylet, gcs_server, ray::...) descended from this test session:
-    what a local instance started by a bridge would leave behind."""
+    what a local instance started by a bridge would leave behind. The module's shared
+    cluster (:func:`ray_cluster`) is of this session too: a test compares with what was
+    there before it (:func:`new_ray_processes`)."""
     from engine_helpers import _descends_from_us
 
     found = []
@@ -146,6 +148,11 @@ def ray_processes() -> list[str]:
                 and _descends_from_us(int(entry.name)):
             found.append(f"{entry.name}:{comm}")
     return found
+
+
+def new_ray_processes(before: list[str]) -> list[str]:
+    """:func:`ray_processes` that were not there ``before``."""
+    return sorted(set(ray_processes()) - set(before))
 
 
 def launch(tmp: Path, *args: str, env: dict[str, str] | None = None
@@ -445,6 +452,7 @@ def test_an_unreachable_cluster_exits_2_before_anything_starts(tmp_path: Path,
     one line with the address and the reason (the system's, or Ray's own), no summary, nothing
     left behind."""
     before = {n for n, _ in list_blocks()}
+    ray_before = ray_processes()
     with contextlib.ExitStack() as stack:
         if address == "not-ray":
             server = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
@@ -461,7 +469,7 @@ def test_an_unreachable_cluster_exits_2_before_anything_starts(tmp_path: Path,
     assert not out.exists()  # nothing started: no summary
     assert "Traceback" not in proc.stderr
     assert_clean(before)
-    assert ray_processes() == []
+    assert new_ray_processes(ray_before) == []
 
 
 def test_ctrl_c_leaves_no_actor_on_the_cluster(tmp_path: Path,
@@ -491,12 +499,13 @@ def test_ctrl_c_stops_a_local_ray_instance_leaving_nothing(tmp_path: Path) -> No
     """``--cluster ray`` with address "local": the bridge starts Ray on this machine; a
     Ctrl-C to the process group ends the run cleanly, and no Ray process stays."""
     before = {n for n, _ in list_blocks()}
+    ray_before = ray_processes()
     out, run = tmp_path / "s.json", tmp_path / "run"
     proc = launch(tmp_path, *SMALL, *FREE_RUN, "--cluster", "ray", "--workers", "1",
                   "--worker", "ImageWorker", "--save", str(run), "--summary", str(out))
     try:
         wait_rows(run / "decisions.csv", 10)
-        assert ray_processes(), "no local Ray instance was started"
+        assert new_ray_processes(ray_before), "no local Ray instance was started"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)
@@ -508,9 +517,9 @@ def test_ctrl_c_stops_a_local_ray_instance_leaving_nothing(tmp_path: Path) -> No
     assert_cluster_counts(s, actors=1)
     assert s["cluster"]["address"] == "local"
     deadline = time.monotonic() + 20
-    while ray_processes() and time.monotonic() < deadline:
+    while new_ray_processes(ray_before) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert ray_processes() == []
+    assert new_ray_processes(ray_before) == []
     assert_clean(before)
 
 
@@ -563,6 +572,7 @@ def test_the_demo_model_on_a_local_ray_decides_and_switches(tmp_path: Path, long
     if long and not run_slow:
         pytest.skip("long version: --run-slow")
     before = {n for n, _ in list_blocks()}
+    ray_before = ray_processes()
     out = tmp_path / "s.json"
     workers, duration = ("2", "20") if long else ("1", "12")
     proc = rt_eda("--cluster", "ray", "--workers", workers, "--duration", duration,
@@ -573,5 +583,5 @@ def test_the_demo_model_on_a_local_ray_decides_and_switches(tmp_path: Path, long
     assert_cluster_counts(s, actors=int(workers))
     assert s["worker"] == "DemoModelWorker" and s["decisions"] > 0
     assert s["interval_switches"] >= 1, "the demo model never switched the interval"
-    assert ray_processes() == []
+    assert new_ray_processes(ray_before) == []
     assert_clean(before)
