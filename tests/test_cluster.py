@@ -523,6 +523,31 @@ def test_ctrl_c_stops_a_local_ray_instance_leaving_nothing(tmp_path: Path) -> No
     assert_clean(before)
 
 
+def test_actors_import_the_installed_rt_eda_whatever_the_working_folder(tmp_path: Path) -> None:
+    """Ray puts the driver's working folder first on its workers' sys.path: run from a
+    checkout with a wheel installed (the checkout's rt_eda/ lacks shm/, workers/), every
+    actor died at creation ("TemporaryActor"). A folder holding an rt_eda/ that is not the
+    package stands in for the checkout."""
+    before = {n for n, _ in list_blocks()}
+    ray_before = ray_processes()
+    fake = tmp_path / "rt_eda"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('the wrong rt_eda')\n")
+    out = tmp_path / "s.json"
+    proc = rt_eda(*SMALL, *FREE_RUN, "--cluster", "ray", "--workers", "1", "--worker",
+                  "ImageWorker", "--duration", "4", "--summary", str(out), cwd=tmp_path,
+                  timeout=300, env={"RAY_USAGE_STATS_ENABLED": "0"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = summary(out)
+    assert_cluster_counts(s, actors=1)
+    assert s["decisions"] > 0
+    deadline = time.monotonic() + 20
+    while new_ray_processes(ray_before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert new_ray_processes(ray_before) == []
+    assert_clean(before)
+
+
 @pytest.mark.parametrize("fallback", ["local", pytest.param("stop", marks=pytest.mark.slow)])
 def test_a_cluster_lost_mid_run_never_stops_acquisition(tmp_path: Path, fallback: str,
                                                         run_slow: bool) -> None:

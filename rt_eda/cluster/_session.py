@@ -32,6 +32,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -200,7 +201,13 @@ def connect(cluster: ClusterConfig, *, namespace: str, num_cpus: float,
 
     def init() -> None:
         try:
-            outcome.append(ray.init(**kwargs))
+            # Ray puts the driver's working folder first on every worker's sys.path: from a
+            # checkout of rt-eda (or any folder holding an rt_eda/ of its own) the actors
+            # imported that folder instead of the installed package and died at creation
+            # ("TemporaryActor"). A neutral folder for the connection; shipped code travels
+            # as py_modules with absolute paths.
+            with contextlib.chdir(tempfile.gettempdir()):
+                outcome.append(ray.init(**kwargs))
         except (OSError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
             outcome.append(exc)  # OSError covers ConnectionError and TimeoutError
 
