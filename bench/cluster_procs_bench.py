@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -69,9 +71,13 @@ def actor_call_floor(shape: tuple[int, ...], rounds: int, warmup_rounds: int, ni
     import ray
 
     try:
-        ray.init(address="local", num_cpus=1, object_store_memory=object_store_bytes,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"py_modules": [str(Path(__file__).resolve())]})
+        # from a neutral folder, as rt_eda.cluster connects: Ray puts the driver's working
+        # folder first on its workers' sys.path, and from a checkout with a wheel installed
+        # the actor imported the checkout's bare rt_eda/ (no rt_eda.workers)
+        with contextlib.chdir(tempfile.gettempdir()):
+            ray.init(address="local", num_cpus=1, object_store_memory=object_store_bytes,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"py_modules": [str(Path(__file__).resolve())]})
     except (OSError, RuntimeError, ValueError) as exc:
         out.put(("error", f"ray.init: {type(exc).__name__}: {exc}"))
         return
