@@ -154,18 +154,8 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
     ax.set_title(title, fontsize=10)
 
     hx = fig.add_subplot(grid[1])
-    if latency_ms.size:
-        hx.hist(latency_ms, bins=min(60, max(10, latency_ms.size // 5)), color="tab:blue",
-                alpha=0.8)
-        for name, color in (("p50", "tab:green"), ("p99", "tab:red")):
-            hx.axvline(pct[name], color=color, ls="--", lw=1,
-                       label=f"{name} {pct[name]:.2f} ms")
-        hx.legend(fontsize=8)
-    else:
-        hx.text(0.5, 0.5, "no decisions", ha="center", va="center", transform=hx.transAxes)
-    hx.set_xlabel("publish -> decision latency (ms)")
+    _latency_histogram(hx, latency_ms, pct, fontsize=8)
     hx.set_ylabel("decisions")
-    hx.grid(alpha=0.3)
 
     out_dir = run.path
     png = out_dir / REPORT_PNG
@@ -184,6 +174,21 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
     write_atomic(out_dir / REPORT_JSON, json.dumps(data, indent=1) + "\n")
     log.info("report written: %s", png)
     return png
+
+
+def _latency_histogram(hx: Any, latency_ms: np.ndarray, pct: Mapping[str, float], *,
+                       fontsize: int) -> None:
+    """The publish -> decision histogram with its p50 and p99 (one per report)."""
+    if latency_ms.size:
+        hx.hist(latency_ms, bins=min(60, max(10, latency_ms.size // 5)), color="tab:blue",
+                alpha=0.8)
+        for key, color in (("p50", "tab:green"), ("p99", "tab:red")):
+            hx.axvline(pct[key], color=color, ls="--", lw=1, label=f"{key} {pct[key]:.2f} ms")
+        hx.legend(fontsize=fontsize)
+    else:
+        hx.text(0.5, 0.5, "no decisions", ha="center", va="center", transform=hx.transAxes)
+    hx.set_xlabel("publish -> decision latency (ms)", fontsize=fontsize + 2)
+    hx.grid(alpha=0.3)
 
 
 def _outcome_text(eda: Mapping[str, Any]) -> str:
@@ -302,15 +307,7 @@ def _write_positions_report(run: Any, summary: Mapping[str, Any]) -> Path:
                   f"starved {sched.get('starved', [])}")
     bx.set_title(title, fontsize=9)
 
-    hx = fig.add_subplot(outer[2])
-    if latency_ms.size:
-        hx.hist(latency_ms, bins=min(60, max(10, latency_ms.size // 5)), color="tab:blue",
-                alpha=0.8)
-        for key, color in (("p50", "tab:green"), ("p99", "tab:red")):
-            hx.axvline(pct[key], color=color, ls="--", lw=1, label=f"{key} {pct[key]:.2f} ms")
-        hx.legend(fontsize=7)
-    hx.set_xlabel("publish -> decision latency (ms)", fontsize=8)
-    hx.grid(alpha=0.3)
+    _latency_histogram(fig.add_subplot(outer[2]), latency_ms, pct, fontsize=7)
 
     png: Path = run.path / REPORT_PNG
     fig.savefig(png)
