@@ -5,8 +5,9 @@ The worker process loop that drives them is :mod:`rt_eda.roles.worker`.
 What a worker of your own needs is importable from here (``docs/workers.md``): the bases
 :class:`Worker` and :class:`KerasWorker`, :class:`WorkerSettings`, the shapes
 (:class:`StackSpec`, :class:`ModelInfo`), the layout and image helpers
-(:func:`to_model_layout`, :func:`network_image`) and the errors that refuse a run before it
-starts (:class:`ConfigError`, :class:`ModelError`).
+(:func:`to_model_layout`, :func:`network_image`), the event locations
+(:func:`regions_from_image`, :class:`PixelMap`, :func:`label_components`) and the errors
+that refuse a run before it starts (:class:`ConfigError`, :class:`ModelError`).
 
 The only package of rt-eda that imports TensorFlow/Keras, and only when a Keras worker is
 set up: importing :mod:`rt_eda.workers` itself stays light.
@@ -16,6 +17,8 @@ from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
 from ._base import (
+    NETWORK_IMAGE_KEY,
+    STACK_SHAPE_KEY,
     Analysis,
     Worker,
     WorkerSettings,
@@ -30,6 +33,7 @@ from ._flops import count_flops
 from ._image import ImageWorker
 from ._keras import INFERENCE_MODES, KerasWorker, configure_threads, network_image, to_model_layout
 from ._keras_builtin import DemoModelWorker, KerasRescaleWorker, KerasTilingWorker
+from ._locations import PixelMap, label_components, regions_from_image
 from ._models import (
     ModelInfo,
     demo_model_path,
@@ -40,6 +44,8 @@ from ._models import (
 
 __all__ = [
     "INFERENCE_MODES",
+    "NETWORK_IMAGE_KEY",
+    "STACK_SHAPE_KEY",
     "Analysis",
     "ConfigError",
     "DemoModelWorker",
@@ -49,6 +55,7 @@ __all__ = [
     "KerasWorker",
     "ModelError",
     "ModelInfo",
+    "PixelMap",
     "StackSpec",
     "Worker",
     "WorkerSettings",
@@ -62,9 +69,11 @@ __all__ = [
     "exception_line",
     "inspect_loaded",
     "inspect_model",
+    "label_components",
     "load_model",
     "network_image",
     "network_image_problem",
+    "regions_from_image",
     "to_model_layout",
     "worker_settings",
 ]

@@ -8,6 +8,7 @@ per claimed stack::
     output = worker.run_model(data)              # KerasWorker: model.predict_on_batch
     decision = worker.extract_decision_parameter(output)
     image = worker.post_process_output(output, data)   # network image, or None
+    regions = worker.extract_event_locations(output, data)   # where: EventRegions
 
 Lifecycle (one instance per worker process, never shared between processes)::
 
@@ -26,25 +27,39 @@ rank or shape, a dtype that is not a real number) is refused, counted and never 
 (:func:`network_image_problem`); it is never broadcast or reshaped into the declared shape.
 Non-finite values (NaN, inf) are allowed in a network image: it is stored as the model made it
 (float32 keeps them), counted, and the viewer's overlay scales by the finite values.
+
+Event locations: :meth:`Worker.extract_event_locations` says where the events are, as
+:class:`~rt_eda.core.regions.EventRegion` records in acquisition pixel coordinates of the
+stack it was given (the worker process adds the offset of the sensor region the stack was
+read from). The default thresholds the network image (option ``location_threshold``, 0.5)
+and maps its connected components back through :meth:`Worker.image_to_acquisition`
+(:mod:`rt_eda.workers._locations`); ``locations = false`` turns it off.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from rt_eda.core.errors import ModelError
+from rt_eda.core.errors import ConfigError, ModelError
+from rt_eda.core.regions import EventRegion
 from rt_eda.shm import StackSpec
+
+from ._locations import DEFAULT_LOCATION_THRESHOLD, PixelMap, regions_from_image
 
 if TYPE_CHECKING:
     from rt_eda.core.config import Config
 
 __all__ = [
+    "NETWORK_IMAGE_KEY",
+    "STACK_SHAPE_KEY",
     "Analysis",
     "Worker",
     "WorkerSettings",
@@ -61,6 +76,14 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _INNER_ERROR = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): ", re.M)
 _KERAS_CALL = re.compile(r"Exception encountered when calling ([\w.]+?)(?:\.call)?\(\)\.")
 _MAX_LINE = 400
+
+NETWORK_IMAGE_KEY = "network_image"
+"""The key :meth:`Worker.analyse` stores the network image under in the data dict, before
+:meth:`Worker.extract_event_locations` runs (None when the worker makes none)."""
+
+STACK_SHAPE_KEY = "stack_shape"
+"""The key of the analysed stack's ``(height, width)`` in the data dict (set by
+:meth:`Worker.analyse` unless :meth:`Worker.prepare_images` set it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +113,8 @@ class WorkerSettings:
 
 @dataclass(frozen=True, slots=True)
 class Analysis:
-    """What one analysis produced, with its per-phase timings in seconds."""
+    """What one analysis produced, with its per-phase timings in seconds (``t_post_s``:
+    the decision, the network image and the event locations)."""
 
     decision: float
     network_image: np.ndarray | None
@@ -98,6 +122,7 @@ class Analysis:
     t_infer_s: float
     t_post_s: float
     extras: dict[str, Any] = field(default_factory=dict)
+    regions: tuple[EventRegion, ...] = ()
 
 
 class Worker:
@@ -132,6 +157,13 @@ class Worker:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.spec: StackSpec | None = None
+        self.locations: bool = _bool_option(settings, "locations", True)
+        self.location_threshold: float = _number_option(
+            settings, "location_threshold", DEFAULT_LOCATION_THRESHOLD)
+        self.location_min_area: int = int(_number_option(settings, "location_min_area", 4,
+                                                         integer=True, low=1))
+        self.max_regions: int = int(_number_option(settings, "max_regions", 16, integer=True,
+                                                   low=0))
 
     # -- lifecycle -------------------------------------------------------------------------
     def check(self, spec: StackSpec) -> None:
@@ -208,6 +240,41 @@ class Worker:
         """The network image for the viewer and the writer, or None (the default)."""
         return None
 
+    def extract_event_locations(self, output: np.ndarray, data: dict[str, Any]
+                                ) -> Sequence[EventRegion]:
+        """Where the events are, in acquisition pixel coordinates of the analysed stack.
+
+        Called after :meth:`post_process_output`, with the network image it made in
+        ``data[NETWORK_IMAGE_KEY]`` and the stack's ``(height, width)`` in
+        ``data[STACK_SHAPE_KEY]``. The default thresholds the network image at
+        ``location_threshold`` (option, default 0.5), keeps its connected components of at
+        least ``location_min_area`` pixels (4), the ``max_regions`` strongest (16), and maps
+        them back with :meth:`image_to_acquisition`; no network image, no regions. Override
+        it for a model that outputs coordinates or boxes; return regions of the stack's own
+        pixels (rows ``0..height-1``), never of the sensor: the worker process adds the
+        offset of the sensor region the stack was read from.
+        """
+        image = data.get(NETWORK_IMAGE_KEY)
+        if not isinstance(image, np.ndarray) or image.ndim != 2:
+            return ()
+        return regions_from_image(
+            image, self.location_threshold, self.image_to_acquisition(image.shape, data),
+            min_area=self.location_min_area, max_regions=self.max_regions)
+
+    def image_to_acquisition(self, image_shape: tuple[int, ...], data: dict[str, Any]
+                             ) -> PixelMap:
+        """How network-image pixels map to the analysed stack's pixels.
+
+        The default: the identity when the image has the stack's size, else a resampling of
+        the whole stack (the tiling worker's). A worker that crops overrides it (the rescale
+        worker keeps the top-left part: the identity).
+        """
+        stack_shape = tuple(data.get(STACK_SHAPE_KEY, image_shape[:2]))
+        shape = (int(stack_shape[0]), int(stack_shape[1]))
+        if tuple(image_shape[:2]) == shape:
+            return PixelMap.identity(shape)
+        return PixelMap.resampled((int(image_shape[0]), int(image_shape[1])), shape)
+
     # -- driver ----------------------------------------------------------------------------
     def analyse(self, stack: np.ndarray) -> Analysis:
         """Run the hooks on one stack and time each phase."""
@@ -218,8 +285,13 @@ class Worker:
         t2 = time.perf_counter()
         decision = float(self.extract_decision_parameter(output))
         image = self.post_process_output(output, data)
+        regions: tuple[EventRegion, ...] = ()
+        if self.locations:
+            data[NETWORK_IMAGE_KEY] = image
+            data.setdefault(STACK_SHAPE_KEY, tuple(stack.shape[-2:]))
+            regions = tuple(self.extract_event_locations(output, data))
         t3 = time.perf_counter()
-        return Analysis(decision, image, t1 - t0, t2 - t1, t3 - t2)
+        return Analysis(decision, image, t1 - t0, t2 - t1, t3 - t2, regions=regions)
 
 
 _HOOKS = ("prepare_images -> run_model -> extract_decision_parameter / "
@@ -320,6 +392,25 @@ def network_image_problem(image: object, declared: tuple[int, int] | None) -> st
         return (f"its dtype {image.dtype} is not a real number (bool, integer or float); "
                 f"shape {tuple(image.shape)}")
     return None
+
+
+def _bool_option(settings: WorkerSettings, key: str, default: bool) -> bool:
+    value = settings.option(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"analysis.options.{key} must be true or false, got {value!r}")
+    return value
+
+
+def _number_option(settings: WorkerSettings, key: str, default: float, *,
+                   integer: bool = False, low: float = -math.inf) -> float:
+    value = settings.option(key, default)
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if (isinstance(value, bool) or not isinstance(value, kinds)
+            or not isinstance(value, int | float) or not low <= value < math.inf):
+        what = "an integer" if integer else "a number"
+        bound = f" >= {low:g}" if low > -math.inf else ""
+        raise ConfigError(f"analysis.options.{key} must be {what}{bound}, got {value!r}")
+    return float(value)
 
 
 def _shape_text(declared: tuple[int, int] | None) -> str:

@@ -36,9 +36,10 @@ import numpy as np
 from rt_eda.core.errors import ConfigError, ModelError
 from rt_eda.shm import StackSpec
 
-from ._base import WorkerSettings
+from ._base import STACK_SHAPE_KEY, WorkerSettings
 from ._fit import _size_advice
 from ._keras import KerasWorker, network_image, to_model_layout
+from ._locations import PixelMap
 from ._models import ModelInfo, demo_model_path
 
 __all__ = [
@@ -328,6 +329,20 @@ class KerasRescaleWorker(KerasWorker):
         """The acquired size cropped down to multiples of ``crop_multiple``."""
         m = self.crop_multiple
         return (spec.height - spec.height % m, spec.width - spec.width % m)
+
+    def image_to_acquisition(self, image_shape: tuple[int, ...], data: dict[str, Any]
+                             ) -> PixelMap:
+        """The network image shows the stack cropped at its top-left to multiples of
+        ``crop_multiple``: the identity (or, for a model whose output is smaller than its
+        input, a resampling of the cropped part), clipped to the stack."""
+        h, w = (int(v) for v in data.get(STACK_SHAPE_KEY, image_shape[:2]))
+        m = self.crop_multiple
+        cropped = (h - h % m, w - w % m)
+        image = (int(image_shape[0]), int(image_shape[1]))
+        if image == cropped or cropped[0] == 0 or cropped[1] == 0:
+            return PixelMap.identity((h, w))
+        scaled = PixelMap.resampled(image, cropped)
+        return PixelMap((h, w), scaled.scale_y, scaled.scale_x)
 
     def preprocess_window(self, window: np.ndarray) -> np.ndarray:
         """Crop, then normalise every frame (see the class docstring)."""
