@@ -119,6 +119,10 @@ def load_core(settings: MicroManagerSettings) -> tuple[CMMCorePlus, str, str]:
     cfg = s.config_path if s.config_path is not None else str(Path(adapters) / DEMO_CONFIG_NAME)
     if not Path(cfg).is_file():
         raise ConfigError(f"camera.source: Micro-Manager configuration {cfg} does not exist")
+    if s.python_devices:
+        from pymmcore_plus.experimental.unicore import UniMMCore
+
+        return UniMMCore(mm_path=adapters), adapters, cfg
     return CMMCorePlus(mm_path=adapters), adapters, cfg
 
 
@@ -126,6 +130,9 @@ class Positioner:
     """Applies a frame's channel preset and z position, only when they change.
 
     A preset or position whose change failed is forgotten, so the next frame tries again.
+    The presets start as the settings' channels and can be changed between timepoints
+    (:meth:`set_presets`, an actuator's choice); the next :meth:`apply` of a channel whose
+    preset changed applies it.
     """
 
     def __init__(self, settings: MicroManagerSettings) -> None:
@@ -133,12 +140,38 @@ class Positioner:
         self._channel: int | None = None
         self._z: int | None = None
         self.z_base = 0.0  # added to the z positions when they are relative (a plan's)
+        self.group = settings.channel_group
+        self.presets: tuple[str, ...] = settings.channels
 
     def set_base(self, z: float) -> None:
         """Relative z positions are offsets from ``z`` from now on (a new position)."""
         if z != self.z_base:
             self.z_base = z
             self._z = None
+
+    def use_group(self, core: CMMCorePlus) -> None:
+        """Find the channel group and the presets once the configuration is loaded.
+
+        With channels in the settings: their group and presets. Without: the settings'
+        group, else the configuration's channel group (``ChannelGroup`` of the core), and
+        the one preset its state matches now (``""`` when none), taken as applied: nothing
+        is changed until :meth:`set_presets` asks.
+        """
+        s = self._settings
+        if s.channels:
+            return
+        self.group = s.channel_group or str(core.getChannelGroup())
+        if self.group and self.group in core.getAvailableConfigGroups():
+            self.presets = (str(core.getCurrentConfig(self.group)),)
+            self._channel = 0
+        else:
+            self.group, self.presets = "", ()
+
+    def set_presets(self, presets: tuple[str, ...]) -> None:
+        """Image channel ``c`` with ``presets[c]`` from the next :meth:`apply` of it on."""
+        if presets != self.presets:
+            self.presets = presets
+            self._channel = None
 
     def apply(self, core: CMMCorePlus, c: int, z: int) -> None:
         """Apply channel preset ``c`` and z position ``z`` if not already applied.
@@ -149,14 +182,12 @@ class Positioner:
             Micro-Manager refused the preset or the position (its message kept).
         """
         s = self._settings
-        if s.channels and self._channel != c:
-            preset = s.channels[c]
+        if self.presets and self._channel != c:
+            preset, group = self.presets[c], self.group
             self._channel = None
-            call(
-                f"applying preset {s.channel_group!r}/{preset!r} (channel {c})",
-                core.setConfig, s.channel_group, preset,
-            )
-            call(f"waiting for preset {preset!r}", core.waitForConfig, s.channel_group, preset)
+            call(f"applying preset {group!r}/{preset!r} (channel {c})",
+                 core.setConfig, group, preset)
+            call(f"waiting for preset {preset!r}", core.waitForConfig, group, preset)
             self._channel = c
         if s.z_positions and self._z != z:
             pos = s.z_positions[z] + (self.z_base if s.z_relative else 0.0)
@@ -181,9 +212,15 @@ def configure(core: CMMCorePlus, cfg: str, settings: MicroManagerSettings,
         A property or the exposure is refused, the camera gives colour images or a pixel
         size rt-eda does not take.
     """
+    from pymmcore_plus import CMMCorePlus
+
     s = settings
     try:
-        core.loadSystemConfiguration(cfg)
+        # Micro-Manager's own (C++) loader, also on a UniMMCore, whose Python re-implementation
+        # tries a missing adapter as a Python module (an ImportError instead of Micro-Manager's
+        # message): the configuration loads, and fails, the same with or without
+        # ``python_devices`` (Python devices are loaded later, by whoever needs one).
+        CMMCorePlus.loadSystemConfiguration(core, cfg)
     except (RuntimeError, OSError) as exc:  # pymmcore-plus re-raises load errors as OSError
         raise ConfigError(
             f"camera.source: Micro-Manager could not load {cfg}: {one_line(exc)}"
@@ -231,6 +268,7 @@ def configure(core: CMMCorePlus, cfg: str, settings: MicroManagerSettings,
                           f"stage (devices: {list(core.getLoadedDevices())[:12]})")
     if any(z is not None for _, _, z in s.positions) and not core.getFocusDevice():
         raise ConfigError(f"camera.plan: its positions give z, but {cfg} sets no focus device")
+    positioner.use_group(core)
     if s.z_relative and s.z_positions:
         positioner.set_base(float(core.getPosition()))
     if s.frames_per_stack == 1:  # the one preset / position, once, for sequences too

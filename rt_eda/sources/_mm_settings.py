@@ -14,9 +14,9 @@ settings never check those values again. Three ways to build them:
   those two, or a ``dataclasses.replace`` of it). Its defaults are the configuration's
   (a test holds them equal).
 
-Four settings have no configuration key, because only Python callers set them:
-``buffer_mb``, ``sequence_below_s``, ``properties`` and ``adapter_path``. ``from_config``
-and ``create`` check those, once, naming the argument.
+Five settings have no configuration key, because only Python callers set them:
+``buffer_mb``, ``sequence_below_s``, ``properties``, ``adapter_path`` and ``python_devices``.
+``from_config`` and ``create`` check those, once, naming the argument.
 """
 
 from __future__ import annotations
@@ -84,6 +84,13 @@ class MicroManagerSettings:
     z_relative
         ``z_positions`` are offsets from each position's z (a plan's relative z plan; the
         focus position at ``open`` for a position without z), not absolute positions.
+    python_devices
+        Make the core a pymmcore-plus ``UniMMCore`` (a ``CMMCorePlus`` that also takes
+        Python devices) instead of a plain ``CMMCorePlus``, so the stimulation actuator can
+        load a :class:`~rt_eda.sources._slm.VirtualDMD` into the camera's own core
+        (:meth:`~rt_eda.sources.micromanager.MicroManagerSource.slm_core`). Off by default:
+        the C++ devices work the same either way, but every core call then goes through
+        ``UniMMCore``'s Python-device dispatch first (no configuration key).
     """
 
     config_path: str | None = None
@@ -98,6 +105,7 @@ class MicroManagerSettings:
     positions: tuple[tuple[float | None, float | None, float | None], ...] = ()
     position_names: tuple[str, ...] = ()
     z_relative: bool = False
+    python_devices: bool = False
 
     @classmethod
     def from_config(
@@ -108,6 +116,7 @@ class MicroManagerSettings:
         sequence_below_s: float = _SEQUENCE_BELOW_S,
         properties: Sequence[Sequence[str]] = (),
         adapter_path: str | None = None,
+        python_devices: bool = False,
     ) -> MicroManagerSettings:
         """The settings a validated configuration gives (nothing of it is checked again).
 
@@ -116,7 +125,7 @@ class MicroManagerSettings:
         config
             A loaded configuration whose ``camera.source`` is ``mm-demo`` or
             ``mmconfig:PATH``.
-        buffer_mb, sequence_below_s, properties, adapter_path
+        buffer_mb, sequence_below_s, properties, adapter_path, python_devices
             The settings without a configuration key (see the class docstring).
 
         Raises
@@ -162,6 +171,7 @@ class MicroManagerSettings:
             positions=positions,
             position_names=names,
             z_relative=z_relative,
+            python_devices=_checked_flag("python_devices", python_devices),
         )
 
     @classmethod
@@ -177,6 +187,7 @@ class MicroManagerSettings:
         sequence_below_s: float = _SEQUENCE_BELOW_S,
         properties: Sequence[Sequence[str]] = (),
         adapter_path: str | None = None,
+        python_devices: bool = False,
     ) -> MicroManagerSettings:
         """Settings from keyword arguments, checked as a configuration would be.
 
@@ -188,7 +199,7 @@ class MicroManagerSettings:
             ``mm-demo``.
         exposure_ms, channel_group, channels, z_positions
             The ``[camera]`` keys of that name (None: the configuration's default).
-        buffer_mb, sequence_below_s, properties, adapter_path
+        buffer_mb, sequence_below_s, properties, adapter_path, python_devices
             As for :meth:`from_config`.
 
         Raises
@@ -207,7 +218,8 @@ class MicroManagerSettings:
                 overrides[f"camera.{key}"] = value
         config = Config().with_overrides(overrides, source="Micro-Manager source settings")
         return cls.from_config(config, buffer_mb=buffer_mb, sequence_below_s=sequence_below_s,
-                               properties=properties, adapter_path=adapter_path)
+                               properties=properties, adapter_path=adapter_path,
+                               python_devices=python_devices)
 
     @property
     def exposure_s(self) -> float:
@@ -272,3 +284,9 @@ def _checked_adapter_path(value: object) -> str | None:
     if value is None or (isinstance(value, str) and value):
         return value
     _bad("adapter_path", value, "a folder path (str) or None")
+
+
+def _checked_flag(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    _bad(key, value, "True or False")

@@ -6,6 +6,12 @@ one frame from a base image and a noise frame (the per-frame cost of the source)
 :func:`add_focus` draws an event's focus into a frame and :func:`max_focus` into a target
 mask; :func:`splat_filaments` draws the filament network once, at ``open``. Numba caches
 the compiled code beside this file, so only a machine's first run pays the compilation.
+
+The frame kernels take a *window* ``[y0, y1) x [x0, x1)`` of the full-frame arrays (a camera
+ROI) and touch nothing outside it: a pixel's value depends only on its own coordinates, so a
+pixel rendered through a window equals the one a full-frame render makes, and a small window
+costs only its own pixels. The arrays stay full-frame (C-contiguous, one compiled
+specialisation) and the loops carry the offsets. Each returns the pixels it wrote.
 """
 
 from __future__ import annotations
@@ -41,50 +47,78 @@ def render_int(
     scale: np.float32,
     hi: np.float32,
     out: np.ndarray,
-) -> None:
-    """``out = clip(round(base + noise[dy:, dx:] * scale), 0, hi)`` for integer ``out``."""
-    h, w = out.shape
+    y0: int,
+    x0: int,
+    y1: int,
+    x1: int,
+) -> int:
+    """``out = clip(round(base + noise[dy:, dx:] * scale), 0, hi)`` for integer ``out``, over
+    the window ``[y0, y1) x [x0, x1)`` of the (H, W) arrays only; returns its pixels."""
+    w = x1 - x0
     zero = np.float32(0.0)
     half = np.float32(0.5)
-    for y in range(h):
-        b = base[y]
-        n = noise[y + dy, dx : dx + w]
-        o = out[y]
+    for y in range(y0, y1):
+        b = base[y, x0:x1]
+        n = noise[y + dy, x0 + dx : x1 + dx]
+        o = out[y, x0:x1]
         for x in range(w):
             v = np.float32(b[x]) + np.float32(n[x]) * scale
             v = max(v, zero)
             v = min(v, hi)
             o[x] = np.int32(v + half)
+    return (y1 - y0) * w
 
 
 @_jit_fast
 def render_float(
-    base: np.ndarray, noise: np.ndarray, dy: int, dx: int, scale: np.float32, out: np.ndarray
-) -> None:
-    """``out = base + noise[dy:, dx:] * scale`` for float ``out`` (no clipping)."""
-    h, w = out.shape
-    for y in range(h):
-        b = base[y]
-        n = noise[y + dy, dx : dx + w]
-        o = out[y]
+    base: np.ndarray,
+    noise: np.ndarray,
+    dy: int,
+    dx: int,
+    scale: np.float32,
+    out: np.ndarray,
+    y0: int,
+    x0: int,
+    y1: int,
+    x1: int,
+) -> int:
+    """``out = base + noise[dy:, dx:] * scale`` for float ``out`` (no clipping), over the
+    window ``[y0, y1) x [x0, x1)`` only; returns its pixels."""
+    w = x1 - x0
+    for y in range(y0, y1):
+        b = base[y, x0:x1]
+        n = noise[y + dy, x0 + dx : x1 + dx]
+        o = out[y, x0:x1]
         for x in range(w):
             o[x] = b[x] + np.float32(n[x]) * scale
+    return (y1 - y0) * w
 
 
 @_jit
 def add_focus(
-    out: np.ndarray, cy: float, cx: float, sigma: float, amp: float, hi: float, integer: bool
-) -> None:
-    """Add ``amp * exp(-r**2 / 2 sigma**2)`` around (cy, cx), within 3.5 sigma only.
+    out: np.ndarray,
+    cy: float,
+    cx: float,
+    sigma: float,
+    amp: float,
+    hi: float,
+    integer: bool,
+    wy0: int,
+    wx0: int,
+    wy1: int,
+    wx1: int,
+) -> int:
+    """Add ``amp * exp(-r**2 / 2 sigma**2)`` around (cy, cx), within 3.5 sigma only and within
+    the window ``[wy0, wy1) x [wx0, wx1)``; returns the pixels it wrote.
 
+    (cy, cx) is in the frame's pixel coordinates: pixel ``(y, x)``'s centre is at ``(y, x)``.
     Integer images are rounded and clipped to ``0..hi``.
     """
-    h, w = out.shape
     r = math.ceil(3.5 * sigma)
-    y0 = max(0, math.floor(cy) - r)
-    y1 = min(h, math.floor(cy) + r + 2)
-    x0 = max(0, math.floor(cx) - r)
-    x1 = min(w, math.floor(cx) + r + 2)
+    y0 = max(wy0, math.floor(cy) - r)
+    y1 = min(wy1, math.floor(cy) + r + 2)
+    x0 = max(wx0, math.floor(cx) - r)
+    x1 = min(wx1, math.floor(cx) + r + 2)
     k = 1.0 / (2.0 * sigma * sigma)
     for y in range(y0, y1):
         ey = (y - cy) * (y - cy)
@@ -94,6 +128,7 @@ def add_focus(
                 v = math.floor(v + 0.5)
                 v = min(max(v, 0.0), hi)
             out[y, x] = v
+    return max(0, y1 - y0) * max(0, x1 - x0)
 
 
 @_jit

@@ -3,8 +3,9 @@ from it, and the event schedule (the ground truth).
 
 * :func:`make_filaments`: a network of curved tubes (smooth random walks, some branching off
   others), drawn once from the geometry seed;
-* :class:`Images` (:func:`make_images`): the base image of each channel and z-slice and a
-  bank of noise frames, made once at ``open``; :meth:`Images.render` makes one frame from
+* :class:`Images` (:func:`make_images`): the base image of each channel preset
+  (structure, marker, marker2) and z-slice and a bank of noise frames, made once at
+  ``open``; :meth:`Images.render` makes one frame, or one window of it (a camera ROI), from
   them (one numba pass, plus a pass over each active focus);
 * :class:`EventSchedule`: explicit events, or random ones generated lazily, in order, from
   one stream, so the schedule never changes, it only grows; :meth:`EventSchedule.active`
@@ -25,6 +26,8 @@ from typing import Final
 
 import numpy as np
 
+from rt_eda.core.regions import FrameRegion
+
 from ._synthetic_kernels import add_focus, render_float, render_int, splat_filaments
 from ._synthetic_settings import CHANNELS, SyntheticSettings
 
@@ -44,7 +47,9 @@ _FULL_SCALE: Final = {"uint8": 255.0, "uint16": 4095.0, "float32": 1.0}
 _OFFSET: Final = 0.025  # camera offset (100 counts of 4095)
 _STRUCTURE_GAIN: Final = 0.55  # a single filament's peak above the offset
 _BLEED_THROUGH: Final = 0.03  # faint structure seen in the marker channel
+_BLEED_THROUGH_2: Final = 0.08  # marker2: a fluorophore that picks up more of the structure
 _FOCUS_PEAK: Final = 0.5  # a focus at full intensity, above the background
+_FOCUS_GAIN: Final = (0.0, 1.0, 0.6)  # of _FOCUS_PEAK, per preset: no foci in the structure
 _NOISE_STD: Final = 0.008  # read noise (33 counts of 4095)
 _NOISE_UNIT: Final = 24.0  # int8 noise-bank units per standard deviation
 _NOISE_PAD: Final = 64  # a noise frame is this much larger than an image, for offsets
@@ -173,44 +178,59 @@ def splitmix64(x: int) -> int:
 class Images:
     """What :meth:`SyntheticSource.open` precomputes: base images, noise bank, constants."""
 
-    base: np.ndarray  # (C, Z, H, W) of the output dtype (float32 for float output)
+    base: np.ndarray  # (presets, Z, H, W) of the output dtype (float32 for float output)
     noise: np.ndarray  # (N, H + pad, W + pad) int8, _NOISE_UNIT per standard deviation
     scale: np.float32  # noise-bank unit -> output counts
     hi: np.float32  # the clip ceiling of integer output
     integer: bool
-    focus_amp: float  # counts of a focus at full intensity
+    focus_amp: float  # counts of a focus at full intensity (the marker's)
 
-    def render(self, c: int, z: int, r: int, t_s: float, active: list[SyntheticEvent],
-               focus_sigma_px: float, out: np.ndarray) -> None:
-        """Frame (c, z) into ``out``: the base image plus the noise frame picked by ``r`` (a
-        :func:`splitmix64` value, read at an offset it also picks), plus, in the marker
-        channel, the focus of each event of ``active`` at time ``t_s``.
+    @staticmethod
+    def shows_events(preset: int) -> bool:
+        """Whether frames of ``preset`` (an index of ``CHANNEL_PRESETS``) show the foci."""
+        return _FOCUS_GAIN[preset] > 0.0
 
-        ``out`` must be (H, W) of the base's dtype (the caller checks it).
+    def render(self, preset: int, z: int, r: int, t_s: float, active: list[SyntheticEvent],
+               focus_sigma_px: float, out: np.ndarray, window: FrameRegion) -> int:
+        """Frame (preset, z) into ``window`` of ``out``: the base image plus the noise frame
+        picked by ``r`` (a :func:`splitmix64` value, read at an offset it also picks), plus,
+        in the marker presets, the focus of each event of ``active`` at time ``t_s``.
+
+        ``out`` must be the full (H, W) frame of the base's dtype and ``window`` inside it
+        (the caller checks both); pixels outside the window are not touched, and those inside
+        are what a full-frame render with the same ``r`` gives there. Returns the pixels
+        written (the window, plus the foci's pixels within it).
         """
         k = r % self.noise.shape[0]
         dy = (r >> 16) % (_NOISE_PAD + 1)
         dx = (r >> 32) % (_NOISE_PAD + 1)
+        y0, x0, y1, x1 = window.y, window.x, window.y1, window.x1
         if self.integer:
-            render_int(self.base[c, z], self.noise[k], dy, dx, self.scale, self.hi, out)
+            pixels = render_int(self.base[preset, z], self.noise[k], dy, dx, self.scale,
+                                self.hi, out, y0, x0, y1, x1)
         else:
-            render_float(self.base[c, z], self.noise[k], dy, dx, self.scale, out)
-        if c != 1:
-            return
+            pixels = render_float(self.base[preset, z], self.noise[k], dy, dx, self.scale, out,
+                                  y0, x0, y1, x1)
+        peak = self.focus_amp * _FOCUS_GAIN[preset]
+        if peak <= 0.0:
+            return int(pixels)
         for e in active:
             dz = z - e.z
-            amp = self.focus_amp * e.intensity(t_s) * math.exp(-dz * dz / (2 * _AXIAL_SIGMA**2))
+            amp = peak * e.intensity(t_s) * math.exp(-dz * dz / (2 * _AXIAL_SIGMA**2))
             if amp >= 0.1 * self.scale * _NOISE_UNIT:  # skip below a tenth of the noise sd
-                add_focus(out, e.y, e.x, focus_sigma_px, amp, float(self.hi), self.integer)
+                pixels += add_focus(out, e.y, e.x, focus_sigma_px, amp, float(self.hi),
+                                    self.integer, y0, x0, y1, x1)
+        return int(pixels)
 
     def warm_up(self, scratch: np.ndarray) -> None:
         """Compile (or load from numba's cache) the focus kernel, drawing into ``scratch``."""
-        add_focus(scratch, 1.0, 1.0, 1.0, 1.0, float(self.hi), self.integer)
+        h, w = scratch.shape
+        add_focus(scratch, 1.0, 1.0, 1.0, 1.0, float(self.hi), self.integer, 0, 0, h, w)
 
 
 def make_images(settings: SyntheticSettings, filaments: Filaments,
                 seed_noise: np.random.SeedSequence) -> Images:
-    """The base images (filaments blurred, at the channels' levels) and the noise bank."""
+    """The base images (filaments blurred, at each preset's levels) and the noise bank."""
     s = settings
     fil = filaments
     structure = np.zeros((s.z_slices, s.height, s.width), np.float64)
@@ -219,6 +239,7 @@ def make_images(settings: SyntheticSettings, filaments: Filaments,
     levels = np.empty((CHANNELS, *structure.shape), np.float64)
     levels[0] = (_OFFSET + _STRUCTURE_GAIN * structure) * full
     levels[1] = (_OFFSET + _BLEED_THROUGH * structure) * full
+    levels[2] = (_OFFSET + _BLEED_THROUGH_2 * structure) * full
     integer = s.dtype != "float32"
     dtype = np.dtype(s.dtype)
     hi = float(np.iinfo(dtype).max) if integer else math.inf
@@ -242,16 +263,18 @@ def make_images(settings: SyntheticSettings, filaments: Filaments,
 def open_peak_bytes(settings: SyntheticSettings) -> int:
     """Peak bytes :meth:`SyntheticSource.open` allocates for ``settings``.
 
-    :func:`make_images` keeps the structure (float64) and two channel levels (float64) while
-    it makes the base images (rounding and clipping make two more float64 copies of the
-    levels), then draws the noise bank (float32, scaled, rounded and clipped copies, then
-    int8). The engine refuses a run whose renderer cannot fit before anything starts.
+    :func:`make_images` keeps the structure (float64) and the levels of every preset
+    (float64) while it makes the base images (rounding and clipping make two more float64
+    copies of the levels), then draws the noise bank (float32, scaled, rounded and clipped
+    copies, then int8). The engine refuses a run whose renderer cannot fit before anything
+    starts.
     """
     zhw = settings.z_slices * settings.height * settings.width
     item = np.dtype(settings.dtype).itemsize
-    base_step = zhw * (8 + 16 + 16 + 16 + CHANNELS * item)
+    levels = CHANNELS * 8
+    base_step = zhw * (8 + 3 * levels + CHANNELS * item)
     noise = settings.noise_frames * (settings.height + _NOISE_PAD) * (settings.width + _NOISE_PAD)
-    noise_step = zhw * (8 + 16 + CHANNELS * item) + 12 * noise
+    noise_step = zhw * (8 + levels + CHANNELS * item) + 12 * noise
     return int(max(base_step, noise_step))
 
 

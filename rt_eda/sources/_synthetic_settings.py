@@ -30,10 +30,19 @@ from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError
 from rt_eda.shm import StackSpec
 
-__all__ = ["CHANNELS", "EventTuple", "SyntheticSettings"]
+__all__ = ["CHANNELS", "CHANNEL_PRESETS", "EventTuple", "SyntheticSettings"]
 
-CHANNELS: Final = 2
-"""Channels of every synthetic stack: 0 = structure (filaments), 1 = marker (events)."""
+CHANNEL_PRESETS: Final = ("structure", "marker", "marker2")
+"""The synthetic source's channel presets, by index: what an acquisition channel can image.
+
+``structure``: the filament network (mitochondria-like). ``marker``: a low background with the
+event foci (division markers), the channel the demo model reads. ``marker2``: a second,
+dimmer marker of the same events (its foci at 60 % of the marker's peak) over more
+bleed-through of the structure: the same sites in another fluorophore.
+"""
+
+CHANNELS: Final = len(CHANNEL_PRESETS)
+"""Base images the synthetic source renders from, one per preset of :data:`CHANNEL_PRESETS`."""
 
 EventTuple = tuple[float, float, float, float, int]
 """An explicit event: ``(start_s, duration_s, y, x, z)``."""
@@ -76,8 +85,11 @@ class SyntheticSettings:
         Gaussian radius of an event's focus (and of the event mask), 0.5..50 pixels (no
         configuration key).
     channels
-        Which of the two channels a stack holds, in order (0 structure, 1 marker): both by
-        default; an acquisition plan's ``channels`` choose them by name.
+        The preset (an index of :data:`CHANNEL_PRESETS`: 0 structure, 1 marker, 2 marker2)
+        each acquisition channel of a stack starts with, in order: structure and marker by
+        default; an acquisition plan's ``channels`` choose them by name. Their count is the
+        stack's channels; :meth:`~rt_eda.sources.synthetic.SyntheticSource.set_channel_presets`
+        changes the presets during a run, never the count.
     """
 
     height: int = 512

@@ -40,6 +40,29 @@ An interval change (:meth:`~MicroManagerSource.set_interval`) takes effect at th
 timepoint: a running sequence is stopped (frames still in the buffer are dropped and counted
 in ``mm_frames_discarded``) and restarted with the new interval, or replaced by snaps.
 
+Event-driven actuation
+----------------------
+An actuator changes what the camera reads, between timepoints, from the camera's thread; each
+change applies from the next timepoint:
+
+* :meth:`~MicroManagerSource.set_roi`: the camera's ROI (``setROI``; ``clearROI`` for the
+  full frame). The camera may round it to its granularity: the ROI it reports back
+  (``getROI``) is the one used, and :attr:`~MicroManagerSource.frame_region` reports it.
+  :meth:`~MicroManagerSource.read_frame` still receives the full-frame view of the ring slot
+  and writes only ``out[frame_region.slices()]``. A running sequence is stopped (its
+  buffered frames, of the old ROI, discarded and counted) and restarted around the change:
+  Micro-Manager sizes its circular buffer when a sequence starts, and a camera may refuse
+  (or mishandle) an ROI change while capturing. Each change is timed (``roi_changes``,
+  ``roi_change_ms_mean`` in :meth:`~MicroManagerSource.statistics`; DEBUG log).
+* :meth:`~MicroManagerSource.set_channel_presets`: the preset of each acquisition channel,
+  from the source's channel group (``camera.channel_group``, else the configuration's
+  channel group). Snaps apply it before the channel's next frame; a running sequence (one
+  channel) is stopped, the preset applied and the sequence restarted, so no frame of the
+  new timepoint was exposed with the old preset.
+* :meth:`~MicroManagerSource.slm_core`: the core, for a stimulation device loaded beside
+  the camera (:mod:`rt_eda.sources._slm`); it must be a ``UniMMCore``
+  (``MicroManagerSettings.python_devices``).
+
 Exposure times
 --------------
 :meth:`~MicroManagerSource.read_frame` returns when the frame's exposure began, on the
@@ -104,6 +127,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rt_eda.core.errors import SourceError
+from rt_eda.core.regions import FrameRegion
 from rt_eda.core.stats import RecentWindow
 from rt_eda.shm import StackSpec
 from rt_eda.sources._settings import SettingsSource
@@ -149,7 +173,17 @@ def make_micromanager_source(config: Config) -> MicroManagerSource:
     ConfigError
         ``camera.source`` is not a Micro-Manager source.
     """
-    return MicroManagerSource(MicroManagerSettings.from_config(config))
+    acts = config.actuation
+    stimulate = "stimulate" in acts.actuators and not acts.options.get(
+        "stimulate", {}).get("device")
+    # rt-eda's own DMD is a Python device: it needs a UniMMCore (the same core as the
+    # camera's, so both run on the camera's thread). An ROI or preset change restarts a
+    # running sequence, and Micro-Manager re-sizes its circular buffer at every start: 36 ms
+    # with its default 250 MB, 10 ms with 32 MB (bench/test_roi_bench.py), so a run that
+    # changes them keeps a 64 MB buffer (128 frames of 512 x 512 x 16 bit).
+    restarts = any(n in acts.actuators for n in ("roi", "channel"))
+    return MicroManagerSource(MicroManagerSettings.from_config(
+        config, python_devices=stimulate, buffer_mb=64 if restarts else None))
 
 
 class MicroManagerSource(SettingsSource[MicroManagerSettings]):
@@ -184,6 +218,11 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         self._moves = 0
         self._moves_off = 0
         self._move_s_sum = 0.0
+        self._region: FrameRegion | None = None  # None: the full frame
+        self._roi_changes = 0
+        self._roi_change_s = 0.0
+        self._roi_change_s_max = 0.0
+        self._preset_changes = 0
 
     # ------------------------------------------------------------------ properties
 
@@ -400,13 +439,21 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             t_exp = time.monotonic()
             call(f"snapping frame (c={c}, z={z})", core.snapImage)
             image = call("reading the snapped image", core.getImage, fix=False)
-        if image.shape != out.shape or image.dtype != out.dtype:
+        region = self._region
+        if out.shape != (spec.height, spec.width) or out.dtype != spec.dtype:
+            raise SourceError(
+                f"micromanager source: frame buffer {out.shape} {out.dtype} is not the full "
+                f"frame {(spec.height, spec.width)} {spec.dtype}"
+            )
+        expected = (spec.height, spec.width) if region is None else region.shape
+        if image.shape != expected or image.dtype != out.dtype:
+            roi = "full frame" if region is None else f"ROI {region.describe()}"
             raise SourceError(
                 f"micromanager source: camera image {image.shape} {image.dtype} does not fit "
-                f"the frame buffer {out.shape} {out.dtype} (did a property change the ROI, "
-                "binning or pixel type?)"
+                f"the {roi} {expected} {out.dtype} (did a property change the ROI, binning "
+                "or pixel type?)"
             )
-        np.copyto(out, image)
+        np.copyto(out if region is None else out[region.slices()], image)
         self._counters.frames += 1
         if self._t_first is None:
             self._t_first = t_exp
@@ -430,11 +477,19 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         log.info("micromanager source stopped: %s", describe_statistics(self.statistics()))
 
     def close(self) -> None:
-        """Unload every device. Safe to call twice, and after a failed :meth:`open`.
+        """Unload every device and let go of the core. Safe to call twice, and after a
+        failed :meth:`open`.
 
-        A failure to unload is logged, not raised (nothing more can be done about it).
+        A failure to unload is logged, not raised (nothing more can be done about it). The
+        source keeps no reference to the core after it (its sequence held one): cores of
+        pymmcore 12.5 still alive when the interpreter exits made it abort now and then
+        (``FATAL: exception not rethrown``, exit status 134; a dozen closed DemoCamera cores
+        kept alive to exit aborted 4 runs of 6, none when they were freed first).
         """
         core, self._core = self._core, None
+        sequence, self._sequence = self._sequence, None
+        if sequence is not None:  # a sequence still running: its frames stay counted
+            self._counters.camera_frames_done += sequence.camera_frames()
         if core is None:
             return
         self._running = False
@@ -444,6 +499,210 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             core.unloadAllDevices()
         except RuntimeError as exc:
             log.warning("micromanager source: unloading the devices failed: %s", exc)
+
+    # ------------------------------------------------------------------ event-driven actuation
+
+    @property
+    def sensor_shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the full frame (the spec's).
+
+        Raises
+        ------
+        SourceError
+            The source is not open.
+        """
+        spec = self.spec
+        return (spec.height, spec.width)
+
+    @property
+    def frame_region(self) -> FrameRegion:
+        """The region of the sensor the next (or current) timepoint is read from: the ROI
+        the camera reported after the last :meth:`set_roi`, else the full frame.
+
+        Raises
+        ------
+        SourceError
+            The source is not open.
+        """
+        return self._region if self._region is not None else FrameRegion.full(
+            *self.sensor_shape)
+
+    def set_roi(self, region: FrameRegion | None) -> None:
+        """Read only ``region`` of the sensor from the next timepoint on (None: the full
+        frame).
+
+        Call it between timepoints, from the camera's thread. The camera's ROI is set now
+        (``setROI``, or ``clearROI`` for the full frame); a running sequence is stopped
+        around it (frames still buffered, of the old ROI, are counted in
+        ``mm_frames_discarded``) and restarted with the same interval. The camera may round
+        the ROI to its own granularity: the ROI it reports back (``getROI``) becomes
+        :attr:`frame_region` (a difference is logged). A region equal to the current one
+        changes nothing. Its time is measured (DEBUG log, ``roi_change_*`` statistics).
+
+        Raises
+        ------
+        SourceError
+            The source is not open; ``region`` is not inside the sensor; the camera refused
+            it (Micro-Manager's message kept) or reported an ROI outside its sensor. After a
+            refusal :attr:`frame_region` is the ROI the camera reports, and a sequence that
+            was running runs again.
+        """
+        core = self.core
+        h, w = self.sensor_shape
+        target = FrameRegion.full(h, w) if region is None else region
+        camera = core.getCameraDevice()
+        if not target.inside(h, w):
+            raise SourceError(
+                f"micromanager source: ROI {target.describe()} is outside the {w}x{h} sensor "
+                f"of camera {camera}"
+            )
+        if target == self.frame_region:
+            return
+        t0 = time.perf_counter()
+        sequence = self._started_sequence()
+        restart = sequence.interval
+        if restart is not None:
+            self._stop_sequence()
+        try:
+            if target.is_full(h, w):
+                call(f"clearing the ROI of {camera}", core.clearROI)
+            else:
+                call(f"setting the ROI of {camera} to {target.describe()}", core.setROI,
+                     target.x, target.y, target.width, target.height)
+        finally:
+            self._region = self._camera_roi()
+            if restart is not None:
+                sequence.start(restart)
+        took = time.perf_counter() - t0
+        got = self.frame_region
+        self._roi_changes += 1
+        self._roi_change_s += took
+        self._roi_change_s_max = max(self._roi_change_s_max, took)
+        if got != target:
+            log.info("micromanager source: camera %s set ROI %s (asked %s)",
+                     camera, got.describe(), target.describe())
+        log.debug("micromanager source: ROI %s in %.3f ms (%s)", got.describe(), took * 1e3,
+                  "sequence restarted" if restart is not None else self._mode)
+
+    def _camera_roi(self) -> FrameRegion | None:
+        """The ROI the camera reports (None when it is the full frame).
+
+        Raises
+        ------
+        SourceError
+            Reading it failed, or it is empty or outside the sensor.
+        """
+        core = self.core
+        h, w = self.sensor_shape
+        x, y, width, height = (int(v) for v in call("reading the camera's ROI", core.getROI))
+        if width < 1 or height < 1 or not FrameRegion(y, x, height, width).inside(h, w):
+            raise SourceError(
+                f"micromanager source: camera {core.getCameraDevice()} reports ROI x={x}, "
+                f"y={y}, {width}x{height}, not inside its {w}x{h} sensor"
+            )
+        got = FrameRegion(y, x, height, width)
+        return None if got.is_full(h, w) else got
+
+    @property
+    def channel_presets(self) -> tuple[str, ...]:
+        """The preset each acquisition channel is imaged with now (from the next timepoint
+        on, after :meth:`set_channel_presets`).
+
+        With ``camera.channels``: those presets at first. Without: the one preset of the
+        channel group that the devices' state matched at :meth:`open` (``""`` if none).
+        Empty when the configuration has no channel group.
+        """
+        return self._positioner.presets
+
+    @property
+    def available_channel_presets(self) -> tuple[str, ...]:
+        """The presets of the source's channel group (``camera.channel_group``, else the
+        configuration's channel group); empty when there is none.
+
+        Raises
+        ------
+        SourceError
+            The source is not open.
+        """
+        group = self._positioner.group
+        core = self.core
+        return tuple(str(p) for p in core.getAvailableConfigs(group)) if group else ()
+
+    def set_channel_presets(self, presets: tuple[str, ...]) -> None:
+        """Image acquisition channel ``c`` with preset ``presets[c]`` from the next
+        timepoint on.
+
+        Call it between timepoints, from the camera's thread. Snaps apply a changed preset
+        before that channel's next frame. A running sequence (one channel) is stopped, the
+        preset applied (``setConfig``, ``waitForConfig``) and the sequence restarted, so the
+        next timepoint's frame was exposed with it. Presets equal to the current ones
+        change nothing.
+
+        Raises
+        ------
+        SourceError
+            The source is not open; the count is not the stack's channel count; there is
+            no channel group; a preset is not in the group (the unknown and the allowed ones
+            named); Micro-Manager refused it (its message kept).
+        """
+        presets = tuple(presets)
+        spec = self.spec
+        group = self._positioner.group
+        if not group:
+            raise SourceError(
+                "micromanager source: no channel group (camera.channel_group is empty and "
+                "the configuration sets no ChannelGroup) to take presets from"
+            )
+        if len(presets) != spec.channels:
+            raise SourceError(
+                f"micromanager source: {len(presets)} channel presets {list(presets)} for "
+                f"{spec.channels} channel(s)"
+            )
+        allowed = self.available_channel_presets
+        unknown = [p for p in presets if p not in allowed]
+        if unknown:
+            raise SourceError(
+                f"micromanager source: channel preset(s) {unknown} not in group {group!r} "
+                f"(presets: {list(allowed)})"
+            )
+        if presets == self._positioner.presets:
+            return
+        self._positioner.set_presets(presets)
+        self._preset_changes += 1
+        sequence = self._started_sequence()
+        restart = sequence.interval
+        if restart is None:
+            log.debug("micromanager source: channel presets %s from the next snap", presets)
+            return
+        t0 = time.perf_counter()
+        self._stop_sequence()
+        try:
+            self._positioner.apply(self.core, 0, 0)
+        finally:
+            sequence.start(restart)
+        log.debug("micromanager source: channel presets %s, sequence restarted in %.3f ms",
+                  presets, (time.perf_counter() - t0) * 1e3)
+
+    def slm_core(self) -> CMMCorePlus:
+        """The source's core, to load a stimulation device beside the camera
+        (:func:`rt_eda.sources._slm.open_slm` with ``core=source.slm_core()``).
+
+        Raises
+        ------
+        SourceError
+            The source is not open, or its core is a plain ``CMMCorePlus``: a Python device
+            needs a ``UniMMCore`` (``MicroManagerSettings.python_devices=True``).
+        """
+        core = self.core
+        from pymmcore_plus.experimental.unicore import UniMMCore
+
+        if not isinstance(core, UniMMCore):
+            raise SourceError(
+                "micromanager source: its core is a plain CMMCorePlus, which cannot load a "
+                "Python SLM device; make the source with MicroManagerSettings(..., "
+                "python_devices=True) for a UniMMCore"
+            )
+        return core
 
     # ------------------------------------------------------------------ positions (a plan)
 
@@ -532,7 +791,10 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
         ``freerun_fps``: frames per second over
         free-run timepoints; with a plan, ``stage_moves``, ``stage_move_ms_mean`` and
         ``stage_moves_off_target`` (moves after which the XY stage reported a position more
-        than 1 um from the one asked).
+        than 1 um from the one asked); ``roi_changes`` (:meth:`set_roi` calls that changed
+        the ROI), ``roi_change_s`` (their total time, a running sequence's stop and restart
+        included), ``roi_change_ms_mean`` and ``roi_change_ms_max``; ``preset_changes``
+        (:meth:`set_channel_presets` calls that changed a preset).
         """
         c = self._counters
         errors = self._errors_ms.percentiles()
@@ -559,6 +821,12 @@ class MicroManagerSource(SettingsSource[MicroManagerSettings]):
             "stage_moves": self._moves,
             "stage_moves_off_target": self._moves_off,
             "stage_move_ms_mean": 1e3 * self._move_s_sum / self._moves if self._moves else 0.0,
+            "roi_changes": self._roi_changes,
+            "roi_change_s": self._roi_change_s,
+            "roi_change_ms_mean": 1e3 * self._roi_change_s / self._roi_changes
+            if self._roi_changes else 0.0,
+            "roi_change_ms_max": 1e3 * self._roi_change_s_max,
+            "preset_changes": self._preset_changes,
         }
 
     # ------------------------------------------------------------------ internals

@@ -8,6 +8,19 @@ division-marker focus) sitting on a filament grows and fades over the event's du
 ``z_slices > 1`` the filaments wander in z and a focus sits at one slice, blurred into its
 neighbours.
 
+Actuation (what a microscope's camera and filter wheel offer, driven between timepoints by
+the camera process; each applies from the next timepoint):
+
+* a camera ROI, :meth:`~SyntheticSource.set_roi`: only that rectangle of the sensor is
+  rendered (really: the kernels loop over it alone, so a small ROI costs its own pixels), and
+  its pixels are exactly those a full-frame render would have had there;
+* channel presets, :meth:`~SyntheticSource.set_channel_presets`: which of ``structure``,
+  ``marker`` and ``marker2`` (a second, dimmer marker of the same events, see
+  :data:`~rt_eda.sources._synthetic_settings.CHANNEL_PRESETS`) each acquisition channel
+  images; the number of channels never changes;
+* the ground truth where the events are, :meth:`~SyntheticSource.true_events`, in sensor
+  pixels, for scoring locations, ROIs and stimulation masks.
+
 Events live on the *acquisition clock*: seconds since :meth:`SyntheticSource.start`, measured
 at each frame's exposure time. Imaging fast therefore shows more frames of one event, exactly
 as on a microscope. The ground truth (:meth:`~SyntheticSource.ground_truth`,
@@ -45,13 +58,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from rt_eda.core.errors import SourceError
-from rt_eda.shm import StackSpec, stamp_frame
+from rt_eda.core.location_truth import TrueEvent
+from rt_eda.core.regions import FrameRegion
+from rt_eda.shm import STAMP_PIXELS, StackSpec, stamp_frame
 from rt_eda.sources._settings import SettingsSource
 
 from ._pacing import checked_interval, skip_missed, wait_until
@@ -68,7 +83,7 @@ from ._synthetic_scene import (
     open_peak_bytes,
     splitmix64,
 )
-from ._synthetic_settings import SyntheticSettings
+from ._synthetic_settings import CHANNEL_PRESETS, SyntheticSettings
 
 __all__ = ["SyntheticEvent", "SyntheticSettings", "SyntheticSource", "open_peak_bytes"]
 
@@ -95,6 +110,7 @@ class _Counters:
     timepoints_late: int = 0
     timepoints_skipped: int = 0
     render_s: float = 0.0
+    pixels: int = 0
     wake_late_s_sum: float = 0.0
     wake_late_s_max: float = 0.0
     woken: int = 0
@@ -127,6 +143,13 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         self._counters = _Counters()
         self._frame_counter = 0
         self._sequence: int | None = None
+        s = self._settings
+        # What the current timepoint is read with, and what the next one will be (the
+        # setters change the latter; next_timepoint() makes it current).
+        self._region = FrameRegion.full(s.height, s.width)
+        self._next_region = self._region
+        self._presets: tuple[int, ...] = tuple(s.channels)
+        self._next_presets = self._presets
 
     # ------------------------------------------------------------------ properties
 
@@ -144,6 +167,104 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         schedule extends lazily and deterministically: it never changes, it only grows).
         """
         return self._schedule.known()
+
+    @property
+    def sensor_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the full frame (the spec's)."""
+        return (self._settings.height, self._settings.width)
+
+    @property
+    def frame_region(self) -> FrameRegion:
+        """The region of the sensor the next timepoint is read from: the current one's too,
+        unless :meth:`set_roi` was called since :meth:`next_timepoint` (the full frame when
+        no ROI is set)."""
+        return self._next_region
+
+    @property
+    def channel_presets(self) -> tuple[str, ...]:
+        """The preset each acquisition channel images, in order (from the next timepoint on:
+        the current one's too, unless :meth:`set_channel_presets` was called since)."""
+        return tuple(CHANNEL_PRESETS[i] for i in self._next_presets)
+
+    @property
+    def available_channel_presets(self) -> tuple[str, ...]:
+        """Every preset a channel can image: ``("structure", "marker", "marker2")``."""
+        return CHANNEL_PRESETS
+
+    # ------------------------------------------------------------------ actuation
+
+    def set_roi(self, region: FrameRegion | None) -> None:
+        """Read only ``region`` of the sensor from the next timepoint on (None: the full frame).
+
+        :meth:`read_frame` still takes the full (H, W) frame and writes only
+        ``out[region.slices()]``, leaving the pixels outside as they are. Call it between
+        timepoints (the camera thread, like every call here); a timepoint already begun keeps
+        its region. With ``verify`` the stamp goes into the region's own first row (its
+        top-left :data:`~rt_eda.shm.STAMP_PIXELS` pixels), where a reader of the region finds
+        it.
+
+        Raises
+        ------
+        SourceError
+            ``region`` is not inside the sensor, or (with ``verify``) narrower than the stamp.
+        """
+        h, w = self.sensor_shape
+        if region is None or region.is_full(h, w):
+            self._next_region = FrameRegion.full(h, w)
+            return
+        if not region.inside(h, w):
+            raise SourceError(f"synthetic source: ROI {region.describe()} is not inside the "
+                              f"{w}x{h} sensor")
+        if self._settings.verify and region.width < STAMP_PIXELS:
+            raise SourceError(f"synthetic source: ROI {region.describe()} is narrower than the "
+                              f"{STAMP_PIXELS}-pixel verification stamp")
+        self._next_region = region
+
+    def set_channel_presets(self, presets: Sequence[str]) -> None:
+        """Image acquisition channel ``i`` with ``presets[i]`` from the next timepoint on.
+
+        Parameters
+        ----------
+        presets
+            One name of :attr:`available_channel_presets` per channel of the spec (a preset
+            may repeat).
+
+        Raises
+        ------
+        SourceError
+            The count differs from the spec's channels, or a name is not a preset (the
+            message names it and the allowed ones).
+        """
+        names = tuple(presets)
+        n_c = len(self._settings.channels)
+        if len(names) != n_c:
+            raise SourceError(f"synthetic source: {len(names)} channel presets {list(names)} "
+                              f"for a stack of {n_c} channels")
+        for name in names:
+            if name not in CHANNEL_PRESETS:
+                raise SourceError(f"synthetic source: unknown channel preset {name!r}; the "
+                                  f"presets are {', '.join(CHANNEL_PRESETS)}")
+        self._next_presets = tuple(CHANNEL_PRESETS.index(name) for name in names)
+
+    def true_events(self, t_exposure: float) -> tuple[TrueEvent, ...]:
+        """The events active at ``t_exposure`` (a frame's exposure time on the
+        ``time.monotonic()`` clock, as :meth:`read_frame` returns it), by start.
+
+        Each is its focus centre in sensor pixels (the renderer's convention: pixel ``(y, x)``
+        has its centre at ``(y, x)``, whatever the ROI), ``focus_sigma_px`` and its intensity
+        (0..1) at that moment, invisible ones included (the caller filters). Its slice is
+        projected out, and it is listed whatever the channels image.
+
+        Raises
+        ------
+        SourceError
+            The acquisition was never started (the clock is not known).
+        """
+        clock = self._started("true_events")
+        t_s = t_exposure - clock.t0
+        sigma = self._settings.focus_sigma_px
+        active = sorted(self._schedule.active(t_s), key=lambda e: e.start_s)
+        return tuple(TrueEvent(e.y, e.x, sigma, e.intensity(t_s)) for e in active)
 
     # ------------------------------------------------------------------ Source protocol
 
@@ -256,6 +377,8 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         clock.t_current = due
         c.timepoints += 1
         self._sequence = None
+        self._region = self._next_region
+        self._presets = self._next_presets
         return due
 
     def frame_order(self) -> Iterator[tuple[int, int]]:
@@ -274,6 +397,10 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
 
     def read_frame(self, c: int, z: int, out: np.ndarray) -> float:
         """Render frame (c, z) of the current timepoint into ``out`` (H, W) of the spec's dtype.
+
+        Only the timepoint's region (:meth:`set_roi`) of ``out`` is written, with channel
+        ``c``'s preset (:meth:`set_channel_presets`); with ``verify`` the stamp goes into the
+        region's first row.
 
         Returns
         -------
@@ -300,10 +427,12 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
             )
         t_exp = clock.t_current + (c * nz + z) * self._settings.exposure_s
         t = time.perf_counter()
-        self._render_frame(c, z, t_exp - clock.t0, out)
+        region = self._region
+        self._counters.pixels += self._render_frame(self._presets[c], z, t_exp - clock.t0, out,
+                                                    region)
         if self._settings.verify:
             seq = self._sequence if self._sequence is not None else self._counters.timepoints - 1
-            stamp_frame(out, seq, c, z)
+            stamp_frame(out[region.slices()], seq, c, z)
         self._counters.render_s += time.perf_counter() - t
         self._counters.frames += 1
         return t_exp
@@ -326,7 +455,8 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         Keys: ``timepoints``, ``frames``, ``timepoints_late`` (times the caller came back more
         than an interval late), ``timepoints_skipped`` (timepoints dropped because of that),
         ``events_scheduled`` (events starting before the current timepoint),
-        ``render_ms_mean`` (per frame, stamp included), ``wake_late_ms_mean`` and
+        ``pixels_rendered`` (pixels the frames read wrote: a region's, plus the foci's
+        within it), ``render_ms_mean`` (per frame, stamp included), ``wake_late_ms_mean`` and
         ``wake_late_ms_max`` (how long after its scheduled time a timepoint was returned,
         over timepoints not skipped ahead).
         """
@@ -342,6 +472,7 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
             "timepoints_late": c.timepoints_late,
             "timepoints_skipped": c.timepoints_skipped,
             "events_scheduled": scheduled,
+            "pixels_rendered": c.pixels,
             "render_ms_mean": 1e3 * c.render_s / c.frames if c.frames else 0.0,
             "wake_late_ms_mean": 1e3 * c.wake_late_s_sum / c.woken if c.woken else 0.0,
             "wake_late_ms_max": 1e3 * c.wake_late_s_max,
@@ -355,7 +486,9 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         No timing, no counters (for training data and tests); works on an unopened source
         (the first call prepares the images, as :meth:`open` does). Frame ``i`` of
         :meth:`frame_order` shows the events at ``t_s + i * exposure_s``, as in an
-        acquisition. With ``seq`` every frame is stamped with it (whatever ``verify`` says).
+        acquisition. Always the full frame (an ROI is the acquisition's), with the current
+        timepoint's channel presets. With ``seq`` every frame is stamped with it (whatever
+        ``verify`` says).
 
         Raises
         ------
@@ -367,8 +500,10 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
                 f"synthetic source: stack buffer of shape {out.shape}, expected {self.spec.shape}"
             )
         nz = self._settings.z_slices
+        full = FrameRegion.full(self._settings.height, self._settings.width)
         for c, z in self.frame_order():
-            self._render_frame(c, z, t_s + (c * nz + z) * self._settings.exposure_s, out[c, z])
+            self._render_frame(self._presets[c], z, t_s + (c * nz + z) * self._settings.exposure_s,
+                               out[c, z], full)
             if seq is not None:
                 stamp_frame(out[c, z], seq, c, z)
 
@@ -439,11 +574,16 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
         images = make_images(s, self._geometry(), self._seed_noise)
         self._images = images
         scratch = np.empty((s.height, s.width), s.dtype)  # compile or load the kernels now
-        self._render_frame(1, 0, -1.0, scratch)
+        self._render_frame(1, 0, -1.0, scratch, FrameRegion.full(s.height, s.width))
         images.warm_up(scratch)
         return images
 
-    def _render_frame(self, c: int, z: int, t_s: float, out: np.ndarray) -> None:
+    def _render_frame(self, preset: int, z: int, t_s: float, out: np.ndarray,
+                      window: FrameRegion) -> int:
+        """Render ``window`` of frame (preset, z) at acquisition time ``t_s`` into the full
+        frame ``out``; return the pixels written. Every frame draws its noise from the next
+        value of the frame counter, whatever its window, so an ROI render equals the full
+        render of the same frame inside the ROI."""
         images = self._images if self._images is not None else self._prepare()
         s = self._settings
         if out.shape != (s.height, s.width) or out.dtype != images.base.dtype:
@@ -453,6 +593,5 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
             )
         r = splitmix64(s.seed * 0x100000001B3 + self._frame_counter)
         self._frame_counter += 1
-        channel = s.channels[c] if 0 <= c < len(s.channels) else c
-        active = self._schedule.active(t_s) if channel == 1 else []
-        images.render(channel, z, r, t_s, active, s.focus_sigma_px, out)
+        active = self._schedule.active(t_s) if images.shows_events(preset) else []
+        return images.render(preset, z, r, t_s, active, s.focus_sigma_px, out, window)

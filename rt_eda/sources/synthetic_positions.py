@@ -10,8 +10,13 @@ not the stage is there to see it, as on a microscope.
 The stage is simulated: a move between two positions takes ``camera.synthetic.stage_move_ms``
 (a real wait of the camera process, interruptible by the stop), and a stack holds the stage
 for its frames' exposures (``camera.exposure_ms`` each). The plan's channels choose which of
-the two synthetic channels (``structure``, ``marker``) a stack holds; its z plan, how many
-z-slices.
+the synthetic channel presets (``structure``, ``marker``, ``marker2``) a stack holds; its z
+plan, how many z-slices.
+
+Actuation is the camera's, so it is the same at every position: an ROI
+(:meth:`~SyntheticPositions.set_roi`) and channel presets
+(:meth:`~SyntheticPositions.set_channel_presets`) go to every field, each from its own next
+timepoint; :meth:`~SyntheticPositions.true_events` answers for the field under the stage.
 
 Satisfies :class:`~rt_eda.sources.PositionedSource`; the camera's scheduler
 (:mod:`rt_eda.sources.scheduler`) drives it. One thread only.
@@ -22,17 +27,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from rt_eda.core.config import Config
 from rt_eda.core.errors import SourceError
-from rt_eda.core.plan import SYNTHETIC_CHANNELS, AcquisitionPlan, load_plan
+from rt_eda.core.location_truth import TrueEvent
+from rt_eda.core.plan import AcquisitionPlan, load_plan
+from rt_eda.core.regions import FrameRegion
 from rt_eda.shm import StackSpec
 
 from ._pacing import wait_until
 from ._protocol import StopFlag
+from ._synthetic_settings import CHANNEL_PRESETS
 from .synthetic import SyntheticSettings, SyntheticSource
 
 __all__ = ["SyntheticPositions", "field_seed"]
@@ -86,7 +94,7 @@ class SyntheticPositions:
         settings = SyntheticSettings.from_config(config)
         changes: dict[str, object] = {}
         if plan.channels:
-            changes["channels"] = tuple(SYNTHETIC_CHANNELS.index(c) for c in plan.channel_names)
+            changes["channels"] = tuple(CHANNEL_PRESETS.index(c) for c in plan.channel_names)
         if plan.z:
             changes["z_slices"] = len(plan.z)
         if changes:
@@ -143,6 +151,69 @@ class SyntheticPositions:
                       min_intensity: float = 0.0) -> list[tuple[float, float]]:
         """Position ``position``'s ground truth (see :meth:`SyntheticSource.event_windows`)."""
         return self._fields[position].event_windows(t_end, min_intensity)
+
+    # -- actuation: the camera's, the same at every position ---------------------------
+    @property
+    def sensor_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the full frame (every position's)."""
+        return self._fields[0].sensor_shape
+
+    @property
+    def frame_region(self) -> FrameRegion:
+        """The region the current position's next timepoint is read from (see
+        :attr:`SyntheticSource.frame_region`)."""
+        return self._fields[self._current].frame_region
+
+    @property
+    def channel_presets(self) -> tuple[str, ...]:
+        """The preset each channel images at the current position's next timepoint."""
+        return self._fields[self._current].channel_presets
+
+    @property
+    def available_channel_presets(self) -> tuple[str, ...]:
+        """Every preset a channel can image."""
+        return self._fields[0].available_channel_presets
+
+    def set_roi(self, region: FrameRegion | None) -> None:
+        """Read only ``region`` of the sensor at every position, each from its next timepoint
+        (see :meth:`SyntheticSource.set_roi`).
+
+        Raises
+        ------
+        SourceError
+            ``region`` is not inside the sensor (no field is changed).
+        """
+        for f in self._fields:  # the fields share the sensor: the first refuses for all
+            f.set_roi(region)
+
+    def set_channel_presets(self, presets: Sequence[str]) -> None:
+        """Image the channels with ``presets`` at every position, each from its next
+        timepoint (see :meth:`SyntheticSource.set_channel_presets`).
+
+        Raises
+        ------
+        SourceError
+            Wrong count or unknown preset (no field is changed).
+        """
+        names = tuple(presets)
+        for f in self._fields:
+            f.set_channel_presets(names)
+
+    def true_events(self, t_exposure: float, position: int | None = None
+                    ) -> tuple[TrueEvent, ...]:
+        """The events of ``position``'s field (None: the current position's) active at
+        ``t_exposure`` (monotonic; see :meth:`SyntheticSource.true_events`).
+
+        Raises
+        ------
+        SourceError
+            The acquisition was never started, or ``position`` is not one of the plan's.
+        """
+        p = self._current if position is None else position
+        if not 0 <= p < len(self._fields):
+            raise SourceError(f"synthetic source: position {p} is not one of the "
+                              f"plan's {len(self._fields)}")
+        return self._fields[p].true_events(t_exposure)
 
     # -- the Source protocol, for the current position ---------------------------------
     def open(self) -> StackSpec:

@@ -13,6 +13,7 @@ from rt_eda.core.errors import ConfigError
 
 from ._cluster import ClusterConfig
 from ._sections import (
+    ActuationConfig,
     AnalysisConfig,
     CameraConfig,
     InterpreterConfig,
@@ -44,6 +45,7 @@ class Config(Section):
     ring: RingConfig = key_field(RingConfig(), "a table of [ring] keys")
     analysis: AnalysisConfig = key_field(AnalysisConfig(), "a table of [analysis] keys")
     interpreter: InterpreterConfig = key_field(InterpreterConfig(), "a table of [interpreter] keys")
+    actuation: ActuationConfig = key_field(ActuationConfig(), "a table of [actuation] keys")
     writer: WriterConfig = key_field(WriterConfig(), "a table of [writer] keys")
     viewer: ViewerConfig = key_field(ViewerConfig(), "a table of [viewer] keys")
     run: RunConfig = key_field(RunConfig(), "a table of [run] keys")

@@ -18,6 +18,7 @@ from ._source_spec import SOURCE_FORMS, SourceKind, SourceSpec, parse_source
 from ._validation import Section, cross_error, key_field, resolve_path, value_error
 
 __all__ = [
+    "ActuationConfig",
     "AnalysisConfig",
     "CameraConfig",
     "InterpreterConfig",
@@ -360,6 +361,48 @@ class InterpreterConfig(Section):
         if problems:
             raise cross_error("\n".join(problems))
         return self
+
+
+class ActuationConfig(Section):
+    """``[actuation]``: what a decision does besides the interval (``rt_eda.actuators``).
+
+    ``actuators`` names them (``rt-eda actuators`` lists them; ``--actuator NAME`` on the
+    command line, repeatable); ``interval`` is the interpreter's own fast/slow interval and
+    is always on, whether named or not. ``actuator_modules`` are importable modules whose
+    actuators become selectable, as ``analysis.worker_modules`` for workers. ``options``
+    holds one table per actuator (``[actuation.options.roi] margin_px = 24``).
+    """
+
+    section: ClassVar[str] = "actuation"
+
+    actuators: tuple[str, ...] = key_field(
+        ("interval",), "a list of actuator names (see `rt-eda actuators`)", strict=False
+    )
+    actuator_modules: tuple[str, ...] = key_field(
+        (), "a list of dotted Python module names", strict=False
+    )
+    options: dict[str, dict[str, _Primitive | list[_Primitive]]] = key_field(
+        {}, "a table of tables: [actuation.options.<actuator>] key = value"
+    )
+
+    @field_validator("actuators")
+    @classmethod
+    def _check_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        seen: list[str] = []
+        for name in value:
+            if not name.strip():
+                raise value_error("'' is not allowed; expected an actuator name")
+            if name not in seen:
+                seen.append(name)
+        return tuple(seen)
+
+    @field_validator("actuator_modules")
+    @classmethod
+    def _check_modules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _MODULE_RE.match(name):
+                raise value_error(f"{name!r} is not a dotted Python module name")
+        return value
 
 
 class WriterConfig(Section):
