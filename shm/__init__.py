@@ -14,6 +14,7 @@ from ._errors import (
     RtEdaError,
     TornReadError,
 )
+from ._region import FrameRegion
 from ._ring import (
     Claim,
     PinnedStack,
@@ -38,6 +39,7 @@ __all__ = [
     "TRACE_FIELDS",
     "Claim",
     "DecisionTrace",
+    "FrameRegion",
     "PinReader",
     "PinnedStack",
     "PositionStatistics",

@@ -72,6 +72,10 @@ from ._layout import (
     POS_WORDS,
     PRODUCER_ACTOR,
     READY,
+    S_FRAME_H,
+    S_FRAME_W,
+    S_FRAME_X,
+    S_FRAME_Y,
     S_INTERVAL,
     S_POSITION,
     S_PSEQ,
@@ -231,6 +235,7 @@ def try_acquire(ctl: np.ndarray, actor: int, seq: int) -> int:
                 _count_position(ctl, position, P_SKIPPED, 1)
             ctl[wi + S_POSITION] = 0
             ctl[wi + S_PSEQ] = seq
+            ctl[wi + S_FRAME_H] = 0  # the full frame unless the publish says otherwise
             return best
     _count(ctl, actor, C_OVERRUNS, 1)
     return -1
@@ -286,15 +291,18 @@ def acquire(ctl: np.ndarray, actor: int, seq: int, max_seq: int) -> tuple[int, i
 
 @njit(cache=True)
 def publish_stack(ctl: np.ndarray, slot: int, actor: int, interval_s: float,
-                  futex_nr: int, position: int, pseq: int) -> None:
+                  futex_nr: int, position: int, pseq: int, frame_y: int, frame_x: int,
+                  frame_h: int, frame_w: int) -> None:
     """Producer, in one call: stamp and publish the stack in WRITING slot ``slot``.
 
     Stores the slot's timestamps (first and last frame's exposure from the frame-time table,
     ``t_published`` = now on the monotonic clock, the interval in force), its sequence
     number, its ``position`` and its number within the position (``pseq``; < 0: the
     position's next number, counted in the position table, for a ring's single producer),
+    its frame region (``frame_h`` 0: the full frame; stored every time, slots are reused),
     then :func:`publish` (WRITING -> READY, a release store: a reader that sees READY sees
-    the stamps, the position and the pixels), and wakes the readers asleep on the doorbell.
+    the stamps, the position, the region and the pixels), and wakes the readers asleep on
+    the doorbell.
     """
     f = ctl.view(np.float64)
     wi = _word_index(slot)
@@ -310,6 +318,10 @@ def publish_stack(ctl: np.ndarray, slot: int, actor: int, interval_s: float,
         pseq = atomic_add(ctl, ctl[H_POS_OFFSET] + position * POS_WORDS + P_NEXT, 1)
     ctl[wi + S_POSITION] = position
     ctl[wi + S_PSEQ] = pseq
+    ctl[wi + S_FRAME_Y] = frame_y
+    ctl[wi + S_FRAME_X] = frame_x
+    ctl[wi + S_FRAME_H] = frame_h
+    ctl[wi + S_FRAME_W] = frame_w
     if publish(ctl, slot, actor) > 0 and futex_nr >= 0:
         futex_wake(ctl, H_DOORBELL, futex_nr)
 
@@ -782,11 +794,11 @@ def warm_up() -> None:
     scratch[H_C] = scratch[H_Z] = 1
     scratch[H_FRAMES_OFFSET] = scratch.shape[0] - 2
     slot, seq = acquire(scratch, 1, -1, 1 << 30)
-    publish_stack(scratch, slot, 1, 0.0, -1, 0, -1)
+    publish_stack(scratch, slot, 1, 0.0, -1, 0, -1, 0, 0, 0, 0)
     got = claim_wait(scratch, 1, 0, 0, True, -1)[0]
     release(scratch, got, 1, seq, C_COMPLETED)
     slot, seq = acquire(scratch, 1, -1, 1 << 30)
-    publish_stack(scratch, slot, 1, 0.0, -1, 0, seq)
+    publish_stack(scratch, slot, 1, 0.0, -1, 0, seq, 0, 0, 0, 0)
     got = claim_now(scratch, 1, 0)[0]
     release(scratch, got, 1, seq, C_COMPLETED)
     claim_wait(scratch, 1, 0, 1, True, -1)  # nothing: NO_FUTEX, no sleep

@@ -7,7 +7,8 @@ One shared-memory block::
                           doorbell (on its own 64-byte cache line)
         slot headers      n_slots x SLOT_WORDS words (128 B each, 64-byte aligned):
                           state word, sequence number, timestamps, interval in force,
-                          the stack's position and its number within that position
+                          the stack's position and its number within that position,
+                          the region of the sensor it was read from
         counter rows      STAT_ROWS x STAT_ROW_WORDS words (128 B each): one per actor
         position table    n_positions x POS_WORDS words (128 B each): per-position counters
                           (published, claimed, analysed, skipped, failed, recovered, torn),
@@ -32,12 +33,21 @@ written by the producer while the slot is WRITING, before the release store that
 it; a reader that reads them between two loads of an unchanged state word (an acquire fence
 in between) knows they belong to that word's stack, since a recycled slot carries a new
 sequence number.
+
+Frame regions: a camera reading a region of interest keeps the slot's full (C, Z, H, W)
+shape and writes only the region's pixels at their sensor position; the pixels outside are
+whatever the slot held before (stale). ``S_FRAME_Y .. S_FRAME_W`` record the region
+(``y, x, height, width``; height 0 for the full frame), written by the producer with the
+position, before the publishing release store, on every publish (slots are reused), so every
+reader of a stack knows which of its pixels are valid.
 """
 
 from __future__ import annotations
 
 MAGIC = 0x52_54_45_44_41_52_4E_47  # "RTEDARNG"
-VERSION = 4  # 3: the `failed` counter; 4: positions (slot words, per-position counters)
+# 3: the `failed` counter; 4: positions (slot words, per-position counters); 5: the frame region
+# of every stack (slot words 9..12): a ring of version 4 would hand out stale pixels as valid
+VERSION = 5
 PAGE = 4096
 
 # States (bits 0..3 of the state word).
@@ -129,6 +139,10 @@ S_INTERVAL = 5  # float64: interval in force when it was acquired
 S_T_LAST_EXPOSURE = 6  # float64: exposure of the last frame
 S_POSITION = 7  # int64: the stack's position (0 .. n_positions - 1)
 S_PSEQ = 8  # int64: the stack's number among its position's stacks (0, 1, 2, ...)
+S_FRAME_Y = 9  # int64: first sensor row the stack was read from (its frame region)
+S_FRAME_X = 10  # int64: first sensor column
+S_FRAME_H = 11  # int64: rows read; 0: the full frame (then 9, 10 and 12 are 0 too)
+S_FRAME_W = 12  # int64: columns read
 
 # The position table: POS_WORDS words per position, updated by fetch-and-add (several actors
 # count into one position's row; each count is one atomic add, so the row is exact once the

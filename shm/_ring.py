@@ -22,6 +22,12 @@ per position: a claim takes the newest READY stack of the position that has wait
 and skips only older stacks *of that position*; a time window is the position's last T
 stacks. Every count is also kept per position (:meth:`StackRing.position_statistics`).
 
+Frame regions: a stack read from a region of the sensor (a camera ROI) still fills a slot of
+the full (C, Z, H, W) shape, its region's pixels at their sensor position and the rest stale
+(whatever the slot held before). ``publish(frame=region)`` records the region with the stack;
+:attr:`Claim.frame` and :attr:`PinnedStack.frame` hand it out (None: the full frame), and
+every reader must look only inside it.
+
 Every process maps the same block; :meth:`StackRing.create` makes it (the owner must
 :meth:`~StackRing.unlink` it, which the context manager does), :meth:`StackRing.attach`
 maps it by name. Numpy arrays handed out (``pixels``) are views on shared memory: zero-copy,
@@ -91,6 +97,10 @@ from ._layout import (
     POS_WORDS,
     POSITION_COUNTER_NAMES,
     PRODUCER_ACTOR,
+    S_FRAME_H,
+    S_FRAME_W,
+    S_FRAME_X,
+    S_FRAME_Y,
     S_INTERVAL,
     S_POSITION,
     S_PSEQ,
@@ -109,6 +119,7 @@ from ._layout import (
     round_up,
     unpack_dtype,
 )
+from ._region import FrameRegion
 from ._spec import StackSpec
 
 __all__ = [
@@ -186,29 +197,44 @@ class SlotWriter:
         self._done = False
         self._explicit = explicit
 
-    def publish(self, *, interval_s: float = 0.0, position: int = 0) -> None:
+    def publish(self, *, interval_s: float = 0.0, position: int = 0,
+                frame: FrameRegion | None = None) -> None:
         """Make the stack visible to readers (READY). The exposure timestamps are taken from
         ``frame_times`` (first and last frame); ``interval_s`` is the interval in force;
-        ``position`` the stage position it was acquired at (0 .. ring.positions - 1).
+        ``position`` the stage position it was acquired at (0 .. ring.positions - 1);
+        ``frame`` the region of the sensor its pixels were read into (at their sensor
+        position; the pixels outside are stale), None or the whole sensor for the full frame.
 
         One compiled call (:func:`._kernels.publish_stack`): the timestamps (``t_published``
         on the monotonic clock), the position and the stack's number within it (the ring
         counts it; a stack published with its own sequence number keeps that number), the
-        state change, and the wake-up of sleeping readers.
+        frame region, the state change, and the wake-up of sleeping readers.
 
         Raises
         ------
         ValueError
-            ``position`` is not one of the ring's positions (nothing is published).
+            ``position`` is not one of the ring's positions, or ``frame`` does not lie within
+            the ring's (H, W) (nothing is published).
         """
         if self._done:
             raise RingError(f"slot {self.slot} (stack {self.seq}) was already published")
-        if not 0 <= position < self._ring.positions:
+        ring = self._ring
+        if not 0 <= position < ring.positions:
             raise ValueError(f"position {position} is not one of the ring's "
-                             f"{self._ring.positions} (0 .. {self._ring.positions - 1})")
+                             f"{ring.positions} (0 .. {ring.positions - 1})")
+        fy = fx = fh = fw = 0
+        if frame is not None:  # plain int checks: this runs for every stack of an ROI
+            fy, fx, fh, fw = frame.y, frame.x, frame.height, frame.width
+            height, width = ring._frame_hw
+            if fy < 0 or fx < 0 or fy + fh > height or fx + fw > width:
+                raise ValueError(f"frame region {frame.describe()} does not lie within the "
+                                 f"ring's {width}x{height} px frames")
+            if fh == height and fw == width:
+                fy = fx = fh = fw = 0  # the full frame
         self._done = True
-        _kernels.publish_stack(self._ring._ctl, self.slot, PRODUCER_ACTOR, float(interval_s),
-                               FUTEX_NR, position, self.seq if self._explicit else -1)
+        _kernels.publish_stack(ring._ctl, self.slot, PRODUCER_ACTOR, float(interval_s),
+                               FUTEX_NR, position, self.seq if self._explicit else -1,
+                               fy, fx, fh, fw)
 
     def abort(self) -> None:
         """Give the slot back unpublished; the sequence number is used by the next stack."""
@@ -239,13 +265,18 @@ class Claim:
     window of T stacks it is a (T, C, Z, H, W) array, oldest first, assembled under sequence
     checks: the last T stacks *of the claimed stack's position* (``seqs``, oldest first,
     their sequence numbers). ``position`` and ``pseq`` are the stack's position and its
-    number within that position. Valid until :meth:`release`; the context manager releases.
+    number within that position. ``frame`` is the region of the sensor the (newest) stack
+    was read from, None for the full frame: only ``pixels[..., frame.y:frame.y1,
+    frame.x:frame.x1]`` are valid then (a window's older stacks may have been read from other
+    regions; the newest stack's is the one recorded here). Valid until :meth:`release`; the
+    context manager releases.
     """
 
     __slots__ = (
         "_released",
         "_ring",
         "actor",
+        "frame",
         "interval_s",
         "pixels",
         "position",
@@ -262,6 +293,7 @@ class Claim:
         self, ring: StackRing, slot: int, seq: int, actor: int, pixels: np.ndarray,
         t_exposure: float, t_published: float, interval_s: float, t_claimed: float,
         position: int = 0, pseq: int = 0, seqs: tuple[int, ...] | None = None,
+        frame: FrameRegion | None = None,
     ) -> None:
         self._ring = ring
         self.slot = slot
@@ -275,6 +307,7 @@ class Claim:
         self.position = position
         self.pseq = pseq
         self.seqs = seqs if seqs is not None else (seq,)
+        self.frame = frame
         self._released = False
 
     @property
@@ -333,7 +366,11 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class PinnedStack:
-    """A stack a pinning consumer may read until it calls :meth:`PinReader.release`."""
+    """A stack a pinning consumer may read until it calls :meth:`PinReader.release`.
+
+    ``frame``: the region of the sensor it was read from (None: the full frame); the pixels
+    outside it are stale.
+    """
 
     seq: int
     slot: int
@@ -344,6 +381,7 @@ class PinnedStack:
     interval_s: float
     position: int = 0
     pseq: int = 0
+    frame: FrameRegion | None = None
 
 
 class PinReader:
@@ -410,6 +448,7 @@ class PinReader:
             interval_s=float(f[base + S_INTERVAL]),
             position=int(ring._ctl[base + S_POSITION]),
             pseq=int(ring._ctl[base + S_PSEQ]),
+            frame=ring._frame_of(base),
         )
 
     def release(self, stack: PinnedStack) -> None:
@@ -484,6 +523,9 @@ class StackRing:
         self._doorbell_address = self._ctl.ctypes.data + H_DOORBELL * 8
         self._counters = np.zeros(COUNTER_COUNT, dtype=np.int64)
         self._census = np.zeros(8, dtype=np.int64)
+        self._frame_hw = (self.spec.height, self.spec.width)
+        self._frame_cache: tuple[tuple[int, int, int, int], FrameRegion] = (
+            (0, 0, 1, 1), FrameRegion(0, 0, 1, 1))  # the last region a claim read: _frame_of
         self._closed_locally = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -599,6 +641,26 @@ class StackRing:
     @staticmethod
     def _slot_word(slot: int) -> int:
         return HEADER_WORDS + slot * SLOT_WORDS
+
+    def _frame_of(self, base: int) -> FrameRegion | None:
+        """The frame region in the slot header at word ``base`` (None: the full frame).
+
+        Read while the slot is claimed or pinned: the producer cannot reuse it meanwhile, and
+        the words were stored before the release store that published the stack. A region
+        changes rarely, so the last one made is handed out again while the words match (a
+        claim allocates nothing for it; FrameRegion is frozen, sharing it is safe)."""
+        ctl = self._ctl
+        height = ctl.item(base + S_FRAME_H)
+        if height == 0:
+            return None
+        key = (ctl.item(base + S_FRAME_Y), ctl.item(base + S_FRAME_X), height,
+               ctl.item(base + S_FRAME_W))
+        cached = self._frame_cache  # one tuple, replaced whole: safe from several threads
+        if cached[0] == key:
+            return cached[1]
+        made = FrameRegion(*key)
+        self._frame_cache = (key, made)
+        return made
 
     def _doorbell_value(self) -> int:
         return int(_kernels.load(self._ctl, H_DOORBELL)) & 0xFFFFFFFF
@@ -719,7 +781,7 @@ class StackRing:
                 _kernels.release(self._ctl, slot, actor, seq, C_SKIPPED)
                 return None
         return Claim(self, slot, seq, actor, pixels, t_exposure, t_published, interval_s,
-                     t_claimed, position, pseq, seqs)
+                     t_claimed, position, pseq, seqs, self._frame_of(self._slot_word(slot)))
 
     def _copy_window(self, slot: int, seq: int, position: int, pseq: int,
                      n: int) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -795,6 +857,16 @@ class StackRing:
             return False
         np.copyto(out, self._pixels[slot])
         return bool(_kernels.still_holds(self._ctl, slot, seq))
+
+    def copy_stack_frame(self, seq: int, out: np.ndarray) -> tuple[bool, FrameRegion | None]:
+        """:meth:`copy_stack`, and the sensor region the stack was read from (None: the full
+        frame), read between the copy and its check, so both belong to the same stack."""
+        slot = _kernels.find_seq(self._ctl, seq)
+        if slot < 0:
+            return False, None
+        np.copyto(out, self._pixels[slot])
+        frame = self._frame_of(self._slot_word(slot))
+        return bool(_kernels.still_holds(self._ctl, slot, seq)), frame
 
     def statistics(self) -> RingStatistics:
         """A consistent snapshot of the counters, readable from any process."""

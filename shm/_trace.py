@@ -28,10 +28,12 @@ __all__ = ["TRACE_FIELDS", "DecisionTrace"]
 
 TRACE_FIELDS = (
     "seq", "t_exposure", "t_decided", "decision", "interval_s", "fast", "worker", "kind",
-    "position",
+    "position", "y0", "x0", "y1", "x1",
 )
-"""Columns of a trace record. ``kind``: 0 a result, 1 an interval change
-(``rt_eda.core.messages.TraceKind``); ``position``: the stage position (-1: every one)."""
+"""Columns of a trace record. ``kind``: 0 a result, 1 an interval change, 2 an event region,
+3 an action (``rt_eda.core.messages.TraceKind``); ``position``: the stage position (-1: every
+one); ``y0, x0, y1, x1``: a box of the sensor (NaN: none): a result's regions together, one
+region, or what an action acts on."""
 
 _MAGIC = 0x5254_4544_4154_5243  # "RTEDATRC"
 _HEADER = 8  # words: magic, capacity, fields, count, spare

@@ -434,12 +434,12 @@ def test_decision_trace_keeps_the_newest_records() -> None:
             first, rows = reader.read(0)
             assert first == 0 and rows.shape[0] == 0
             for i in range(3):
-                trace.append(i, 0, 0, i / 10, 1.0, 0, 1, 0, 0)
+                trace.append(i, 0, 0, i / 10, 1.0, 0, 1, 0, 0, 1, 2, 3, 4)
             first, rows = reader.read(0)
             assert first == 0 and rows[:, 0].tolist() == [0, 1, 2]
             assert rows.shape == (3, len(TRACE_FIELDS))
             for i in range(3, 10):
-                trace.append(i, 0, 0, i / 10, 1.0, 0, 1, 0, 0)
+                trace.append(i, 0, 0, i / 10, 1.0, 0, 1, 0, 0, 1, 2, 3, 4)
             first, rows = reader.read(0)  # only the newest 4 are still held
             assert first == 6 and rows[:, 0].tolist() == [6, 7, 8, 9]
             first, rows = reader.read(8)

@@ -154,12 +154,21 @@ class Worker:
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
 
+    default_location_threshold: ClassVar[float] = DEFAULT_LOCATION_THRESHOLD
+    """The ``location_threshold`` option's default: where this worker's network image calls
+    a pixel part of an event."""
+    default_location_relative: ClassVar[float] = 0.0
+    """The ``location_relative`` option's default: 0, or the fraction of each region's peak
+    its pixels must reach (:func:`~rt_eda.workers.regions_from_image`)."""
+
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.spec: StackSpec | None = None
         self.locations: bool = _bool_option(settings, "locations", True)
         self.location_threshold: float = _number_option(
-            settings, "location_threshold", DEFAULT_LOCATION_THRESHOLD)
+            settings, "location_threshold", self.default_location_threshold)
+        self.location_relative: float = _number_option(
+            settings, "location_relative", self.default_location_relative, low=0.0)
         self.location_min_area: int = int(_number_option(settings, "location_min_area", 4,
                                                          integer=True, low=1))
         self.max_regions: int = int(_number_option(settings, "max_regions", 16, integer=True,
@@ -255,11 +264,13 @@ class Worker:
         offset of the sensor region the stack was read from.
         """
         image = data.get(NETWORK_IMAGE_KEY)
-        if not isinstance(image, np.ndarray) or image.ndim != 2:
-            return ()
+        if (not isinstance(image, np.ndarray) or image.ndim != 2
+                or image.dtype.kind not in "biuf"):
+            return ()  # no image, or one the worker process refuses (and counts) anyway
         return regions_from_image(
             image, self.location_threshold, self.image_to_acquisition(image.shape, data),
-            min_area=self.location_min_area, max_regions=self.max_regions)
+            min_area=self.location_min_area, max_regions=self.max_regions,
+            relative=self.location_relative)
 
     def image_to_acquisition(self, image_shape: tuple[int, ...], data: dict[str, Any]
                              ) -> PixelMap:

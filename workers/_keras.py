@@ -19,6 +19,16 @@ matches the call, timed at set-up); never ``model.predict``, whose per-call over
 adapter, callbacks, a progress bar) costs tens of milliseconds. The call is the default: it
 was never slower than ``predict_on_batch`` here (demo_v1 at 512x512: 55.6 vs 56.1 ms), and the
 other backends win or lose by model (BENCHMARKS.md, "Inference backends").
+
+Stacks smaller than the acquisition's frame
+-------------------------------------------
+A stack read from a region of the sensor (a camera ROI) reaches the worker as only its valid
+pixels, smaller than the spec's ``(H, W)`` the inference call was built and traced for.
+:meth:`KerasWorker.prepare_images` preprocesses those pixels, then pads them (edge mode) to
+:meth:`~KerasWorker.fed_image_shape`, so the model always runs on the shape it was checked
+and warmed up with; :meth:`KerasWorker.run_model` crops the output back to the part made of
+valid pixels (``data[VALID_SHAPE_KEY]``) before anything reads it, so the decision, the
+network image and the event locations come from valid pixels only.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_INFERENCE",
     "INFERENCE_MODES",
+    "VALID_SHAPE_KEY",
     "KerasWorker",
     "configure_threads",
     "to_model_layout",
@@ -72,6 +83,11 @@ log = logging.getLogger(__name__)
 #: Measured faster here (see the module docstring); overridable per worker with the
 #: ``inference`` option.
 DEFAULT_INFERENCE = "call"
+
+VALID_SHAPE_KEY = "valid_shape"
+"""The key of ``(height, width)`` of the valid part of ``data['pixels']`` (top-left) when
+:meth:`KerasWorker.prepare_images` padded a stack smaller than the acquisition's frame; absent
+for a stack of the full size."""
 
 
 def configure_threads(n: int, *, tensorflow: bool = True) -> None:
@@ -529,17 +545,45 @@ class KerasWorker(Worker):
 
         ``stack`` is ``(C, Z, H, W)`` or a window ``(T, C, Z, H, W)``; the result's
         ``'pixels'`` is a new array (the stack may be a view on shared memory).
+
+        A stack smaller than the acquisition's frame (read from a sensor region) is
+        preprocessed as it is, then padded (edge mode) to :meth:`fed_image_shape`: the shape
+        the inference call was built for. ``data[VALID_SHAPE_KEY]`` then holds the valid
+        part's ``(height, width)``, which :meth:`run_model` crops the output to.
         """
         window = _as_window(self.select_channels(stack)).astype(np.float32)
         window = self.preprocess_window(window)
         ndim = self.info.ndim if self.info is not None else 4
-        return {"pixels": to_model_layout(window, ndim)[np.newaxis]}
+        data: dict[str, Any] = {}
+        fed = self._fed_shape()
+        h, w = window.shape[-2:]
+        if fed is not None and (h, w) != fed and h <= fed[0] and w <= fed[1]:
+            window = pad_window(window, fed)
+            data[VALID_SHAPE_KEY] = (int(h), int(w))
+        data["pixels"] = to_model_layout(window, ndim)[np.newaxis]
+        return data
+
+    def _fed_shape(self) -> tuple[int, int] | None:
+        """:meth:`fed_image_shape` of the stacks set up for (None before :meth:`setup`)."""
+        if self.spec is None or self.info is None:
+            return None
+        return self.fed_image_shape(self.spec, self.info)
 
     def run_model(self, data: dict[str, Any]) -> np.ndarray:
-        """Run the model on ``data['pixels']`` (one batch) with the configured inference call."""
+        """Run the model on ``data['pixels']`` (one batch) with the configured inference call.
+
+        When the input was padded (``data[VALID_SHAPE_KEY]``, see :meth:`prepare_images`),
+        the output's spatial axes (1 and 2) are cropped to the part made of valid pixels (in
+        proportion, for an output smaller than the input), so every later hook sees only
+        that part.
+        """
         if self._infer is None:
             raise RuntimeError(f"{self.name}.run_model() called before setup()")
-        return self._infer(data["pixels"])
+        output = self._infer(data["pixels"])
+        valid = data.get(VALID_SHAPE_KEY)
+        if valid is None or output.ndim < 3:
+            return output
+        return crop_output(output, data["pixels"].shape[1:3], valid)
 
     def extract_decision_parameter(self, output: np.ndarray) -> float:
         """The maximum of the model output."""
@@ -552,6 +596,27 @@ class KerasWorker(Worker):
         maximum. ``None`` when the output has no spatial axes.
         """
         return network_image(output[0])
+
+
+def pad_window(window: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``window`` (..., h, w) padded at the bottom and right to (..., *shape), edge mode (the
+    last valid row and column repeated: no new edge for the model to respond to)."""
+    h, w = window.shape[-2:]
+    widths = [(0, 0)] * (window.ndim - 2) + [(0, shape[0] - h), (0, shape[1] - w)]
+    padded: np.ndarray = np.pad(window, widths, mode="edge")
+    return padded
+
+
+def crop_output(output: np.ndarray, fed: tuple[int, ...], valid: tuple[int, int]
+                ) -> np.ndarray:
+    """The part of a model output ``(batch, oh, ow, ...)`` made of the valid top-left
+    ``valid`` of an input of spatial size ``fed``: ``valid`` itself when the output has the
+    input's size, else scaled by ``oh / fed[0]`` and ``ow / fed[1]`` (at least 1 px). A
+    view."""
+    oh, ow = int(output.shape[1]), int(output.shape[2])
+    vh = valid[0] if oh == fed[0] else max(1, min(oh, round(valid[0] * oh / fed[0])))
+    vw = valid[1] if ow == fed[1] else max(1, min(ow, round(valid[1] * ow / fed[1])))
+    return output[:, :vh, :vw]
 
 
 def network_image(item: np.ndarray) -> np.ndarray | None:

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from rt_eda.core.messages import BAD_INPUT_ERRORS
+from rt_eda.core.regions import EventRegion
 from rt_eda.shm import StackSpec
 from rt_eda.workers import Worker, WorkerSettings
 
@@ -103,7 +104,8 @@ class RemoteAnalysis:
 
     The worker's :class:`~rt_eda.workers.Analysis` (decision, network image, the hooks'
     seconds), with ``t_start``/``t_end`` on the actor's monotonic clock around the hooks and
-    the ``incarnation`` that did it.
+    the ``incarnation`` that did it; ``regions``: the event locations, in the pixels of the
+    stack it was sent (the bridge shifts them to sensor pixels).
     """
 
     seq: int
@@ -115,6 +117,7 @@ class RemoteAnalysis:
     t_start: float
     t_end: float
     incarnation: str
+    regions: tuple[EventRegion, ...] = ()
 
 
 def boot_id() -> str:
@@ -236,7 +239,7 @@ class AnalysisActor:
         a = self._worker.analyse(stack)
         t1 = time.monotonic()
         return RemoteAnalysis(seq, a.decision, a.network_image, a.t_prepare_s, a.t_infer_s,
-                              a.t_post_s, t0, t1, self.incarnation)
+                              a.t_post_s, t0, t1, self.incarnation, a.regions)
 
     def close(self) -> bool:
         """Tear the worker down (the bridge calls it before it ends the actor); True when

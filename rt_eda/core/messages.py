@@ -39,13 +39,17 @@ from enum import StrEnum
 from typing import Final, NamedTuple
 
 from rt_eda.core.errors import ConfigError, ModelError, SourceError
+from rt_eda.core.regions import EventRegion, FrameRegion
 from rt_eda.core.stats import Percentiles
 from rt_eda.shm import TRACE_FIELDS, StackSpec
 
 __all__ = [
+    "ACTION_KINDS",
     "ALL_POSITIONS",
+    "Action",
     "BAD_INPUT_ERRORS",
     "ActorInfo",
+    "ActionStatistics",
     "ActorStatistics",
     "CameraControl",
     "CameraControlKind",
@@ -68,6 +72,7 @@ __all__ = [
     "InterpreterState",
     "InterpreterStatistics",
     "InterpreterStatus",
+    "LocationErrors",
     "LostTimepoint",
     "PositionAcquisition",
     "PositionDecisions",
@@ -80,6 +85,7 @@ __all__ = [
     "RolePayload",
     "SchedulerStatistics",
     "Stopped",
+    "TrueEvents",
     "TraceKind",
     "WorkerReady",
     "WorkerStart",
@@ -87,6 +93,8 @@ __all__ = [
     "WorkerTimes",
     "WriterReady",
     "WriterRow",
+    "action_trace_row",
+    "region_trace_rows",
     "WriterStatistics",
 ]
 
@@ -285,6 +293,35 @@ class CameraStatistics:
     positions: tuple[PositionAcquisition, ...] = ()
     scheduler: SchedulerStatistics | None = None
     jitter_ms: float = 0.0
+    actions: tuple[ActionStatistics, ...] = ()
+    roi_coverage: tuple[int, int, int] = (0, 0, 0)
+    """``(event pixels inside the region read, all event pixels, stacks)`` over the stacks
+    read from a region of the sensor (not the full frame) while an event was visible."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionStatistics:
+    """One actuator's actions over the run (the camera applies them and measures).
+
+    ``count``: actions received; ``applied``: applied once (``reapplied``: again, when a
+    plan's stage came back to the position); ``failed``: refused by the device (logged, the
+    acquisition went on); ``decision_to_actuation_ms``: from the decision to the first
+    exposure with it (to the device's own time for an SLM), for the actions that act on an
+    event (decided while fast); ``release_ms``: the same for the actions back to rest
+    (decided when the position went slow, so they wait for the next *slow* timepoint);
+    ``apply_ms``: the device call; ``measures``: what the actuator measured (e.g. a mask's
+    precision against the truth).
+    """
+
+    kind: str
+    count: int
+    applied: int
+    reapplied: int
+    failed: int
+    decision_to_actuation_ms: Percentiles
+    release_ms: Percentiles
+    apply_ms: Percentiles
+    measures: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,6 +624,49 @@ class Result:
     t_infer_s: float = 0.0
     t_post_s: float = 0.0
     position: int = 0
+    regions: tuple[EventRegion, ...] = ()
+    """Where the events are (:meth:`~rt_eda.workers.Worker.extract_event_locations`), in
+    sensor pixels: the worker process has added the offset of the region the stack was
+    read from (``frame``)."""
+    frame: FrameRegion | None = None
+    """The region of the sensor the stack was read from; None: the full frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrueEvents:
+    """The ground truth of one published stack, from a source that knows it (the synthetic
+    source): the events visible at its first exposure, sent by the camera on the results
+    channel so the interpreter can measure the workers' locations against them. Sent only
+    for stacks with at least one visible event."""
+
+    seq: int
+    position: int
+    events: tuple[tuple[float, float, float, float], ...]
+    """``(y, x, sigma_px, intensity)`` per event (sensor pixels)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One actuation an actuator decided in the interpreter, sent to the camera, which has
+    the devices (:mod:`rt_eda.actuators`).
+
+    ``kind`` is the actuator's name; ``after_seq`` the stack whose result caused it;
+    ``t_decided`` when (monotonic s); ``position`` the stage position it applies to
+    (:data:`ALL_POSITIONS`: every one); ``fast`` the interpreter's state there. What to do:
+    ``frame`` (a sensor region to read; None: the full frame), ``regions`` (the event
+    regions it acts on), ``presets`` (channel presets), ``note`` (one line for the log and
+    ``actions.csv``).
+    """
+
+    kind: str
+    after_seq: int
+    t_decided: float
+    position: int = ALL_POSITIONS
+    fast: bool = False
+    frame: FrameRegion | None = None
+    regions: tuple[EventRegion, ...] = ()
+    presets: tuple[str, ...] = ()
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -671,10 +751,10 @@ class ControlMessage:
             object.__setattr__(self, "key", key)
 
 
-ResultsMessage = Result | ControlMessage | None
+ResultsMessage = Result | TrueEvents | ControlMessage | None
 """What the interpreter reads: results, controls, and None (the engine: no more results)."""
 
-CameraMessage = Command | CameraControl
+CameraMessage = Command | Action | CameraControl
 """What the camera reads: the interpreter's commands and the engine's controls."""
 
 
@@ -684,11 +764,45 @@ class TraceKind:
 
     RESULT: Final = 0
     INTERVAL_CHANGE: Final = 1
+    REGION: Final = 2
+    ACTION: Final = 3
 
+
+#: The ``worker`` column of an ACTION row: the actuator (ACTION_KINDS.index; others: last).
+ACTION_KINDS: Final = ("interval", "roi", "channel", "stimulate", "other")
+
+_NO_BOX: Final = (math.nan, math.nan, math.nan, math.nan)
 
 if TRACE_FIELDS != ("seq", "t_exposure", "t_decided", "decision", "interval_s", "fast",
-                    "worker", "kind", "position"):  # the order trace_row() below writes them in
+                    "worker", "kind", "position", "y0", "x0", "y1",
+                    "x1"):  # the order trace_row() below writes them in
     raise ImportError(f"rt_eda.shm.TRACE_FIELDS changed ({TRACE_FIELDS}): update trace_row()")
+
+
+def _box(regions: tuple[EventRegion, ...]) -> tuple[float, float, float, float]:
+    if not regions:
+        return _NO_BOX
+    return (float(min(r.y0 for r in regions)), float(min(r.x0 for r in regions)),
+            float(max(r.y1 for r in regions)), float(max(r.x1 for r in regions)))
+
+
+def region_trace_rows(result: Result, t_decided: float) -> list[tuple[float, ...]]:
+    """One trace row per event region of ``result`` (``decision``: its score)."""
+    return [(result.seq, result.t_exposure, t_decided, r.score, 0.0, 0.0, result.worker,
+             TraceKind.REGION, result.position, float(r.y0), float(r.x0), float(r.y1),
+             float(r.x1)) for r in result.regions]
+
+
+def action_trace_row(action: Action) -> tuple[float, ...]:
+    """The trace row of an action (``worker``: its index in :data:`ACTION_KINDS`; the box:
+    the sensor region it reads, else its regions together)."""
+    kind = (ACTION_KINDS.index(action.kind) if action.kind in ACTION_KINDS
+            else len(ACTION_KINDS) - 1)
+    f = action.frame
+    box = (float(f.y), float(f.x), float(f.y1), float(f.x1)) if f is not None else _box(
+        action.regions)
+    return (action.after_seq, 0.0, action.t_decided, float(len(action.regions)), 0.0,
+            float(action.fast), kind, TraceKind.ACTION, action.position, *box)
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,7 +817,7 @@ class IntervalChange:
         order)."""
         c = self.command
         return (c.after_seq, 0.0, c.t_decided, math.nan, c.interval_s, float(self.fast), 0,
-                TraceKind.INTERVAL_CHANGE, c.position)
+                TraceKind.INTERVAL_CHANGE, c.position, *_NO_BOX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -734,7 +848,7 @@ class DecisionRecord:
         order); the change, if any, is a row of its own (:meth:`IntervalChange.trace_row`)."""
         r = self.result
         return (r.seq, r.t_exposure, self.t_decided, r.decision, self.interval_s,
-                float(self.fast), r.worker, TraceKind.RESULT, r.position)
+                float(self.fast), r.worker, TraceKind.RESULT, r.position, *_box(r.regions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -825,6 +939,21 @@ class InterpreterReport:
     controls: tuple[ControlRecord, ...]
     handle_s: float
     positions: tuple[PositionDecisions, ...] = ()
+    locations: LocationErrors | None = None
+    actions_sent: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LocationErrors:
+    """The workers' event locations against the source's ground truth (the interpreter
+    matches each result's regions with the events visible at its stack's exposure,
+    :func:`rt_eda.core.location_truth.match_locations`): the distance of every match (px),
+    regions with no event near, visible events no region found, and the stacks scored."""
+
+    error_px: Percentiles
+    false_regions: int
+    missed_events: int
+    stacks: int
 
 
 @dataclass(frozen=True, slots=True)

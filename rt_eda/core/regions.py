@@ -15,86 +15,27 @@ event-driven actuation, as they cross process boundaries.
 Conventions: integer rectangles are half-open (``y0 <= y < y1``); a pixel's centre has
 integer coordinates, so a region's centre of mass lies inside ``[y0 - 0.5, y1 - 0.5]``.
 Everything is frozen, slotted and made of primitives (a mask is ``bytes``), so it pickles
-small: a 20 x 20 px mask is 50 bytes. numpy only.
+small: a 20 x 20 px mask is 50 bytes. numpy only (:class:`FrameRegion` is defined in
+:mod:`rt_eda.shm`, which records it per stack in the ring, and re-exported here).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from rt_eda.shm import FrameRegion  # defined in the ring, which records it per stack
+
 __all__ = [
     "EventRegion",
     "FrameRegion",
     "bounding_box",
+    "paint_discs",
     "paint_regions",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class FrameRegion:
-    """A rectangle of the sensor: rows ``y .. y + height``, columns ``x .. x + width``.
-
-    The region a stack was read from (offset and size, recorded per stack), or the region
-    an actuator asks the camera to read. :meth:`full` is the whole sensor.
-    """
-
-    y: int
-    x: int
-    height: int
-    width: int
-
-    def __post_init__(self) -> None:
-        if self.height < 1 or self.width < 1:
-            raise ValueError(f"a frame region needs a size of at least 1 x 1 px, got "
-                             f"{self.height} x {self.width} at ({self.y}, {self.x})")
-
-    @classmethod
-    def full(cls, height: int, width: int) -> FrameRegion:
-        """The whole sensor of ``height`` x ``width`` px."""
-        return cls(0, 0, int(height), int(width))
-
-    @property
-    def y1(self) -> int:
-        """The first row below the region."""
-        return self.y + self.height
-
-    @property
-    def x1(self) -> int:
-        """The first column right of the region."""
-        return self.x + self.width
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(height, width)``."""
-        return (self.height, self.width)
-
-    @property
-    def area(self) -> int:
-        """Pixels in the region."""
-        return self.height * self.width
-
-    def inside(self, height: int, width: int) -> bool:
-        """Whether the region lies within a sensor of ``height`` x ``width`` px."""
-        return self.y >= 0 and self.x >= 0 and self.y1 <= height and self.x1 <= width
-
-    def is_full(self, height: int, width: int) -> bool:
-        """Whether the region is the whole sensor of ``height`` x ``width`` px."""
-        return (self.y, self.x, self.height, self.width) == (0, 0, height, width)
-
-    def contains(self, y0: int, x0: int, y1: int, x1: int) -> bool:
-        """Whether the half-open box ``[y0, y1) x [x0, x1)`` lies within the region."""
-        return self.y <= y0 and self.x <= x0 and y1 <= self.y1 and x1 <= self.x1
-
-    def slices(self) -> tuple[slice, slice]:
-        """``(rows, columns)`` of the region in a full-frame array."""
-        return slice(self.y, self.y1), slice(self.x, self.x1)
-
-    def describe(self) -> str:
-        """``"256x192 at (y=128, x=64)"``."""
-        return f"{self.width}x{self.height} at (y={self.y}, x={self.x})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +144,33 @@ def paint_regions(regions: Sequence[EventRegion], window: FrameRegion, *,
         if ye <= ys or xe <= xs:
             continue
         out[y0 + ys : y0 + ye, x0 + xs : x0 + xe] |= m[ys:ye, xs:xe]
+    return out
+
+
+def paint_discs(regions: Sequence[EventRegion], window: FrameRegion, *,
+                grow: float = 0.0) -> np.ndarray:
+    """Each region as the disc of its own area around its centre (radius
+    ``sqrt(area / pi) + grow``), over ``window`` of the sensor: a new boolean image of
+    ``window.shape``.
+
+    A segmentation's edge is its noisiest part (a network's event map is ragged and widens
+    with the event's strength); its centre and area are its most precise measures. A disc
+    drawn from them is what a DMD stimulating a spot shows.
+    """
+    out = np.zeros(window.shape, bool)
+    for r in regions:
+        radius = math.sqrt(max(r.area, 1) / math.pi) + grow
+        if radius <= 0:
+            continue
+        y0 = max(window.y, math.floor(r.y - radius))
+        y1 = min(window.y1, math.ceil(r.y + radius) + 1)
+        x0 = max(window.x, math.floor(r.x - radius))
+        x1 = min(window.x1, math.ceil(r.x + radius) + 1)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        out[y0 - window.y : y1 - window.y, x0 - window.x : x1 - window.x] |= (
+            (yy - r.y) ** 2 + (xx - r.x) ** 2 <= radius * radius)
     return out
 
 

@@ -16,10 +16,16 @@ Layout of ``DIR`` (``rt-eda run --save DIR``)::
         0/c.<t>.0.0.0.0      one chunk per stack (per frame, c.<t>.<c>.<z>.0.0, for stacks
                              over 32 MiB); chunk key separator "."
       images.ome.tif         format "tiff" instead: one BigTIFF, pages t-major then c, z
-      frames.csv             seq,t_index,c,z,t_exposure,interval_s,position  (a row per frame)
+      frames.csv             seq,t_index,c,z,t_exposure,interval_s,position,roi_y,roi_x,
+                             roi_height,roi_width  (a row per frame; roi_*: the region of the
+                             sensor the stack was read from, 0,0,Y,X for the full frame; the
+                             image store holds zeros outside it)
       decisions.csv          one row per Result: seq,worker,decision,t_exposure,t_published,
                              t_claimed,t_done,n_timepoints,t_prepare_s,t_infer_s,t_post_s,
                              t_decided,command_interval,position
+      locations.csv          one row per event region of every Result: seq,position,
+                             t_exposure,region,y,x,y0,x0,y1,x1,score,area  (sensor pixels;
+                             region: its index in the Result)
       intervals.csv          interval_s,reason,after_seq,t_decided,trigger_decision,
                              trigger_t_exposure,position  (after_seq = the stack that
                              triggered it; position -1: every position)
@@ -60,6 +66,10 @@ whose writer died shows tifffile one page; :func:`open_run` takes the count of t
 from ``frames.csv`` and reads both kinds (the TIFF data are contiguous, so they are
 memory-mapped from the offset of the first page). :func:`read_table` leaves out rows cut
 short; :func:`read_frames_csv` never fails for what the file holds.
+
+Older recordings: a ``frames.csv`` without the ``roi_*`` columns (recorded before frame
+regions) is read as full frames (:meth:`SavedRun.frame_region`); a folder without
+``locations.csv`` has no locations (:attr:`SavedRun.locations` is empty).
 """
 
 from __future__ import annotations
@@ -78,6 +88,7 @@ from typing import Any, Final
 import numpy as np
 
 from rt_eda.core.errors import WriterError
+from rt_eda.core.regions import FrameRegion
 
 __all__ = [
     "CONFIG_TOML",
@@ -88,10 +99,13 @@ __all__ = [
     "FRAMES_CSV",
     "FRAME_COLUMNS",
     "FRAME_COLUMNS_REQUIRED",
+    "FRAME_REGION_COLUMNS",
     "IMAGES_TIFF",
     "IMAGES_ZARR",
     "INTERVALS_CSV",
     "INTERVAL_COLUMNS",
+    "LOCATIONS_CSV",
+    "LOCATION_COLUMNS",
     "NETWORK_INDEX_COLUMNS",
     "NETWORK_INDEX_CSV",
     "NETWORK_ZARR",
@@ -126,6 +140,7 @@ FRAMES_CSV: Final = "frames.csv"
 DECISIONS_CSV: Final = "decisions.csv"
 INTERVALS_CSV: Final = "intervals.csv"
 CONTROLS_CSV: Final = "controls.csv"
+LOCATIONS_CSV: Final = "locations.csv"
 NETWORK_ZARR: Final = "network_images.zarr"
 NETWORK_INDEX_CSV: Final = "network_index.csv"
 CONFIG_TOML: Final = "config.toml"
@@ -133,10 +148,18 @@ SUMMARY_JSON: Final = "summary.json"
 REPORT_PNG: Final = "report.png"
 REPORT_JSON: Final = "report.json"
 
-FRAME_COLUMNS: Final = ("seq", "t_index", "c", "z", "t_exposure", "interval_s", "position")
+FRAME_COLUMNS: Final = ("seq", "t_index", "c", "z", "t_exposure", "interval_s", "position",
+                        "roi_y", "roi_x", "roi_height", "roi_width")
 FRAME_COLUMNS_REQUIRED: Final = FRAME_COLUMNS[:5]
-"""Columns ``frames.csv`` must have to be read (``interval_s`` and ``position`` are read when
-present: a folder without ``position`` is one position's)."""
+"""Columns ``frames.csv`` must have to be read (``interval_s``, ``position`` and the
+``roi_*`` columns are read when present: a folder without ``position`` is one position's,
+one without ``roi_*`` was recorded in full frames)."""
+FRAME_REGION_COLUMNS: Final = FRAME_COLUMNS[7:]
+"""``roi_y, roi_x, roi_height, roi_width``: the region of the sensor a stack was read from."""
+LOCATION_COLUMNS: Final = ("seq", "position", "t_exposure", "region", "y", "x", "y0", "x0",
+                           "y1", "x1", "score", "area")
+"""``locations.csv``: one row per event region (:class:`~rt_eda.core.regions.EventRegion`,
+sensor pixels) of every analysed stack; ``region`` is its index among its stack's."""
 DECISION_COLUMNS: Final = (
     "seq", "worker", "decision", "t_exposure", "t_published", "t_claimed", "t_done",
     "n_timepoints", "t_prepare_s", "t_infer_s", "t_post_s", "t_decided", "command_interval",
@@ -155,7 +178,7 @@ NETWORK_INDEX_COLUMNS: Final = ("seq", "row", "t_published")
 
 RUN_FILES: Final = (IMAGES_ZARR, IMAGES_TIFF, FRAMES_CSV, DECISIONS_CSV, INTERVALS_CSV,
                     CONTROLS_CSV, NETWORK_ZARR, NETWORK_INDEX_CSV, CONFIG_TOML, SUMMARY_JSON,
-                    PLAN_JSON, TRUTH_CSV)
+                    PLAN_JSON, TRUTH_CSV, LOCATIONS_CSV)
 """Every file of a run folder the run itself writes; a folder holding none of them is not a
 run folder."""
 
@@ -458,6 +481,35 @@ class SavedRun:
     def controls(self) -> dict[str, np.ndarray]:
         """``controls.csv`` columns."""
         return self._table(CONTROLS_CSV)
+
+    @property
+    def locations(self) -> dict[str, np.ndarray]:
+        """``locations.csv`` columns (:data:`LOCATION_COLUMNS`, one entry per event region);
+        {} for a folder without the file (recorded before locations were)."""
+        return self._table(LOCATIONS_CSV)
+
+    def frame_region(self, t_index: int, position: int = 0) -> FrameRegion:
+        """The region of the sensor stack ``t_index`` of ``position`` was read from (the
+        image store holds zeros outside it): from ``frames.csv``'s ``roi_*`` columns, the
+        full frame for a recording without them or a stack without a row.
+
+        Raises IndexError for a stack outside the recording."""
+        if not 0 <= t_index < self.timepoints:
+            raise IndexError(f"timepoint {t_index} is not in 0..{self.timepoints - 1}")
+        height, width = (int(n) for n in self.images.shape[-2:])
+        frames = self.frames
+        if any(c not in frames for c in FRAME_REGION_COLUMNS):
+            return FrameRegion.full(height, width)
+        rows = frames["t_index"] == t_index
+        if "position" in frames:
+            rows &= frames["position"] == position
+        found = np.flatnonzero(rows)
+        if found.size == 0:
+            return FrameRegion.full(height, width)
+        y, x, h, w = (frames[c][found[0]] for c in FRAME_REGION_COLUMNS)
+        if not all(math.isfinite(float(v)) for v in (y, x, h, w)) or h < 1 or w < 1:
+            return FrameRegion.full(height, width)  # an empty or damaged cell
+        return FrameRegion(int(y), int(x), int(h), int(w))
 
     @property
     def network_index(self) -> dict[str, np.ndarray]:

@@ -8,7 +8,8 @@ Entry point :func:`run`, started by the engine (spawn) instead of the local work
     lanes: actors x in_flight threads, each a ring reader (its own reader id):
         wait until its actor is up -> claim newest stack (sleeps on the doorbell; older
         stacks skipped and counted, never queued) -> [--verify] stamps checked
-        -> actor.analyse(stack) -> result back -> release the claim (analysed)
+        -> actor.analyse(stack: the valid pixels of a stack read from a sensor region, as
+        a local worker gets them) -> result back -> release the claim (analysed)
         -> Result (the stack's seq) on the results queue -> network image into the output
         ring
     main thread: ClusterStatus twice a second; every actor lost -> ClusterLostError
@@ -71,7 +72,14 @@ from rt_eda.core.messages import (
 from rt_eda.core.process import RoleChannels, enter_role, report
 from rt_eda.core.queues import Channel
 from rt_eda.core.stats import Percentiles, Reservoir, percentiles
-from rt_eda.roles.worker import _Counts, _intact, _publish_image
+from rt_eda.roles.worker import (
+    _Counts,
+    _intact,
+    _publish_image,
+    checked_network_image,
+    sensor_regions,
+    valid_pixels,
+)
 from rt_eda.shm import Claim, StackRing
 
 __all__ = ["CLOSE_S", "DRAIN_S", "run"]
@@ -193,7 +201,7 @@ class _Bridge:
         seen = actor.incarnation
         t_submit = time.monotonic()
         try:
-            ref = self.pool.submit(actor, claim.pixels, claim.seq)
+            ref = self.pool.submit(actor, valid_pixels(claim), claim.seq)
             res = self.pool.fetch(ref, t_submit + self.timeout_s, self.stopping)
         except ray.exceptions.GetTimeoutError:
             counts.lost_in_flight += 1
@@ -252,7 +260,8 @@ class _Bridge:
             t_exposure=claim.t_exposure, t_published=claim.t_published,
             t_claimed=claim.t_claimed, t_done=t_back, n_timepoints=self.n_t,
             t_prepare_s=res.t_prepare_s, t_infer_s=res.t_infer_s, t_post_s=res.t_post_s,
-            position=claim.position,
+            position=claim.position, regions=sensor_regions(res.regions, claim.frame),
+            frame=claim.frame,
         ))
         c.queue_s += time.perf_counter() - tq
         if res.network_image is not None:
@@ -269,10 +278,8 @@ class _Bridge:
             self.pool.recover(actor, self.stopping)
 
     def _image(self, claim: Claim, image: np.ndarray, reader: int, c: _Counts) -> None:
-        from rt_eda.workers import network_image_problem
-
-        problem = network_image_problem(image, self.declared)
-        if problem is not None:
+        placed, problem = checked_network_image(image, claim.frame, self.declared)
+        if placed is None:
             c.network_images_refused += 1
             key = (type(image).__name__, getattr(image, "shape", None),
                    str(getattr(image, "dtype", "")))
@@ -284,11 +291,11 @@ class _Bridge:
                             "%s (logged once per shape; counted in network_images_refused)",
                             reader, claim.seq, problem)
             return
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
+        if placed.dtype.kind == "f" and not np.isfinite(placed).all():
             c.network_images_nonfinite += 1
         if self.out_ring is not None:
             tp = time.perf_counter()
-            _publish_image(self.out_ring, claim.seq, image, claim.t_exposure,
+            _publish_image(self.out_ring, claim.seq, placed, claim.t_exposure,
                            claim.interval_s, c, claim.position)
             c.publish_image_s += time.perf_counter() - tp
 

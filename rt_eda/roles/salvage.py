@@ -75,7 +75,7 @@ def salvage(ring: StackRing, config: Config, *, hurry: Callable[[], bool]) -> in
                                       config_toml=config.to_toml(),
                                       positions=position_names(config, ring.positions))
             recording.write_stack(stack.seq, stack.pixels, stack.frame_times,
-                                  stack.interval_s, stack.position)
+                                  stack.interval_s, stack.position, stack.frame)
             pin.release(stack)
     if recording is None:
         return 0

@@ -16,6 +16,17 @@ Network images are checked against the shape the worker declares
 (:func:`~rt_eda.workers._base.network_image_problem`): one that breaks it is refused, counted
 (``network_images_refused``), logged once per distinct shape and dtype, and never stored. At
 start-up, a warm-up image that breaks the declaration is a :class:`~rt_eda.core.errors.ModelError`.
+
+Frame regions (a camera ROI): a stack read from a region of the sensor fills its ring slot at
+the region's sensor position, the other pixels stale (:attr:`~rt_eda.shm.Claim.frame`). The
+worker sees only the valid pixels, ``pixels[..., y:y1, x:x1]`` (:func:`valid_pixels`; for a
+time window, the newest stack's region cuts every stack of the window); the event regions it
+returns, in the stack's own pixels, are shifted to sensor pixels (:func:`sensor_regions`) and
+sent with the region in the :class:`~rt_eda.core.messages.Result`; its network image, made of
+the valid pixels, is pasted at the region's offset into a zero image of the declared
+(full-frame) shape for the network-image ring (:func:`place_network_image`). An image of
+another shape while a region is set cannot be placed: it is refused like a misshapen one
+(counted in ``network_images_refused``, logged once per shape).
 """
 
 from __future__ import annotations
@@ -45,7 +56,8 @@ from rt_eda.core.messages import (
 )
 from rt_eda.core.process import RoleChannels, enter_role, native_output_to_log, report
 from rt_eda.core.queues import Channel
-from rt_eda.shm import StackRing, check_stack
+from rt_eda.core.regions import EventRegion, FrameRegion
+from rt_eda.shm import Claim, StackRing, check_stack
 from rt_eda.workers import (
     Worker,
     check_warm_up,
@@ -54,7 +66,13 @@ from rt_eda.workers import (
     worker_settings,
 )
 
-__all__ = ["run"]
+__all__ = [
+    "checked_network_image",
+    "place_network_image",
+    "run",
+    "sensor_regions",
+    "valid_pixels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +83,72 @@ def _intact(pixels: np.ndarray, seqs: tuple[int, ...]) -> bool:
     if len(seqs) == 1:
         return check_stack(pixels, seqs[0])
     return all(check_stack(pixels[k], seq) for k, seq in enumerate(seqs))
+
+
+def valid_pixels(claim: Claim) -> np.ndarray:
+    """The claim's pixels the camera read: all of them for a full frame, else the view
+    ``pixels[..., y:y1, x:x1]`` of its frame region (no copy). A time window is cut by its
+    newest stack's region (the one the ring records with the claim): a window whose stacks
+    were read from different regions is analysed inside the newest one's, where its older
+    stacks may hold stale pixels (a region changes rarely; a window spanning a change is the
+    price of not copying)."""
+    frame = claim.frame
+    if frame is None:
+        return claim.pixels
+    return claim.pixels[..., frame.y:frame.y1, frame.x:frame.x1]
+
+
+def sensor_regions(regions: tuple[EventRegion, ...], frame: FrameRegion | None
+                   ) -> tuple[EventRegion, ...]:
+    """Event regions found in the pixels of a stack read from ``frame``, in sensor pixels."""
+    if frame is None or not regions:
+        return regions
+    return tuple(r.shifted(frame.y, frame.x) for r in regions)
+
+
+def place_network_image(image: np.ndarray, frame: FrameRegion | None,
+                        declared: tuple[int, int] | None) -> np.ndarray | None:
+    """The network image as the network-image ring stores it (the declared full-frame shape).
+
+    Without a region the image is returned as it is (checked later against ``declared``).
+    With one, an image of the region's ``(height, width)`` (made of the valid pixels) is
+    pasted at the region's offset into a new zero image of ``declared``; the part beyond a
+    declared image smaller than the sensor (a worker cropping to multiples of 4) is cut off,
+    and an image of exactly that clipped size is accepted as well. None: an image of another
+    shape, which cannot be placed (the caller refuses and counts it).
+    """
+    if frame is None or declared is None or not isinstance(image, np.ndarray):
+        return image
+    if image.ndim != 2:
+        return None
+    dh, dw = int(declared[0]), int(declared[1])
+    h = min(frame.height, max(0, dh - frame.y))
+    w = min(frame.width, max(0, dw - frame.x))
+    ih, iw = image.shape
+    if ih not in (frame.height, h) or iw not in (frame.width, w):
+        return None
+    full = np.zeros((dh, dw), image.dtype)
+    full[frame.y:frame.y + h, frame.x:frame.x + w] = image[:h, :w]
+    return full
+
+
+def checked_network_image(image: np.ndarray, frame: FrameRegion | None,
+                          declared: tuple[int, int] | None
+                          ) -> tuple[np.ndarray, None] | tuple[None, str]:
+    """``(image to store, None)``: the network image placed in the full frame
+    (:func:`place_network_image`) and fit for the network-image ring; or ``(None, why)``
+    when it is refused (:func:`~rt_eda.workers.network_image_problem`, or an image that
+    cannot be placed in the region the stack was read from)."""
+    placed = place_network_image(image, frame, declared)
+    if placed is None:
+        where = frame.describe() if frame is not None else "the full frame"
+        return None, (f"it is {getattr(image, 'shape', None)}, but the stack was read from "
+                      f"the sensor region {where}: only an image of the region's (height, "
+                      "width) can be placed in the full-frame network image")
+    problem = network_image_problem(placed, declared)
+    if problem is not None:
+        return None, problem
+    return placed, None
 
 
 WORKER_NICENESS = 15
@@ -205,7 +289,7 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
                               claim.seq)
                     claim.release(analysed=False)
                     continue
-                analysis = worker.analyse(claim.pixels)
+                analysis = worker.analyse(valid_pixels(claim))
         except ClaimRecoveredError:
             counts.recovered += 1  # declared dead while analysing: drop the result
             continue
@@ -221,13 +305,14 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
             t_claimed=claim.t_claimed, t_done=t_done, n_timepoints=n_t,
             t_prepare_s=analysis.t_prepare_s, t_infer_s=analysis.t_infer_s,
             t_post_s=analysis.t_post_s, position=claim.position,
+            regions=sensor_regions(analysis.regions, claim.frame), frame=claim.frame,
         ))
         counts.queue_s += time.perf_counter() - tq
         image = analysis.network_image
         if image is None:
             continue
-        problem = network_image_problem(image, declared)
-        if problem is not None:
+        placed, problem = checked_network_image(image, claim.frame, declared)
+        if placed is None:
             counts.network_images_refused += 1
             key = (type(image).__name__, getattr(image, "shape", None),
                    str(getattr(image, "dtype", "")))
@@ -237,10 +322,10 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
                             "(logged once per shape; counted in network_images_refused)",
                             index, claim.seq, problem)
             continue
-        if image.dtype.kind == "f" and not np.isfinite(image).all():
+        if placed.dtype.kind == "f" and not np.isfinite(placed).all():
             counts.network_images_nonfinite += 1
         if out_ring is not None:
             tp = time.perf_counter()
-            _publish_image(out_ring, claim.seq, image, claim.t_exposure, claim.interval_s,
+            _publish_image(out_ring, claim.seq, placed, claim.t_exposure, claim.interval_s,
                            counts, claim.position)
             counts.publish_image_s += time.perf_counter() - tp

@@ -6,10 +6,13 @@ Lifecycle (the engine's side in brackets)::
     [output ring] attach, register a pin       the writer before its slot can be reused)
     create the run folder's files -> READY
     loop: stacks in sequence order -> image store + frames.csv -> release the pin
+          (a stack read from a sensor region: saved as the full frame, zeros outside the
+           region, never the slot's stale pixels; frames.csv names the region)
           network images (lowest pinned first) -> network_images.zarr + network_index.csv
           records from the interpreter (a reader thread drains channels.writer) -> CSV files
-            (a DecisionRecord -> decisions.csv, and intervals.csv when it changed the
-             interval: the row names its trigger from the record itself)
+            (a DecisionRecord -> decisions.csv, locations.csv (a row per event region of its
+             Result), and intervals.csv when it changed the interval: the row names its
+             trigger from the record itself)
           flush the CSV files after every batch
     until the ring is closed and drained AND ``None`` arrived on channels.writer
     close the recording (exact shapes, OME metadata) -> STATS -> STOPPED
@@ -300,7 +303,7 @@ def _write_stacks(ring: StackRing, pin: PinReader, recording: Recording,
         stats.max_backlog = max(stats.max_backlog, backlog)
         t0 = time.perf_counter()
         recording.write_stack(stack.seq, stack.pixels, stack.frame_times, stack.interval_s,
-                              stack.position)
+                              stack.position, stack.frame)
         stats.write_ms.add((time.perf_counter() - t0) * 1e3)
         pin.release(stack)
         wrote = True

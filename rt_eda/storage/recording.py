@@ -15,6 +15,12 @@ were written (the trailing ones read as zeros) and a TIFF whose writer died show
 page; :func:`~rt_eda.core.runfolder.open_run` and ``rt-eda inspect``
 (:func:`rt_eda.storage.inspect.describe`) take the count of timepoints from ``frames.csv``
 and read both kinds.
+
+Frame regions: a stack read from a region of the sensor (a camera ROI; the rest of its ring
+slot is stale) is saved as the full frame with zeros outside the region, never the slot's
+stale pixels, and its ``frames.csv`` rows name the region (``roi_*``). The event locations of
+every Result go to ``locations.csv`` (a row per region), written and flushed as
+``decisions.csv`` is.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, WriterError
 from rt_eda.core.files import write_json_atomic
 from rt_eda.core.messages import ControlRecord, DecisionRecord, IntervalChange, Result, WriterRow
+from rt_eda.core.regions import FrameRegion
 from rt_eda.core.runfolder import (
     CONFIG_TOML,
     CONTROL_COLUMNS,
@@ -46,6 +53,8 @@ from rt_eda.core.runfolder import (
     IMAGES_ZARR,
     INTERVAL_COLUMNS,
     INTERVALS_CSV,
+    LOCATION_COLUMNS,
+    LOCATIONS_CSV,
     NETWORK_INDEX_COLUMNS,
     NETWORK_INDEX_CSV,
     NETWORK_ZARR,
@@ -157,7 +166,7 @@ class RecordingStatistics:
     """What a :class:`Recording` has persisted so far (plain counters, one writer thread)."""
 
     __slots__ = ("bytes_written", "controls", "decisions", "frames_written", "intervals",
-                 "network_images_written", "stacks_written")
+                 "locations", "network_images_written", "stacks_written")
 
     def __init__(self) -> None:
         self.frames_written = 0
@@ -167,6 +176,7 @@ class RecordingStatistics:
         self.decisions = 0
         self.intervals = 0
         self.controls = 0
+        self.locations = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -269,6 +279,7 @@ class Recording:
         self._tiff: TiffStack | None = None
         self._network: ChunkedArray | None = None
         self._network_index: _CsvLog | None = None
+        self._outside: np.ndarray | None = None  # the zeroed full frame a region is saved in
         c, z, y, x = self.stack_shape
         self._frame_cz = [divmod(i, z) for i in range(c * z)]
         if fmt not in ("zarr", "tiff"):
@@ -304,6 +315,7 @@ class Recording:
             self._decisions = self._open_log(DECISIONS_CSV, DECISION_COLUMNS)
             self._intervals = self._open_log(INTERVALS_CSV, INTERVAL_COLUMNS)
             self._controls = self._open_log(CONTROLS_CSV, CONTROL_COLUMNS)
+            self._locations = self._open_log(LOCATIONS_CSV, LOCATION_COLUMNS)
             if network_shape is not None:
                 where = self.run_dir / NETWORK_ZARR
                 ny, nx = (int(n) for n in network_shape)
@@ -350,18 +362,27 @@ class Recording:
         return self.run_dir / (IMAGES_ZARR if self.format == "zarr" else IMAGES_TIFF)
 
     def write_stack(self, seq: int, pixels: np.ndarray, frame_times: np.ndarray,
-                    interval_s: float, position: int = 0) -> None:
+                    interval_s: float, position: int = 0,
+                    frame: FrameRegion | None = None) -> None:
         """Append one stack (C, Z, Y, X) of ``position`` and its frame rows.
 
         The pixels are written straight from ``pixels`` (a shared-memory view is fine: no
         copy when it is C-contiguous) to the position's image; the rows follow the data, so
         a row always describes a persisted frame (``t_index``: the stack's index in its
-        position's image). Raises :class:`WriterError` (nothing of this stack is listed);
-        ``ValueError`` for a position the recording was not made for.
+        position's image). ``frame``: the region of the sensor the stack was read from (None:
+        the full frame); ``pixels`` still has the full (Y, X), and only the region's pixels
+        are saved, zeros outside it (a copy into a zeroed buffer). Raises
+        :class:`WriterError` (nothing of this stack is listed); ``ValueError`` for a position
+        the recording was not made for or a region outside the frame.
         """
         if not 0 <= position < len(self.positions):
             raise ValueError(f"position {position} is not one of the recording's "
                              f"{len(self.positions)}")
+        y_size, x_size = self.stack_shape[2:]
+        roi = f"0,0,{y_size},{x_size}"
+        if frame is not None and not frame.is_full(y_size, x_size):
+            pixels = self._inside(pixels, frame)
+            roi = f"{frame.y},{frame.x},{frame.height},{frame.width}"
         t_index = self._per_position[position]
         try:
             if self._arrays:
@@ -374,7 +395,7 @@ class Recording:
         self._per_position[position] += 1
         times = frame_times.tolist()
         interval = repr(float(interval_s))
-        text = "".join(f"{seq},{t_index},{c},{z},{t!r},{interval},{position}\n"
+        text = "".join(f"{seq},{t_index},{c},{z},{t!r},{interval},{position},{roi}\n"
                        for (c, z), t in zip(self._frame_cz, times, strict=True))
         try:
             self._frames.write_text(text, len(times))
@@ -383,6 +404,22 @@ class Recording:
         self.stats.stacks_written += 1
         self.stats.frames_written += len(times)
         self.stats.bytes_written += nbytes
+
+    def _inside(self, pixels: np.ndarray, frame: FrameRegion) -> np.ndarray:
+        """``pixels`` with zeros outside ``frame``, in a buffer reused stack after stack (the
+        stores write synchronously, so it is free again when :meth:`write_stack` returns)."""
+        y_size, x_size = self.stack_shape[2:]
+        if not frame.inside(y_size, x_size):
+            raise ValueError(f"frame region {frame.describe()} does not lie within the "
+                             f"recording's {x_size}x{y_size} px frames")
+        out = self._outside
+        if out is None:
+            out = self._outside = np.zeros(self.stack_shape, self.dtype)
+        else:
+            out.fill(0)
+        rows, cols = frame.slices()
+        out[..., rows, cols] = pixels[..., rows, cols]
+        return out
 
     def write_network_image(self, seq: int, image: np.ndarray, t_published: float) -> None:
         """Append one network image (Y', X') of stack ``seq`` and its index row."""
@@ -400,8 +437,9 @@ class Recording:
 
     def log(self, row: WriterRow) -> None:
         """Append what the interpreter recorded: a :class:`~rt_eda.core.messages.DecisionRecord`
-        (a decisions.csv row, and an intervals.csv row when it changed the interval, its
-        trigger columns from the record itself), an
+        (a decisions.csv row, a locations.csv row per event region of its Result, and an
+        intervals.csv row when it changed the interval, its trigger columns from the record
+        itself), an
         :class:`~rt_eda.core.messages.IntervalChange` no result caused (the start, a control:
         no trigger) or a :class:`~rt_eda.core.messages.ControlRecord` (controls.csv).
         Anything else raises WriterError."""
@@ -421,6 +459,16 @@ class Recording:
                     "position": r.position,
                 })
                 self.stats.decisions += 1
+                if r.regions:
+                    name = LOCATIONS_CSV
+                    for k, g in enumerate(r.regions):
+                        self._locations.append({
+                            "seq": r.seq, "position": r.position, "t_exposure": r.t_exposure,
+                            "region": k, "y": float(g.y), "x": float(g.x), "y0": g.y0,
+                            "x0": g.x0, "y1": g.y1, "x1": g.x1, "score": float(g.score),
+                            "area": g.area,
+                        })
+                    self.stats.locations += len(r.regions)
                 if change is not None:
                     name = INTERVALS_CSV
                     self._log_interval(change, r)
