@@ -175,7 +175,8 @@ def test_presets_are_named_and_switch_from_the_next_timepoint() -> None:
     plain = _source()
     swapped = _source(channels=(1, 0))
     switching = _source()
-    assert switching.available_channel_presets == ("structure", "marker", "marker2")
+    assert switching.available_channel_presets == ("structure", "marker", "marker2",
+                                                  "dark")
     assert switching.channel_presets == ("structure", "marker")
     assert swapped.channel_presets == ("marker", "structure")
     for src in (plain, swapped, switching):
@@ -218,7 +219,7 @@ def test_marker2_shows_the_same_events_dimmer_over_more_structure() -> None:
 def test_preset_errors_name_the_allowed_ones_and_change_nothing() -> None:
     src = _source()
     with pytest.raises(SourceError, match=r"unknown channel preset 'dapi'; the presets are "
-                                          r"structure, marker, marker2"):
+                                          r"structure, marker, marker2, dark"):
         src.set_channel_presets(("structure", "dapi"))
     with pytest.raises(SourceError, match=r"3 channel presets .* for a stack of 2 channels"):
         src.set_channel_presets(("structure", "marker", "marker2"))
@@ -269,7 +270,7 @@ def test_positions_share_the_actuation_and_answer_for_the_field_under_the_stage(
     src = SyntheticPositions(settings, ("a", "b"), 0.0)
     src.open()
     assert src.sensor_shape == (H, W)
-    assert src.available_channel_presets == ("structure", "marker", "marker2")
+    assert src.available_channel_presets == ("structure", "marker", "marker2", "dark")
     src.start(0.0)
     src.set_roi(ROI)
     src.set_channel_presets(("marker2", "marker"))
@@ -291,3 +292,17 @@ def test_positions_share_the_actuation_and_answer_for_the_field_under_the_stage(
     with pytest.raises(SourceError, match="position 2 is not one of the plan's 2"):
         src.true_events(times[1], position=2)
     src.close()
+
+
+def test_dark_shows_the_offset_and_noise_only() -> None:
+    """'dark' is a channel whose light is off: no structure and no focus, only the camera's
+    offset and read noise."""
+    dark = _source(events=(STRADDLING,), channels=(0, 3))
+    structure = _source(events=(STRADDLING,), channels=(0, 0))
+    assert dark.channel_presets == ("structure", "dark")
+    _first_timepoint_together(dark, structure)
+    d = _read(dark, 0)[0][1, 0].astype(np.float64)  # frame 2, at the focus's full intensity
+    st = _read(structure, 0)[0][1, 0].astype(np.float64)
+    assert abs(np.median(d) - 0.025 * 4095) < 3  # the offset (100 counts)
+    assert d.std() < 0.5 * st.std()  # no filaments
+    assert d[22, 36] < np.median(d) + 5 * 0.008 * 4095  # no focus where the marker's is

@@ -58,7 +58,7 @@ __all__ = [
 MAX_PLAN_POSITIONS: Final = 4096
 """The most positions a plan may have (the ring's per-position table holds as many)."""
 
-SYNTHETIC_CHANNELS: Final = ("structure", "marker", "marker2")
+SYNTHETIC_CHANNELS: Final = ("structure", "marker", "marker2", "dark")
 """The synthetic source's channels, by the names a plan gives them (channel 0 and 1)."""
 
 _REFUSED: Final = {

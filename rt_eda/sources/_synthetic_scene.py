@@ -49,7 +49,7 @@ _STRUCTURE_GAIN: Final = 0.55  # a single filament's peak above the offset
 _BLEED_THROUGH: Final = 0.03  # faint structure seen in the marker channel
 _BLEED_THROUGH_2: Final = 0.08  # marker2: a fluorophore that picks up more of the structure
 _FOCUS_PEAK: Final = 0.5  # a focus at full intensity, above the background
-_FOCUS_GAIN: Final = (0.0, 1.0, 0.6)  # of _FOCUS_PEAK, per preset: no foci in the structure
+_FOCUS_GAIN: Final = (0.0, 1.0, 0.6, 0.0)  # of _FOCUS_PEAK, per preset: none in structure, dark
 _NOISE_STD: Final = 0.008  # read noise (33 counts of 4095)
 _NOISE_UNIT: Final = 24.0  # int8 noise-bank units per standard deviation
 _NOISE_PAD: Final = 64  # a noise frame is this much larger than an image, for offsets
@@ -240,6 +240,7 @@ def make_images(settings: SyntheticSettings, filaments: Filaments,
     levels[0] = (_OFFSET + _STRUCTURE_GAIN * structure) * full
     levels[1] = (_OFFSET + _BLEED_THROUGH * structure) * full
     levels[2] = (_OFFSET + _BLEED_THROUGH_2 * structure) * full
+    levels[3] = _OFFSET * full  # dark: no excitation, the offset (and the noise) only
     integer = s.dtype != "float32"
     dtype = np.dtype(s.dtype)
     hi = float(np.iinfo(dtype).max) if integer else math.inf

@@ -32,13 +32,15 @@ from rt_eda.shm import StackSpec
 
 __all__ = ["CHANNELS", "CHANNEL_PRESETS", "EventTuple", "SyntheticSettings"]
 
-CHANNEL_PRESETS: Final = ("structure", "marker", "marker2")
+CHANNEL_PRESETS: Final = ("structure", "marker", "marker2", "dark")
 """The synthetic source's channel presets, by index: what an acquisition channel can image.
 
 ``structure``: the filament network (mitochondria-like). ``marker``: a low background with the
 event foci (division markers), the channel the demo model reads. ``marker2``: a second,
 dimmer marker of the same events (its foci at 60 % of the marker's peak) over more
-bleed-through of the structure: the same sites in another fluorophore.
+bleed-through of the structure: the same sites in another fluorophore. ``dark``: no
+excitation (the camera's offset and read noise only): a channel whose light is off, e.g. a
+second marker imaged only while an event lasts (``examples/second_marker.yaml``).
 """
 
 CHANNELS: Final = len(CHANNEL_PRESETS)

@@ -188,7 +188,7 @@ class SyntheticSource(SettingsSource[SyntheticSettings]):
 
     @property
     def available_channel_presets(self) -> tuple[str, ...]:
-        """Every preset a channel can image: ``("structure", "marker", "marker2")``."""
+        """Every preset a channel can image: ``("structure", "marker", "marker2", "dark")``."""
         return CHANNEL_PRESETS
 
     # ------------------------------------------------------------------ actuation
