@@ -76,6 +76,10 @@ def _run_parser(sub: Any) -> None:
                         " ray://HOST:PORT, ray:auto, ray:HOST:PORT; none: local workers "
                         "(docs/cluster.md)")
     p.add_argument("--model", metavar="PATH", help="Keras model (.keras or .h5)")
+    p.add_argument("--actuator", action="append", metavar="NAME", dest="actuator",
+                   help="what an event does besides the interval (repeatable; the default is "
+                        "interval alone): roi, channel, stimulate or one of "
+                        "actuation.actuator_modules (see `rt-eda actuators`)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes")
     p.add_argument("--threads-per-worker", type=int, metavar="T",
                    help="compute threads per worker process")
@@ -132,6 +136,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
             o["interpreter.manual_interval"] = args.interval
     if args.debug:
         o["run.debug"] = True
+    if args.actuator:
+        o["actuation.actuators"] = ["interval", *args.actuator]
     if args.cluster is not None:
         from rt_eda.core.config import cluster_overrides
 
@@ -230,6 +236,8 @@ def _print_summary(s: RunSummary | None, errors: list[str], code: int) -> None:
            f"slow-down x{moves['slow_down']} {_lat(lat['decision_to_actuation_slow_down'])})"
            if moves["speed_up"] or moves["slow_down"] else "")
     )
+    for line in _action_lines(s):
+        print(line)
     if s["capacity"]["verdict"] == "exceeds":
         from rt_eda.engine.capacity import describe
 
@@ -241,6 +249,33 @@ def _print_summary(s: RunSummary | None, errors: list[str], code: int) -> None:
         print(f"rt-eda: error: {e}", file=sys.stderr)
     if code:
         print(f"rt-eda: exit code {code}", file=sys.stderr)
+
+
+def _action_lines(s: RunSummary) -> list[str]:
+    """The actuators besides ``interval`` and the locations against ground truth, as words
+    (nothing for a run with the interval alone and no ground truth of locations)."""
+    lines = []
+    acts = [f"{k} x{a['count']} (applied {a['applied']}"
+            + (f", failed {a['failed']}" if a["failed"] else "")
+            + (f"; decision->actuation p50/p99 {a['decision_to_actuation_ms']['p50']:.1f}/"
+               f"{a['decision_to_actuation_ms']['p99']:.1f} ms"
+               if a["decision_to_actuation_ms"]["count"] else "") + ")"
+            for k, a in s.get("actions", {}).items() if k != "interval"]
+    if acts:
+        lines.append("actions: " + ", ".join(acts))
+    loc = s.get("locations")
+    if loc is not None and (loc["located"] or loc["false_regions"] or loc["missed_events"]):
+        parts = [f"locations: error p50/p99 {loc['error_px']['p50']:.1f}/"
+                 f"{loc['error_px']['p99']:.1f} px over {loc['located']} events found "
+                 f"({loc['missed_events']} missed, {loc['false_regions']} false regions)"]
+        if loc["roi_coverage"] is not None:
+            parts.append(f"ROI held {loc['roi_coverage']:.1%} of event pixels "
+                         f"({loc['roi_stacks']} stacks)")
+        if loc["mask_precision"] is not None and loc["mask_recall"] is not None:
+            parts.append(f"stimulation masks precision {loc['mask_precision']:.2f}, recall "
+                         f"{loc['mask_recall']:.2f} ({loc['masks_scored']} masks)")
+        lines.append("; ".join(parts))
+    return lines
 
 
 def _lat(d: PercentileSummary) -> str:
@@ -318,6 +353,21 @@ def _cmd_workers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_actuators(args: argparse.Namespace) -> int:
+    from rt_eda.actuators import discover_actuators
+    from rt_eda.core.config import load_config
+
+    modules: Sequence[str] = args.module or ()
+    if args.config:
+        modules = (*load_config(args.config).actuation.actuator_modules, *modules)
+    for name, cls in sorted(discover_actuators(modules).items()):
+        where = "" if cls.__module__.startswith("rt_eda.") else f"  [{cls.__module__}]"
+        print(f"{name:<12} {cls.describe()}{where}")
+        for key, text in cls.options_help.items():
+            print(f"{'':<14}{key}: {text}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rt-eda`` command."""
     parser = argparse.ArgumentParser(prog="rt-eda", description=__doc__.split("\n\n")[0])
@@ -328,6 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--config", metavar="PATH", help="also list workers of its worker_modules")
     w.add_argument("--module", action="append", metavar="MODULE",
                    help="also list the workers of this module")
+    act = sub.add_parser("actuators", help="list the selectable actuators and their options")
+    act.add_argument("--config", metavar="PATH",
+                     help="also list the actuators of its actuation.actuator_modules")
+    act.add_argument("--module", action="append", metavar="MODULE",
+                     help="also list the actuators of this module")
     i = sub.add_parser("inspect", help="print what a saved run holds")
     i.add_argument("dir", metavar="DIR")
     v = sub.add_parser("view", help="attach the live viewer to a running rt-eda run")
@@ -369,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if args.command == "workers":
             return _cmd_workers(args)
+        if args.command == "actuators":
+            return _cmd_actuators(args)
         if args.command == "bench":
             return _cmd_bench(args)
         if args.command == "inspect":

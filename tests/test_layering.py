@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "rt_eda.sources": 2, "rt_eda.workers": 2, "rt_eda.interpreters": 2,
     "rt_eda.storage": 2, "rt_eda.live": 2,
     "rt_eda.cluster": 3,  # the Ray actors run workers; the bridge role drives them
+    "rt_eda.actuators": 3,  # decide in the interpreter role, apply in the camera role
     "rt_eda.roles": 4,
     "rt_eda.engine": 5,
     "rt_eda.tuning": 6, "rt_eda.training": 6, "rt_eda.viewer": 6, "rt_eda.terminal": 6,

@@ -54,6 +54,10 @@ def preflight(config: Config, cancelled: Callable[[], bool]
             f"analysis.worker: {name!r} is not a known worker; available: "
             + ", ".join(sorted(workers))
         )
+    from rt_eda.actuators import make_actuators
+
+    make_actuators(config)  # unknown actuators and options: exit 2 (the source's own
+    # abilities are checked when the camera opens it, before READY)
     source = make_source(config)
     try:  # known before open() for the synthetic source; after it for a camera
         spec = getattr(source, "spec", None)

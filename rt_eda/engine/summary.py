@@ -236,6 +236,54 @@ class RunSummary(TypedDict):
     scheduler: SchedulerSummary | None
     # Analysis on a cluster (issue 14): None when it ran on local workers only.
     cluster: ClusterSummary | None
+    # Actuators and event locations (issue 16): one entry per actuator of the run
+    # (``interval`` always); ``locations`` None without ground truth.
+    actions: dict[str, ActionSummary]
+    locations: LocationsSummary | None
+
+
+class ActionLatency(TypedDict):
+    """Decision -> actuation of one kind of action (ms)."""
+
+    p50: float
+    p99: float
+    max: float
+    count: int
+
+
+class ActionSummary(TypedDict):
+    """One actuator over the run: actions decided (``count``), applied, applied again on a
+    return to their position, refused by the device; decision -> actuation (ms) of the
+    actions on an event (decided while fast) and of those back to rest (``release_ms``: they
+    wait for the next slow timepoint); the device call (ms); what it measured."""
+
+    count: int
+    applied: int
+    reapplied: int
+    failed: int
+    decision_to_actuation_ms: ActionLatency
+    release_ms: ActionLatency
+    apply_ms: ActionLatency
+    measures: dict[str, float]
+
+
+class LocationsSummary(TypedDict):
+    """Event locations and actions against the source's ground truth: ``error_px``, the
+    distance of every region matched to a visible event (p50/p99); ``roi_coverage``, the
+    fraction of event pixels inside the sensor region of stacks read from one (None: no
+    such stack); ``mask_precision`` / ``mask_recall`` of the stimulation masks shown while
+    an event was visible (None: none shown)."""
+
+    error_px: PercentileSummary
+    located: int
+    false_regions: int
+    missed_events: int
+    stacks_scored: int
+    roi_coverage: float | None
+    roi_stacks: int
+    mask_precision: float | None
+    mask_recall: float | None
+    masks_scored: int
 
 
 class ActorSummary(TypedDict):
@@ -493,6 +541,53 @@ def acquired_per_s(timepoints: int, acquisition_s: float) -> float:
     return (timepoints - 1) / acquisition_s if acquisition_s > 0 and timepoints > 1 else 0.0
 
 
+def _actions(cam: CameraStatistics | None, interp: InterpreterReport | None,
+             config: Config) -> dict[str, ActionSummary]:
+    """The ``actions`` section: every actuator of the run, the camera's counts (what the
+    interpreter decided when the camera never reported)."""
+    def lat(p: Percentiles) -> ActionLatency:
+        return ActionLatency(p50=p.p50, p99=p.p99, max=p.max, count=p.count)
+
+    out: dict[str, ActionSummary] = {}
+    names = ["interval", *(n for n in config.actuation.actuators if n != "interval")]
+    stats = {a.kind: a for a in (cam.actions if cam is not None else ())}
+    sent = interp.actions_sent if interp is not None else {}
+    for name in names:
+        a = stats.get(name)
+        if a is None:
+            out[name] = ActionSummary(count=sent.get(name, 0), applied=0, reapplied=0,
+                                      failed=0, decision_to_actuation_ms=lat(Percentiles()),
+                                      release_ms=lat(Percentiles()),
+                                      apply_ms=lat(Percentiles()), measures={})
+            continue
+        out[name] = ActionSummary(count=a.count, applied=a.applied, reapplied=a.reapplied,
+                                  failed=a.failed,
+                                  decision_to_actuation_ms=lat(a.decision_to_actuation_ms),
+                                  release_ms=lat(a.release_ms),
+                                  apply_ms=lat(a.apply_ms), measures=dict(a.measures))
+    return out
+
+
+def _locations(cam: CameraStatistics | None, interp: InterpreterReport | None
+               ) -> LocationsSummary | None:
+    """The ``locations`` section (None when the source sent no ground truth)."""
+    loc = interp.locations if interp is not None else None
+    if loc is None:
+        return None
+    inside, total, roi_stacks = cam.roi_coverage if cam is not None else (0, 0, 0)
+    masks = {a.kind: a.measures for a in (cam.actions if cam is not None else ())}
+    stim = masks.get("stimulate", {})
+    e = loc.error_px
+    return LocationsSummary(
+        error_px=PercentileSummary(p50=e.p50, p99=e.p99, max=e.max),
+        located=e.count, false_regions=loc.false_regions, missed_events=loc.missed_events,
+        stacks_scored=loc.stacks,
+        roi_coverage=inside / total if total else None, roi_stacks=roi_stacks,
+        mask_precision=stim.get("mask_precision"), mask_recall=stim.get("mask_recall"),
+        masks_scored=int(stim.get("masks_scored", 0)),
+    )
+
+
 def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunSummary:
     """The run summary (see the module docstring for roles that never reported)."""
     cam = reports.camera
@@ -597,6 +692,8 @@ def build_summary(config: Config, reports: RoleReports, facts: RunFacts) -> RunS
         eda=summarize(outcomes) if outcomes else None,
         scheduler=_scheduler(config, cam.scheduler if cam is not None else None, positions),
         cluster=_cluster(config, reports, facts, acq_s),
+        actions=_actions(cam, interp, config),
+        locations=_locations(cam, interp),
     )
 
 

@@ -50,11 +50,14 @@ from pathlib import Path
 
 import numpy as np
 
+from rt_eda.actuators import make_actuators
+from rt_eda.actuators._camera import CameraActuation
 from rt_eda.core.config import Config
 from rt_eda.core.errors import RingClosedError, RingOverrunError, RtEdaError
 from rt_eda.core.files import write_atomic
 from rt_eda.core.messages import (
     ALL_POSITIONS,
+    Action,
     CameraControl,
     CameraControlKind,
     CameraMessage,
@@ -74,6 +77,7 @@ from rt_eda.core.messages import (
 from rt_eda.core.outcome import VISIBLE_INTENSITY, position_outcome
 from rt_eda.core.process import RoleChannels, enter_role, report, request_realtime
 from rt_eda.core.queues import Channel, StopFlag
+from rt_eda.core.regions import FrameRegion
 from rt_eda.core.runfolder import TRUTH_COLUMNS, TRUTH_CSV
 from rt_eda.core.stats import Percentiles, RecentWindow, Reservoir
 from rt_eda.shm import SlotWriter, StackRing
@@ -146,6 +150,7 @@ class _Measures:
         self.positions: list[_PositionTrack] = [_PositionTrack("p0")]
         self.scheduler: Scheduler | None = None
         self.outcomes: dict[int, PositionOutcome] = {}
+        self.actuation: CameraActuation | None = None
 
     def position_records(self) -> tuple[PositionAcquisition, ...]:
         out = []
@@ -196,6 +201,9 @@ class _Measures:
             source=dict(source),
             positions=self.position_records(),
             scheduler=self.scheduler.statistics() if self.scheduler is not None else None,
+            actions=self.actuation.statistics() if self.actuation is not None else (),
+            roi_coverage=(self.actuation.roi_coverage() if self.actuation is not None
+                          else (0, 0, 0)),
         )
 
 
@@ -239,11 +247,17 @@ def run(config: Config, channels: RoleChannels) -> None:
     measures = _Measures()
     ended = Stopped()
     me = RoleName.CAMERA
+    actuation: CameraActuation | None = None
     try:
         source = make_source(config)
         spec = source.open()
         names = _position_names(source, config)
         measures.positions = [_PositionTrack(n) for n in names]
+        actuation = CameraActuation(
+            make_actuators(config, (spec.height, spec.width), len(names)), source,
+            len(names), config.run.save)
+        actuation.open()  # before READY: an actuator the source cannot serve exits 2
+        measures.actuation = actuation
         report(channels, me, 0, RoleEventKind.READY, CameraReady(spec, len(names)))
         announced: list[Command] = []
         attach = _wait_control(channels, CameraControlKind.ATTACH, announced)
@@ -259,9 +273,10 @@ def run(config: Config, channels: RoleChannels) -> None:
                 first = announced[-1]
                 if config.camera.plan and isinstance(source, PositionedSource):
                     ended = _acquire_plan(source, ring, channels, first.interval_s, measures,
-                                          config)
+                                          config, actuation)
                 else:
-                    ended = _acquire(source, ring, channels, first.interval_s, measures)
+                    ended = _acquire(source, ring, channels, first.interval_s, measures,
+                                     actuation)
         finally:
             ring.close()
     except RtEdaError as exc:  # the engine logs and reports it (once)
@@ -273,6 +288,8 @@ def run(config: Config, channels: RoleChannels) -> None:
         raise SystemExit(1) from None
     finally:
         source_stats: Mapping[str, float] = {}
+        if actuation is not None:
+            actuation.close()
         if source is not None:
             try:
                 source.stop()
@@ -288,7 +305,7 @@ def run(config: Config, channels: RoleChannels) -> None:
 
 
 def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: float,
-             stats: _Measures) -> Stopped:
+             stats: _Measures, actuation: CameraActuation) -> Stopped:
     """Acquire until the stop (returns ``Stopped()``) or the source runs out (returns
     ``Stopped("source exhausted: <why>", source_exhausted=True)``)."""
     spec = ring.spec
@@ -316,10 +333,10 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
     while not channels.stop.is_set():
         if multi:
             _apply_position_commands(source, channels.camera, intervals, fasts, pendings,
-                                     stats)
+                                     stats, actuation)
         else:
             interval = _apply_commands(source, channels.camera, interval, pending, stats,
-                                       fast)
+                                       fast, actuation)
         t0 = time.perf_counter()
         t_due = source.next_timepoint(wake)
         t1 = time.perf_counter()
@@ -336,6 +353,8 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         index = stats.timepoints
         stats.timepoints += 1
         track.timepoints += 1
+        actuation.prepare(position)
+        frame = actuation.frame()
         try:
             slot = ring.write_slot()
         except RingOverrunError:
@@ -361,8 +380,9 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
                 log.info("camera: stopped in the middle of a stack; it is not published")
                 break
             t3 = time.perf_counter()
-            slot.publish(interval_s=interval, position=position)
+            slot.publish(interval_s=interval, position=position, frame=frame)
             t4 = time.perf_counter()
+        actuation.published(slot.seq, position, t_exp, frame, channels.results)
         stats.read_s += t3 - t2
         stats.publish_s += (t4 - t3) + (t2 - t1)
         t_pub = time.monotonic()
@@ -390,12 +410,13 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
                    stats.status(recent_gaps.percentiles().spread, recent_gaps.count))
             recent_gaps.clear()
         stats.last_exposure = t_exp
-        _actuated(pending, t_exp, stats)
+        _actuated(pending, t_exp, stats, actuation)
     return Stopped()
 
 
 def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChannels,
-                  interval: float, stats: _Measures, config: Config) -> Stopped:
+                  interval: float, stats: _Measures, config: Config,
+                  actuation: CameraActuation) -> Stopped:
     """Acquire a plan's positions until the stop (returns ``Stopped()``): the scheduler picks
     every visit, the source moves there and acquires, each stack is published with its
     position (see the module docstring)."""
@@ -416,7 +437,7 @@ def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChann
     log.info("camera: acquiring %s %s at %d positions, interval %.4g s each (%s)",
              spec.shape, spec.dtype, n, interval, "scheduler: fast positions first")
     while not channels.stop.is_set():
-        _apply_plan_commands(channels.camera, sched, pending, stats)
+        _apply_plan_commands(channels.camera, sched, pending, stats, actuation)
         t0 = time.perf_counter()
         now = time.monotonic()
         visit = sched.next(now)
@@ -446,6 +467,8 @@ def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChann
         index = stats.timepoints
         stats.timepoints += 1
         track.timepoints += 1
+        actuation.prepare(p)
+        frame = actuation.frame()
         try:
             slot = ring.write_slot()
         except RingOverrunError:
@@ -460,11 +483,13 @@ def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChann
             continue
         except RingClosedError:
             break
+        seq = slot.seq
         published = _fill_and_publish(source, order, slot, set_sequence, channels.stop,
-                                      p_interval, p)
+                                      p_interval, p, frame)
         if published is None:
             break
         t_exp, t_read, t_publish = published
+        actuation.published(seq, p, t_exp, frame, channels.results)
         stats.read_s += t_read
         stats.publish_s += t_publish
         t_pub = time.monotonic()
@@ -479,7 +504,7 @@ def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChann
         if np.isnan(stats.first_exposure):
             stats.first_exposure = t_exp
         stats.last_exposure = t_exp
-        _actuated(pending[p], t_exp, stats)
+        _actuated(pending[p], t_exp, stats, actuation)
         if t_pub >= next_status:
             next_status = t_pub + _STATUS_PERIOD_S
             report(channels, RoleName.CAMERA, 0, RoleEventKind.STATUS,
@@ -489,8 +514,8 @@ def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChann
 
 
 def _fill_and_publish(source: Source, order: list[tuple[int, int]], slot: SlotWriter,
-                      set_sequence: object, stop: StopFlag, interval: float, position: int
-                      ) -> tuple[float, float, float] | None:
+                      set_sequence: object, stop: StopFlag, interval: float, position: int,
+                      frame: FrameRegion | None = None) -> tuple[float, float, float] | None:
     """Read one stack into ``slot`` and publish it at ``position``: ``(first exposure, read
     seconds, publish seconds)``, or None when the stop cut it short (the slot is given back
     unpublished)."""
@@ -504,14 +529,15 @@ def _fill_and_publish(source: Source, order: list[tuple[int, int]], slot: SlotWr
             log.info("camera: stopped in the middle of a stack; it is not published")
             return None
         t3 = time.perf_counter()
-        slot.publish(interval_s=interval, position=position)
+        slot.publish(interval_s=interval, position=position, frame=frame)
         t4 = time.perf_counter()
     return t_exp, t3 - t2, t4 - t3
 
 
 def _apply_position_commands(source: Source, commands: Channel[CameraMessage],
                              intervals: list[float], fasts: list[bool],
-                             pendings: list[list[_Applied]], stats: _Measures) -> None:
+                             pendings: list[list[_Applied]], stats: _Measures,
+                             actuation: CameraActuation) -> None:
     """Apply every waiting command to its position's interval (every position for
     :data:`~rt_eda.core.messages.ALL_POSITIONS`), for a source that times its positions
     itself (``set_position_interval``)."""
@@ -521,6 +547,9 @@ def _apply_position_commands(source: Source, commands: Channel[CameraMessage],
             msg = commands.get_nowait()
         except queue.Empty:
             return
+        if isinstance(msg, Action):
+            actuation.receive(msg)
+            continue
         if not isinstance(msg, Command):
             log.warning("camera: ignoring unexpected message %r", msg)
             continue
@@ -542,7 +571,8 @@ def _apply_position_commands(source: Source, commands: Channel[CameraMessage],
 
 
 def _apply_plan_commands(commands: Channel[CameraMessage], sched: Scheduler,
-                         pending: dict[int, list[_Applied]], stats: _Measures) -> None:
+                         pending: dict[int, list[_Applied]], stats: _Measures,
+                         actuation: CameraActuation) -> None:
     """Apply every waiting command to the position it names (every position for
     :data:`~rt_eda.core.messages.ALL_POSITIONS`)."""
     now = time.monotonic()
@@ -551,6 +581,9 @@ def _apply_plan_commands(commands: Channel[CameraMessage], sched: Scheduler,
             msg = commands.get_nowait()
         except queue.Empty:
             return
+        if isinstance(msg, Action):
+            actuation.receive(msg)
+            continue
         if not isinstance(msg, Command):
             log.warning("camera: ignoring unexpected message %r", msg)
             continue
@@ -573,13 +606,15 @@ def _apply_plan_commands(commands: Channel[CameraMessage], sched: Scheduler,
                          msg.interval_s, msg.reason)
 
 
-def _actuated(pending: list[_Applied], t_exp: float, stats: _Measures) -> None:
+def _actuated(pending: list[_Applied], t_exp: float, stats: _Measures,
+              actuation: CameraActuation) -> None:
     """The first timepoint after these commands was exposed at ``t_exp``: their decision ->
     actuation latencies (the start announcement is not a decision on a stack)."""
     for applied in pending:
         cmd = applied.command
         if cmd.after_seq < 0:
             continue
+        actuation.interval(cmd, t_exp)
         ms = (t_exp - cmd.t_decided) * 1e3
         stats.actuation_ms.add(ms)
         if applied.faster is True:
@@ -679,12 +714,16 @@ def _read_frames(source: Source, order: list[tuple[int, int]], pixels: np.ndarra
 
 
 def _apply_commands(source: Source, commands: Channel[CameraMessage], interval: float,
-                    pending: list[_Applied], stats: _Measures, fast: list[bool]) -> float:
+                    pending: list[_Applied], stats: _Measures, fast: list[bool],
+                    actuation: CameraActuation) -> float:
     while True:
         try:
             msg = commands.get_nowait()
         except queue.Empty:
             return interval
+        if isinstance(msg, Action):
+            actuation.receive(msg)
+            continue
         if not isinstance(msg, Command):
             log.warning("camera: ignoring unexpected message %r", msg)
             continue

@@ -33,9 +33,12 @@ import queue
 import time
 from types import EllipsisType
 
+from rt_eda.actuators import Actuator, make_actuators
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError, RtEdaError
+from rt_eda.core.location_truth import LocationScore, TrueEvent
 from rt_eda.core.messages import (
+    Action,
     Command,
     ControlMessage,
     ControlRecord,
@@ -45,11 +48,15 @@ from rt_eda.core.messages import (
     InterpreterStatistics,
     InterpreterStatus,
     IntervalChange,
+    LocationErrors,
     Result,
     ResultsMessage,
     RoleEventKind,
     RoleName,
+    TrueEvents,
     WriterRow,
+    action_trace_row,
+    region_trace_rows,
 )
 from rt_eda.core.process import RoleChannels, enter_role, report, request_realtime
 from rt_eda.core.stats import Reservoir
@@ -93,6 +100,43 @@ class _NonFiniteLog:
             self.next_line = now + _NONFINITE_LOG_PERIOD_S
 
 
+class _Truth:
+    """The workers' locations against the ground truth the camera sends
+    (:class:`~rt_eda.core.messages.TrueEvents`, for stacks with a visible event): the truth
+    of a stack waits here for its result (bounded: stacks never analysed are forgotten)."""
+
+    _KEEP = 4096
+
+    def __init__(self) -> None:
+        self.pending: dict[int, TrueEvents] = {}
+        self.score = LocationScore()
+        self.stacks = 0
+        self.seen = False  # the source sends truth at all
+
+    def truth(self, msg: TrueEvents) -> None:
+        self.seen = True
+        self.pending[msg.seq] = msg
+        if len(self.pending) > self._KEEP:  # the oldest (dicts keep insertion order)
+            del self.pending[next(iter(self.pending))]
+
+    def result(self, r: Result) -> None:
+        t = self.pending.pop(r.seq, None)
+        if t is None:
+            if self.seen and r.regions:  # regions where no event was visible
+                self.score.false_regions += len(r.regions)
+                self.stacks += 1
+            return
+        self.stacks += 1
+        self.score.add_locations(r.regions, [TrueEvent(*e) for e in t.events])
+
+    def report(self) -> LocationErrors | None:
+        if not self.seen:
+            return None
+        s = self.score
+        return LocationErrors(s._errors.percentiles(), s.false_regions, s.missed_events,
+                              self.stacks)
+
+
 class _Report:
     """What the role measures over the run, from the records it builds (one thread)."""
 
@@ -105,6 +149,8 @@ class _Report:
         self.results = 0
         self.handle_s = 0.0
         self.nonfinite = _NonFiniteLog()
+        self.truth = _Truth()
+        self.actions_sent: dict[str, int] = {}
 
     def decision(self, record: DecisionRecord) -> float:
         """Count one record; returns its publish -> decision latency (ms)."""
@@ -128,6 +174,8 @@ class _Report:
             controls=tuple(self.controls),
             handle_s=self.handle_s,
             positions=interp.position_statistics() if interp is not None else (),
+            locations=self.truth.report(),
+            actions_sent=dict(self.actions_sent),
         )
 
 
@@ -141,9 +189,16 @@ class _Outputs:
     def decision(self, record: DecisionRecord) -> None:
         if self.trace is not None:
             self.trace.append(*record.trace_row())
+            for row in region_trace_rows(record.result, record.t_decided):
+                self.trace.append(*row)
             if record.change is not None:
                 self.trace.append(*record.change.trace_row())
         self.row(record)
+
+    def action(self, action: Action) -> None:
+        """An action an actuator decided (the viewer shows the newest of each kind)."""
+        if self.trace is not None:
+            self.trace.append(*action_trace_row(action))
 
     def change(self, change: IntervalChange) -> None:
         """An interval change no result caused (the start, a control)."""
@@ -157,16 +212,17 @@ class _Outputs:
             self._writer.put(row)
 
 
-def _positions(channels: RoleChannels) -> int:
-    """How many positions the stacks come from (the ring says; 1 without a ring)."""
+def _positions(channels: RoleChannels) -> tuple[int, tuple[int, int]]:
+    """How many positions the stacks come from and the sensor's ``(height, width)`` (the
+    ring says; 1 and (0, 0) without a ring)."""
     if not channels.ring:
-        return 1
+        return 1, (0, 0)
     try:
         ring = StackRing.attach(channels.ring)
     except RingError:
-        return 1
+        return 1, (0, 0)
     try:
-        return ring.positions
+        return ring.positions, (ring.spec.height, ring.spec.width)
     finally:
         ring.close()
 
@@ -180,7 +236,10 @@ def run(config: Config, channels: RoleChannels) -> None:
     measured = _Report()
     trace: DecisionTrace | None = None
     try:
-        interp = PerPosition(make_interpreter(config), _positions(channels))
+        positions, sensor = _positions(channels)
+        interp = PerPosition(make_interpreter(config), positions)
+        actuators = [a for a in make_actuators(config, sensor, positions)
+                     if a.name != "interval"]
         if channels.trace:
             trace = DecisionTrace.attach(channels.trace)
         outputs = _Outputs(channels, trace)
@@ -190,7 +249,7 @@ def run(config: Config, channels: RoleChannels) -> None:
         measured.interval_changes.append(change)
         outputs.change(change)
         report(channels, me, 0, RoleEventKind.READY)
-        _loop(interp, channels, measured, outputs)
+        _loop(interp, channels, measured, outputs, actuators)
         measured.nonfinite.flush(time.monotonic(), final=True)
     except Exception as exc:  # the role's top loop: report, then exit non-zero
         log.exception("interpreter failed")
@@ -239,7 +298,7 @@ def _on_control(interp: PerPosition, msg: ControlMessage, now: float,
 
 
 def _loop(interp: PerPosition, channels: RoleChannels, measured: _Report,
-          outputs: _Outputs) -> None:
+          outputs: _Outputs, actuators: list[Actuator]) -> None:
     next_status = time.monotonic() + _STATUS_PERIOD_S
     while True:
         msg: ResultsMessage | EllipsisType
@@ -254,8 +313,18 @@ def _loop(interp: PerPosition, channels: RoleChannels, measured: _Report,
             record = _on_result(interp, msg, now, channels, measured)
             if record.change is not None:
                 _send(channels, record.change.command)  # first: the camera is waiting
+            for actuator in actuators:
+                action = actuator.decide(record)
+                if action is not None:
+                    channels.camera.put(action)
+                    outputs.action(action)
+                    sent = measured.actions_sent
+                    sent[action.kind] = sent.get(action.kind, 0) + 1
             measured.decision(record)
             outputs.decision(record)
+            measured.truth.result(msg)
+        elif isinstance(msg, TrueEvents):
+            measured.truth.truth(msg)
         elif isinstance(msg, ControlMessage):
             control, cmds = _on_control(interp, msg, now, measured)
             for cmd in cmds:
