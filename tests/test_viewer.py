@@ -55,6 +55,7 @@ from rt_eda.shm import DecisionTrace, StackRing, StackSpec, list_blocks, sweep_s
 CTX = mp.get_context("spawn")
 SPEC = StackSpec(2, 1, 96, 128, "uint16")
 NET = StackSpec(1, 1, 48, 64, "float32")
+NO_BOX = (math.nan,) * 4  # a trace row's box columns (y0, x0, y1, x1): none
 
 
 @dataclass
@@ -75,6 +76,14 @@ def frame_for(seq: int, spec: StackSpec = SPEC) -> np.ndarray:
     stack[1, 0] = (100 + yy * 2 + blob[::-1]).astype(spec.np_dtype)
     stack[:, :, 0, 0] = seq % 65536
     return stack
+
+
+def blob_box(seq: int, spec: StackSpec = SPEC) -> tuple[float, float, float, float]:
+    """``(y0, x0, y1, x1)`` of the blob of :func:`frame_for` (an event region's box)."""
+    cx = (seq * 3) % spec.width
+    cy = spec.height / 2 + spec.height / 4 * math.sin(seq / 7)
+    return (float(max(0, int(cy) - 8)), float(max(0, cx - 8)),
+            float(min(spec.height, int(cy) + 9)), float(min(spec.width, cx + 9)))
 
 
 class Producer(threading.Thread):
@@ -109,12 +118,19 @@ class Producer(threading.Thread):
             t_exp = time.monotonic() - 0.004
             if decision > 0.8 and not fast:
                 fast = 1.0
-                trace.append(seq, 0.0, time.monotonic(), math.nan, 0.05, fast, 0, 1, 0)
+                trace.append(seq, 0.0, time.monotonic(), math.nan, 0.05, fast, 0, 1, 0, *NO_BOX)
             elif decision < 0.2 and fast:
                 fast = 0.0
-                trace.append(seq, 0.0, time.monotonic(), math.nan, 0.5, fast, 0, 1, 0)
+                trace.append(seq, 0.0, time.monotonic(), math.nan, 0.5, fast, 0, 1, 0, *NO_BOX)
+            # The interpreter's rows for a result: the result (its regions' union box), one
+            # row per event region, and an action now and then (issue 16): the feed must
+            # take neither of the last two for a decision, a worker or a state change.
+            box = blob_box(seq)
             trace.append(seq, t_exp, time.monotonic(), decision, 0.05 if fast else 0.5,
-                         fast, 1 + seq % 2, 0, 0)
+                         fast, 1 + seq % 2, 0, 0, *box)
+            trace.append(seq, t_exp, time.monotonic(), 0.9, 0.0, 0.0, 1 + seq % 2, 2, 0, *box)
+            if seq % 5 == 0:
+                trace.append(seq, 0.0, time.monotonic(), 1.0, 0.0, 1.0 - fast, 3, 3, 0, *box)
             time.sleep(self.period_s)
 
 
@@ -204,13 +220,14 @@ def test_feed_copies_the_newest_stack_without_claiming_or_pinning(shm_run: Run,
 
 def test_feed_history_keeps_the_newest_in_a_fixed_buffer(shm_run: Run) -> None:
     for i in range(50):
-        shm_run.trace.append(i, 0.0, float(i), float(i), 1.0, float(i % 2), 1, 0, 0)
+        shm_run.trace.append(i, 0.0, float(i), float(i), 1.0, float(i % 2), 1, 0, 0,
+                             *NO_BOX)
     with LiveFeed(shm_run.ring.name, "", shm_run.trace.name, history=16) as feed:
         buf = feed.decisions._t
         assert feed.poll_trace() == 16  # only what the history holds
         np.testing.assert_array_equal(feed.decisions.v, np.arange(34, 50))
         for i in range(50, 55):
-            shm_run.trace.append(i, 0.0, float(i), float(i), 1.0, 0.0, 1, 0, 0)
+            shm_run.trace.append(i, 0.0, float(i), float(i), 1.0, 0.0, 1, 0, 0, *NO_BOX)
         assert feed.poll_trace() == 5
         np.testing.assert_array_equal(feed.decisions.v, np.arange(39, 55))
         assert feed.decisions._t is buf  # same buffer, no reallocation
@@ -465,6 +482,10 @@ def test_attached_viewer_finds_the_session_and_sends_through_the_relay(
         (session,) = find_sessions(tmp_path)
         QtCore.QTimer.singleShot(50, act)
         assert _attach(session, controls=True) == 0  # what the rt-eda view process runs
+        # Spin the event loop once after run_window's own loop returned: left to pytest-qt's
+        # teardown, what that loop left posted stops every QTimer of the later tests in this
+        # process (a window test after this one never ticked).
+        qtbot.wait(1)
         assert seen["frames"] >= 2 and seen["enabled"]
         assert results.get(timeout=5) == ControlMessage("lower_threshold", 0.1)
         assert view(pid=1, directory=tmp_path) == 2  # no such run

@@ -3,6 +3,12 @@ decision plot (decisions over time, thresholds, fast/slow shading) of the positi
 with several stage positions, the decision traces of every position as small multiples (one
 small plot each, the position shown framed).
 
+Over the frame, in sensor pixels (the frame shown is always the full sensor): the event
+regions of the shown stack's result (solid rectangles; dotted and dimmer while that result is
+not in yet, the newest earlier result's regions), and when the stack was read from a region
+of the sensor (a camera ROI), that region as a dashed rectangle with everything outside it
+blanked: those pixels are stale (whatever the ring slot held before), never shown as data.
+
 A mixin of :class:`~rt_eda.viewer._window.ViewerWindow`. Frames are drawn through a
 :class:`~rt_eda.live.raster.Raster` (only the visible part, at about screen resolution), so a
 2048 x 2048 frame costs what the window's pixels cost; the histogram is recomputed four times
@@ -18,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rt_eda.core.config import InterpreterConfig
-from rt_eda.live.feed import LiveFeed
+from rt_eda.core.regions import FrameRegion
+from rt_eda.live.feed import LiveFeed, RegionBox
 from rt_eda.live.raster import Raster, visible_block
 
-from ._qt import QtCore, QtWidgets, pg
+from ._qt import QtCore, QtGui, QtWidgets, pg
 
-__all__ = ["OVERLAY_OPACITY", "Plots"]
+__all__ = ["MAX_REGIONS_DRAWN", "OVERLAY_OPACITY", "Plots"]
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -34,6 +41,12 @@ _SLOW_BRUSH = (70, 130, 255, 35)
 MAX_SMALL_MULTIPLES = 36
 """The most positions drawn as small multiples (the others: through the position selector)."""
 OVERLAY_OPACITY = 80  # percent; the overlay is transparent where the network sees nothing
+MAX_REGIONS_DRAWN = 64
+"""The most event regions drawn on a frame (those with the highest scores)."""
+_REGION_COLOR = (0, 255, 140)
+_ROI_COLOR = (90, 200, 255)
+_STALE_BRUSH = (48, 48, 48, 255)  # opaque: stale pixels are blanked, not dimmed
+_Z_OVERLAY, _Z_STALE, _Z_ROI, _Z_REGIONS = 10, 15, 18, 20
 
 
 def _overlay_lut() -> np.ndarray:
@@ -75,6 +88,10 @@ class Plots(_Window):
     frames_shown: int
     draws: int
     image_max: float
+    regions_seq: int
+    regions_exact: bool
+    regions_shown: list[RegionBox]
+    roi_shown: FrameRegion | None
 
     # -- construction ------------------------------------------------------------------------
     def _build_frame_view(self) -> Any:
@@ -91,8 +108,9 @@ class Plots(_Window):
         self.overlay = pg.ImageItem()
         self.overlay.setLookupTable(_overlay_lut())
         self.overlay.setOpacity(OVERLAY_OPACITY / 100)
-        self.overlay.setZValue(10)
+        self.overlay.setZValue(_Z_OVERLAY)
         self.view.addItem(self.overlay, ignoreBounds=True)
+        self._build_region_items()
         self.histogram = pg.HistogramLUTItem(image=self.image)
         # Recomputed at _HISTOGRAM_PERIOD_S, not on every new image.
         self.image.sigImageChanged.disconnect(self.histogram.imageChanged)
@@ -102,6 +120,29 @@ class Plots(_Window):
         self.view.sigRangeChanged.connect(self._mark_dirty)
         self.view.autoRange(padding=0)
         return self.graphics
+
+    def _build_region_items(self) -> None:
+        """The stale-pixel mask, the sensor region's outline and the event regions' pool
+        (rectangles made as needed, up to :data:`MAX_REGIONS_DRAWN`, hidden when unused)."""
+        self.stale_mask = QtWidgets.QGraphicsPathItem()
+        self.stale_mask.setPen(pg.mkPen(None))
+        self.stale_mask.setBrush(pg.mkBrush(*_STALE_BRUSH))
+        self.stale_mask.setZValue(_Z_STALE)
+        self.stale_mask.setVisible(False)
+        self.view.addItem(self.stale_mask, ignoreBounds=True)
+        self.roi_item = QtWidgets.QGraphicsRectItem()
+        self.roi_item.setPen(pg.mkPen(_ROI_COLOR, width=2, style=QtCore.Qt.PenStyle.DashLine))
+        self.roi_item.setZValue(_Z_ROI)
+        self.roi_item.setVisible(False)
+        self.view.addItem(self.roi_item, ignoreBounds=True)
+        self.region_items: list[Any] = []
+        self._region_pen = pg.mkPen(_REGION_COLOR, width=2)
+        self._earlier_pen = pg.mkPen((*_REGION_COLOR, 120), width=1,
+                                     style=QtCore.Qt.PenStyle.DotLine)
+        self.regions_seq = -1
+        self.regions_exact = False
+        self.regions_shown = []
+        self.roi_shown = None
 
     def _build_decision_plot(self) -> Any:
         """Decisions over time with the threshold lines and the fast/slow shading."""
@@ -216,28 +257,36 @@ class Plots(_Window):
             self.auto_contrast.blockSignals(False)
 
     # -- drawing -----------------------------------------------------------------------------
-    def _shown_stack(self) -> tuple[np.ndarray, int, bool]:
-        """(stack, seq, with overlay): the frame a network image came from when the overlay
-        is on and that stack was still in the ring, else the newest stack."""
+    def _shown_stack(self) -> tuple[np.ndarray, int, bool, FrameRegion | None]:
+        """(stack, seq, with overlay, sensor region): the frame a network image came from
+        when the overlay is on and that stack was still in the ring, else the newest stack;
+        the region of the sensor it was read from (None: the full frame)."""
         feed = self.feed
         if (self.overlay_box.isChecked() and feed.image_seq >= 0 and feed.image_stack_ok
                 and feed.image_stack is not None):
-            return feed.image_stack, feed.image_seq, True
-        return feed.stack, feed.stack_seq, self.overlay_box.isChecked() and feed.image_seq >= 0
+            return feed.image_stack, feed.image_seq, True, feed.image_stack_frame
+        with_overlay = self.overlay_box.isChecked() and feed.image_seq >= 0
+        return feed.stack, feed.stack_seq, with_overlay, feed.stack_frame
 
     def _draw_frame(self) -> None:
-        stack, seq, with_overlay = self._shown_stack()
+        stack, seq, with_overlay, roi = self._shown_stack()
         if seq < 0:
             return
         c, z = self.channel_box.currentIndex(), self.z_box.value()
         frame = stack[c, z]
         spec = self.feed.spec
+        if roi is not None and roi.is_full(spec.height, spec.width):
+            roi = None
         (x0, x1), (y0, y1) = self.view.viewRange()
         px = self.view.viewPixelSize()
         block = visible_block(spec.height, spec.width, (x0, x1), (y0, y1), min(px))
         shown = self._raster.fill(frame, block)
-        if self.auto_contrast.isChecked():
-            self._levels = self._auto_levels(shown)
+        # Contrast and histogram from the pixels read, never from the stale ones around them
+        # (none visible: the levels are kept).
+        inside = None if roi is None else block.within(roi.y, roi.x, roi.y1, roi.x1)
+        fresh = shown if roi is None else (shown[inside] if inside is not None else None)
+        if self.auto_contrast.isChecked() and fresh is not None:
+            self._levels = self._auto_levels(fresh)
         self.image.setImage(shown, autoLevels=False, levels=self._levels)
         rows, cols = block.shape
         self.image.setRect(QtCore.QRectF(block.x0, block.y0, cols * block.step,
@@ -247,16 +296,68 @@ class Plots(_Window):
             self._next_histogram = now + _HISTOGRAM_PERIOD_S
             self._setting_levels = True
             self.histogram.imageChanged()  # histogram of what is shown; region = its levels
+            if roi is not None:
+                self._histogram_of(fresh)
             self._setting_levels = False
         self.overlay.setVisible(with_overlay)
         if with_overlay:
             self._draw_overlay((x0, x1), (y0, y1), min(px))
+        self._draw_roi(roi)
         self.draws += 1
         key = (seq, c, z, with_overlay)
         if key[0] != self._shown_key[0]:
             self.frames_shown += 1
         self._shown_key = key
+        self._draw_regions()
         self._dirty = False
+
+    def _draw_roi(self, roi: FrameRegion | None) -> None:
+        """Outline the sensor region the shown stack was read from and blank the rest."""
+        self.roi_shown = roi
+        self.roi_item.setVisible(roi is not None)
+        self.stale_mask.setVisible(roi is not None)
+        if roi is None:
+            return
+        rect = QtCore.QRectF(roi.x, roi.y, roi.width, roi.height)
+        self.roi_item.setRect(rect)
+        spec = self.feed.spec
+        path = QtGui.QPainterPath()
+        path.setFillRule(QtCore.Qt.FillRule.OddEvenFill)  # the full frame with a hole
+        path.addRect(QtCore.QRectF(0, 0, spec.width, spec.height))
+        path.addRect(rect)
+        self.stale_mask.setPath(path)
+
+    def _draw_regions(self) -> None:
+        """The event regions of the shown stack's result; while it is not in yet (or the
+        stack was never analysed), those of the newest earlier result of the position,
+        with a dotted, dimmer pen (``regions_exact`` False)."""
+        seq = self._shown_key[0]
+        feed = self.feed
+        entry = feed.regions_of(seq) if seq >= 0 else None
+        exact = entry is not None
+        if entry is None and seq >= 0:
+            entry = feed.newest_regions(seq)
+        boxes: list[RegionBox] = []
+        if entry is not None:  # the highest scores first (a NaN score last)
+            boxes = sorted(entry.regions, key=lambda b: -b.score if math.isfinite(b.score)
+                           else math.inf)[:MAX_REGIONS_DRAWN]
+        pen = self._region_pen if exact else self._earlier_pen
+        while len(self.region_items) < len(boxes):
+            item = QtWidgets.QGraphicsRectItem()
+            item.setZValue(_Z_REGIONS)
+            self.view.addItem(item, ignoreBounds=True)
+            self.region_items.append(item)
+        for i, item in enumerate(self.region_items):
+            if i < len(boxes):
+                b = boxes[i]
+                item.setRect(QtCore.QRectF(b.x0, b.y0, b.width, b.height))
+                item.setPen(pen)
+                item.setToolTip(f"score {b.score:.3g}: rows {b.y0:.0f}-{b.y1:.0f}, "
+                                f"columns {b.x0:.0f}-{b.x1:.0f}")
+            item.setVisible(i < len(boxes))
+        self.regions_seq = entry.seq if entry is not None else -1
+        self.regions_exact = exact
+        self.regions_shown = boxes
 
     def _draw_overlay(self, xr: tuple[float, float], yr: tuple[float, float],
                       px: float) -> None:
@@ -281,6 +382,21 @@ class Plots(_Window):
         rows, cols = block.shape
         self.overlay.setRect(QtCore.QRectF(block.x0 / sx, block.y0 / sy,
                                            cols * block.step / sx, rows * block.step / sy))
+
+    def _histogram_of(self, pixels: np.ndarray | None) -> None:
+        """Replace the histogram with that of ``pixels`` (bins as pyqtgraph makes them: one
+        per integer value up to 500 bins); an empty one for None."""
+        if pixels is None or pixels.size == 0:
+            self.histogram.plot.setData([], [])
+            return
+        sample = pixels.ravel()[:: max(1, pixels.size // _AUTO_LEVEL_SAMPLES)]
+        lo, hi = float(sample.min()), float(sample.max())
+        bins: int | np.ndarray = 500
+        if np.issubdtype(sample.dtype, np.integer):
+            step = max(1.0, math.ceil((hi - lo) / 500))
+            bins = np.arange(lo, hi + 1.01 * step, step)
+        counts, edges = np.histogram(sample, bins=bins)
+        self.histogram.plot.setData(edges[:-1], counts)
 
     @staticmethod
     def _auto_levels(shown: np.ndarray) -> tuple[float, float]:

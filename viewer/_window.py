@@ -16,7 +16,12 @@ Layout::
     +----------------------------------------------------------------------+ manual, pause|
     | several positions: every position's decisions, small multiples       |              |
     +----------------------------------------------------------------------+--------------+
-    status: acquired/s, analysed/s, skipped, latency p50/p99, workers, interval, display fps
+    status: acquired/s, analysed/s, skipped, latency p50/p99, ...   | actions: newest of each
+
+The frame shows the shown stack's event regions and, for a stack read from a region of the
+sensor, that region (dashed) with the stale pixels outside it blanked (:mod:`._plots`); the
+status bar's right end says the newest action of each actuator at the position shown
+(``roi 128x96 at (y=200,x=64) | stimulate 2 regions | channel fast``).
 
 With several stage positions (an acquisition plan) the frame and the large decision plot are
 the selected position's (the position selector, Alt+E), and a grid of small plots shows every
@@ -52,7 +57,7 @@ import numpy as np
 
 from rt_eda.core.config import InterpreterConfig
 from rt_eda.live.controls import ControlSender
-from rt_eda.live.feed import FeedStatus, LiveFeed
+from rt_eda.live.feed import FeedStatus, LiveFeed, describe_actions
 from rt_eda.live.raster import Raster
 
 from ._panel import SHORTCUTS, ControlPanel
@@ -173,8 +178,12 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
         # A long status line is cut at the window's edge; it never makes the window wider.
         self.status_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
                                         QtWidgets.QSizePolicy.Policy.Preferred)
+        self.actions_label = QtWidgets.QLabel("")
+        self.actions_label.setToolTip("the newest action of each actuator at this position")
+        self.actions_label.setVisible(False)
         status_bar = QtWidgets.QStatusBar()
         status_bar.addWidget(self.status_label, 1)
+        status_bar.addPermanentWidget(self.actions_label)
         self.setStatusBar(status_bar)
         self.resize(1200, 850)
 
@@ -208,6 +217,8 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
         new_rows = feed.poll_trace()
         if new_stack or new_image or self._dirty:
             self._draw_frame()
+        elif new_rows and feed.regions_changed >= 0:
+            self._draw_regions()  # the shown stack's result may have come in since
         if new_rows:
             self._draw_plot()
             if self.small_plots:
@@ -237,6 +248,9 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
             f"exposure->decision p50/p99 {latency}  |  workers {workers}  |  interval "
             f"{st.interval_s:.3g} s ({state})  |  decisions {st.decisions}  |  "
             f"display {self._display_fps:.1f} fps")
+        actions = describe_actions(self.feed.actions())
+        self.actions_label.setText(f"actions: {actions}" if actions else "")
+        self.actions_label.setVisible(bool(actions))
         if self._state_path is not None:
             self._write_state()
 
@@ -259,6 +273,12 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
             "overlay_enabled": self.overlay_box.isEnabled(),
             "overlay_checked": self.overlay_box.isChecked(),
             "overlay_visible": self.overlay.isVisible(),
+            "regions_seq": self.regions_seq, "regions_exact": self.regions_exact,
+            "regions_shown": [[b.y0, b.x0, b.y1, b.x1] for b in self.regions_shown],
+            "roi_shown": (None if self.roi_shown is None else
+                          [self.roi_shown.y, self.roi_shown.x, self.roi_shown.height,
+                           self.roi_shown.width]),
+            "actions": self.actions_label.text(),
             "channel": self.channel_box.currentIndex(), "z": self.z_box.value(),
             "auto_contrast": self.auto_contrast.isChecked(), "opacity": self.opacity.value(),
             "paused": self.pause_button.isChecked(), "mode_fast": self.mode_button.isChecked(),

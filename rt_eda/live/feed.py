@@ -3,7 +3,12 @@
 The decisions are the interpreter's :class:`~rt_eda.core.messages.DecisionRecord` and
 :class:`~rt_eda.core.messages.IntervalChange` records, one trace row each
 (:meth:`~rt_eda.core.messages.DecisionRecord.trace_row`): the same records the writer saves
-and the summary counts, never a second bookkeeping of the interval.
+and the summary counts, never a second bookkeeping of the interval. The same trace holds a
+row per event region of a result (``REGION``) and per actuator action (``ACTION``); every
+reading below selects rows by their ``kind``, so a region or an action is never taken for a
+decision or an interval change. Regions are kept per stack (:meth:`LiveFeed.regions_of`, the
+rectangles the window draws on that stack) and actions as the newest of each actuator
+(:meth:`LiveFeed.actions`, :func:`describe_actions`).
 
 :class:`LiveFeed` maps the stack ring, the network-image ring and the decision trace of a run
 and reads them **without taking part** in the run's protocol: stacks are copied with
@@ -14,7 +19,13 @@ make the camera, a worker or the writer wait; if it falls behind it simply sees 
 Every buffer is allocated once, at attach time: two stack buffers (the one shown and the one
 being copied into, swapped after a consistent copy, so a torn copy is never shown), the same
 pair for the frame a network image was computed from, a pair of network-image buffers, and
-fixed-size histories of the decision trace, one per stage position.
+fixed-size histories of the decision trace, one per stage position. The regions of the newest
+:data:`REGIONS_KEPT` results are kept (a few small tuples each).
+
+Sensor regions: a stack read from a region of the sensor (a camera ROI) fills the full frame
+with stale pixels outside that region; the feed keeps the region of each copy
+(:attr:`LiveFeed.stack_frame`, :attr:`LiveFeed.image_stack_frame`; None: the full frame) so
+the window can blank what is stale.
 
 Positions: a run of several positions (an acquisition plan) has one decision history per
 position (every one is read, for the small multiples), and the stacks and network images
@@ -26,17 +37,29 @@ Imports no Qt.
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from rt_eda.core.errors import RingError
-from rt_eda.core.messages import TraceKind
+from rt_eda.core.messages import ACTION_KINDS, TraceKind
+from rt_eda.core.regions import FrameRegion
 from rt_eda.core.stats import percentiles
 from rt_eda.shm import TRACE_FIELDS, DecisionTrace, StackRing
 
-__all__ = ["FeedStatus", "LiveFeed"]
+__all__ = [
+    "REGIONS_KEPT",
+    "ActionSeen",
+    "FeedStatus",
+    "LiveFeed",
+    "RegionBox",
+    "StackRegions",
+    "describe_actions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +67,10 @@ _F = {name: i for i, name in enumerate(TRACE_FIELDS)}
 _COPY_TRIES = 3
 _LATENCY_WINDOW = 256
 _RATE_PERIOD_S = 1.0
+_STATE_KINDS = (TraceKind.RESULT, TraceKind.INTERVAL_CHANGE)  # rows that carry the state
+REGIONS_KEPT = 512
+"""How many results' regions the feed keeps (newest first out): a few seconds of a fast run,
+more than the stacks a ring holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +96,98 @@ class FeedStatus:
     image_seq: int
     torn_copies: int
     run_ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegionBox:
+    """A rectangle of the sensor, half-open: rows ``y0 .. y1``, columns ``x0 .. x1`` (sensor
+    pixels), with the score of its event (NaN when none)."""
+
+    y0: float
+    x0: float
+    y1: float
+    x1: float
+    score: float = math.nan
+
+    @property
+    def height(self) -> float:
+        """Rows covered."""
+        return self.y1 - self.y0
+
+    @property
+    def width(self) -> float:
+        """Columns covered."""
+        return self.x1 - self.x0
+
+
+@dataclass(frozen=True, slots=True)
+class StackRegions:
+    """The event regions of one stack's result (``seq``, at ``position``): what its
+    ``REGION`` rows said (``regions``, possibly none: the result located nothing)."""
+
+    seq: int
+    position: int
+    regions: tuple[RegionBox, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSeen:
+    """An actuator's action, from its ``ACTION`` trace row.
+
+    ``kind``: the actuator (one of :data:`~rt_eda.core.messages.ACTION_KINDS`); ``after_seq``:
+    the stack whose result caused it; ``t_decided``: when (monotonic s); ``position``: where
+    (-1: every position); ``fast``: the interpreter's state; ``regions``: how many event
+    regions it acts on; ``box``: the sensor region an ``roi`` action reads, else its regions
+    together; None when neither (``roi``: the full frame again; ``stimulate``: a blank mask).
+    """
+
+    kind: str
+    after_seq: int
+    t_decided: float
+    position: int
+    fast: bool
+    regions: int
+    box: RegionBox | None
+
+    def describe(self) -> str:
+        """One short phrase: ``"roi 128x96 at (y=200,x=64)"``, ``"stimulate 2 regions"``,
+        ``"channel fast"``."""
+        kind, box = self.kind, self.box
+        if kind == "roi":
+            if box is None:
+                return "roi full frame"
+            return (f"roi {box.width:.0f}x{box.height:.0f} at "
+                    f"(y={box.y0:.0f},x={box.x0:.0f})")
+        if kind == "stimulate":
+            if self.regions == 0:
+                return "stimulate off (blank mask)"
+            return f"stimulate {self.regions} region{'s' if self.regions != 1 else ''}"
+        if kind in ("channel", "interval"):
+            return f"{kind} {'fast' if self.fast else 'slow'}"
+        return f"{kind} after #{self.after_seq}"
+
+
+def describe_actions(actions: Mapping[str, ActionSeen]) -> str:
+    """The newest action of each actuator on one line, in :data:`ACTION_KINDS` order:
+    ``"roi 128x96 at (y=200,x=64) | stimulate 2 regions | channel fast"``; "" when none."""
+    order = {kind: i for i, kind in enumerate(ACTION_KINDS)}
+    ranked = sorted(actions.values(), key=lambda a: order.get(a.kind, len(order)))
+    return " | ".join(a.describe() for a in ranked)
+
+
+def _box(row: np.ndarray) -> RegionBox | None:
+    """The box of a trace row (None when NaN: no box)."""
+    y0, x0, y1, x1 = (float(row[_F[k]]) for k in ("y0", "x0", "y1", "x1"))
+    if not (math.isfinite(y0) and math.isfinite(x0) and math.isfinite(y1)
+            and math.isfinite(x1)):
+        return None
+    return RegionBox(y0, x0, y1, x1, float(row[_F["decision"]]))
+
+
+def _copy(ring: StackRing, seq: int, out: np.ndarray) -> tuple[bool, FrameRegion | None]:
+    """Copy stack ``seq`` into ``out``: ``(consistent, the sensor region it was read from)``
+    (None: the full frame)."""
+    return ring.copy_stack_frame(seq, out)
 
 
 class _History:
@@ -146,12 +265,14 @@ class LiveFeed:
         self.stack = np.zeros(spec.shape, dtype=spec.np_dtype)
         self._stack_next = np.zeros_like(self.stack)
         self.stack_seq = -1
+        self.stack_frame: FrameRegion | None = None
         self.image: np.ndarray | None = None
         self._image_next: np.ndarray | None = None
         self.image_stack = np.zeros_like(self.stack) if self._out is not None else None
         self._image_stack_next = np.zeros_like(self.stack) if self._out is not None else None
         self.image_seq = -1
         self.image_stack_ok = False
+        self.image_stack_frame: FrameRegion | None = None
         if self._out is not None:
             out_shape = self._out.spec.shape
             self.image = np.zeros(out_shape, dtype=self._out.spec.np_dtype)
@@ -166,6 +287,9 @@ class LiveFeed:
         self._interval = float("nan")
         self._fast_now = False
         self._n_decisions = 0
+        self._regions: OrderedDict[int, StackRegions] = OrderedDict()
+        self._actions: list[dict[str, ActionSeen]] = [{} for _ in range(self.positions)]
+        self.regions_changed = -1  # the newest stack whose regions the last poll added
         self.torn_copies = 0
         self.t0 = time.monotonic()
         self._rate_mark = (time.monotonic(), -1, -1)
@@ -234,9 +358,11 @@ class LiveFeed:
             seq = self._newest(self._ring)
             if seq <= self.stack_seq:
                 return False
-            if self._ring.copy_stack(seq, self._stack_next):
+            ok, frame = _copy(self._ring, seq, self._stack_next)
+            if ok:
                 self.stack, self._stack_next = self._stack_next, self.stack
                 self.stack_seq = seq
+                self.stack_frame = frame
                 return True
             self.torn_copies += 1
         return False
@@ -264,15 +390,24 @@ class LiveFeed:
         assert self._image_stack_next is not None
         if seq == self.stack_seq:
             np.copyto(self._image_stack_next, self.stack)
-            ok = True
+            ok, frame = True, self.stack_frame
         else:
-            ok = self._ring.copy_stack(seq, self._image_stack_next)
+            ok, frame = _copy(self._ring, seq, self._image_stack_next)
         if ok:
             self.image_stack, self._image_stack_next = self._image_stack_next, self.image_stack
+            self.image_stack_frame = frame
         self.image_stack_ok = ok
 
     def poll_trace(self) -> int:
-        """Read the trace records appended since the last poll; returns how many."""
+        """Read the trace records appended since the last poll; returns how many.
+
+        Results feed the decision histories and the latencies; results and interval changes
+        (only those: never a region or an action row) the fast/slow state and the interval;
+        region rows the regions of their stack (:meth:`regions_of`); action rows the newest
+        action of each actuator (:meth:`actions`). ``regions_changed`` is the newest stack
+        whose result or regions this poll read (-1: none).
+        """
+        self.regions_changed = -1
         if self._trace is None or self._closed:
             return 0
         limit = self.position_decisions[0].capacity * self.positions
@@ -281,15 +416,16 @@ class LiveFeed:
         if len(rows) == 0:
             return 0
         kind = rows[:, _F["kind"]]
-        t = rows[:, _F["t_decided"]] - self.t0
-        where = rows[:, _F["position"]]
+        state = rows[np.isin(kind, _STATE_KINDS)]
         results = rows[kind == TraceKind.RESULT]
+        t = state[:, _F["t_decided"]] - self.t0
+        where = state[:, _F["position"]]
         for p in range(self.positions):
             mine = (where == p) | (where < 0)  # -1: a change of every position
             if self.positions == 1:
-                mine = np.ones(len(rows), dtype=bool)
+                mine = np.ones(len(state), dtype=bool)
             if mine.any():
-                self.position_fast[p].extend(t[mine], rows[mine, _F["fast"]])
+                self.position_fast[p].extend(t[mine], state[mine, _F["fast"]])
             got = results[results[:, _F["position"]] == p] if self.positions > 1 else results
             if len(got):
                 self.position_decisions[p].extend(got[:, _F["t_decided"]] - self.t0,
@@ -300,11 +436,70 @@ class LiveFeed:
             self._latency[i] = (row[_F["t_decided"]] - row[_F["t_exposure"]]) * 1e3
             self._workers[i] = int(row[_F["worker"]])
             self._latency_n += 1
-        mine = rows[(where == self.position) | (where < 0)] if self.positions > 1 else rows
+        mine = state[(where == self.position) | (where < 0)] if self.positions > 1 else state
         if len(mine):
             self._interval = float(mine[-1, _F["interval_s"]])
             self._fast_now = bool(mine[-1, _F["fast"]])
+        located = (kind == TraceKind.RESULT) | (kind == TraceKind.REGION)
+        if located.any():
+            self._read_regions(rows[located])
+        acted = rows[kind == TraceKind.ACTION]
+        if len(acted):
+            self._read_actions(acted)
         return len(rows)
+
+    def _read_regions(self, rows: np.ndarray) -> None:
+        """Results open their stack's entry (no regions yet: the interpreter appends a
+        result's region rows right after it); region rows add to it."""
+        kept = self._regions
+        for row in rows:
+            seq = int(row[_F["seq"]])
+            entry = kept.get(seq)
+            if entry is None:
+                entry = StackRegions(seq, int(row[_F["position"]]), ())
+            if int(row[_F["kind"]]) == TraceKind.REGION:
+                box = _box(row)
+                if box is not None:
+                    entry = StackRegions(seq, entry.position, (*entry.regions, box))
+            kept[seq] = entry
+            self.regions_changed = max(self.regions_changed, seq)
+        while len(kept) > REGIONS_KEPT:
+            kept.popitem(last=False)
+
+    def _read_actions(self, rows: np.ndarray) -> None:
+        for row in rows:
+            index = int(row[_F["worker"]])
+            kind = ACTION_KINDS[index] if 0 <= index < len(ACTION_KINDS) else ACTION_KINDS[-1]
+            position = int(row[_F["position"]])
+            box = _box(row)
+            action = ActionSeen(
+                kind=kind, after_seq=int(row[_F["seq"]]), t_decided=float(row[_F["t_decided"]]),
+                position=position, fast=bool(row[_F["fast"]]),
+                regions=int(row[_F["decision"]]) if math.isfinite(row[_F["decision"]]) else 0,
+                box=None if box is None else RegionBox(box.y0, box.x0, box.y1, box.x1))
+            for p, newest in enumerate(self._actions):
+                if position < 0 or position == p or self.positions == 1:
+                    newest[kind] = action
+
+    def regions_of(self, seq: int) -> StackRegions | None:
+        """The event regions of stack ``seq``'s result; None when no result of that stack
+        has been read (not analysed yet, skipped, or older than :data:`REGIONS_KEPT`)."""
+        return self._regions.get(seq)
+
+    def newest_regions(self, seq: int, position: int | None = None) -> StackRegions | None:
+        """The regions of the newest result at or before stack ``seq`` of ``position`` (the
+        selected one by default): what is known about a stack whose own result is not in
+        yet. None when there is none."""
+        p = self.position if position is None else position
+        for entry in reversed(self._regions.values()):
+            if entry.seq <= seq and (entry.position == p or self.positions == 1):
+                return entry
+        return None
+
+    def actions(self, position: int | None = None) -> dict[str, ActionSeen]:
+        """The newest action of each actuator at ``position`` (the selected one by default;
+        actions for every position count for each), by kind."""
+        return dict(self._actions[self.position if position is None else position])
 
     def status(self) -> FeedStatus:
         """A snapshot for the status line (ring counters are read here)."""

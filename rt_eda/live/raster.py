@@ -34,6 +34,20 @@ class Block:
         """Shape of the decimated block."""
         return (len(range(self.y0, self.y1, self.step)), len(range(self.x0, self.x1, self.step)))
 
+    def within(self, y0: int, x0: int, y1: int, x1: int) -> tuple[slice, slice] | None:
+        """The rows and columns of the decimated block that lie inside the source rectangle
+        ``y0 .. y1``, ``x0 .. x1`` (half-open; e.g. the sensor region a stack was read
+        from), or None when none does."""
+        rows = self._axis(self.y0, self.y1, y0, y1)
+        cols = self._axis(self.x0, self.x1, x0, x1)
+        return None if rows is None or cols is None else (rows, cols)
+
+    def _axis(self, start: int, stop: int, lo: int, hi: int) -> slice | None:
+        n = len(range(start, stop, self.step))
+        first = max(0, -(-(lo - start) // self.step))  # the first index i: start + i*step >= lo
+        end = min(n, max(0, -(-(hi - start) // self.step)))  # ... and < hi
+        return slice(first, end) if first < end else None
+
 
 def visible_block(height: int, width: int, x_range: tuple[float, float],
                   y_range: tuple[float, float], source_px_per_screen_px: float) -> Block:
