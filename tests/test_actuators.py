@@ -268,7 +268,7 @@ def test_every_built_in_actuator_runs_end_to_end_on_the_synthetic_source(tmp_pat
     ``examples/second_marker.yaml``, three channels, the third swapped to the second marker
     while fast, the model reading the first two."""
     s = _run(tmp_path, "--actuator", "roi", "--actuator", "channel", "--actuator",
-             "stimulate", "--no-viewer", "--set", "camera.synthetic.event_every_s=5",
+             "stimulate", "--no-viewer", "--verify", "--set", "camera.synthetic.event_every_s=5",
              "--set", "actuation.options.channel.fast_presets="
              + ("['', '', 'marker2']" if plan else "['', 'marker2']"),
              *(["--plan", str(EXAMPLES / "second_marker.yaml"), "--set",
@@ -276,6 +276,14 @@ def test_every_built_in_actuator_runs_end_to_end_on_the_synthetic_source(tmp_pat
     acts = s["actions"]
     assert list(acts) == ["interval", "roi", "channel", "stimulate"]
     assert s["interval_switches"] > 0, s
+    # Every stack's stamps are where the camera says it read them (the region's first row):
+    # a stack published with one region and read with another is torn.
+    assert s["torn_reads"] == 0, s
+    # Reading a region does not make the detector lose the event: one fast period per event
+    # (a region that did not hold it would switch back to slow at once, and again, and again)
+    eda = s["eda"]
+    assert eda is not None and s["interval_switches"] <= 2 * eda["events"] + 2, (
+        s["interval_switches"], eda)
     for kind in ("interval", "roi", "channel", "stimulate"):
         a = acts[kind]
         assert a["count"] > 0 and a["applied"] > 0 and a["failed"] == 0, (kind, a)

@@ -171,6 +171,15 @@ class ControlPanel(_Window):
         interp.setEnabled(self.control_sender is not None)
         self.controls_group = interp
         outer.addWidget(interp)
+        # The newest action of each actuator (issue 16); hidden until there is one.
+        self.actions_group = QtWidgets.QGroupBox("Actions")
+        actions_layout = QtWidgets.QVBoxLayout(self.actions_group)
+        self.actions_label = QtWidgets.QLabel("")
+        self.actions_label.setWordWrap(True)
+        self.actions_label.setToolTip("the newest action of each actuator at this position")
+        actions_layout.addWidget(self.actions_label)
+        self.actions_group.setVisible(False)
+        outer.addWidget(self.actions_group)
         outer.addStretch(1)
         self.keys_label = QtWidgets.QLabel(
             "keys: " + " \N{MIDDLE DOT} ".join(f"{k} {what}" for k, what in SHORTCUTS))

@@ -16,7 +16,7 @@ Layout::
     +----------------------------------------------------------------------+ manual, pause|
     | several positions: every position's decisions, small multiples       |              |
     +----------------------------------------------------------------------+--------------+
-    status: acquired/s, analysed/s, skipped, latency p50/p99, ...   | actions: newest of each
+    status: acquired/s, analysed/s, skipped, latency p50/p99, ...   (actions: in the panel)
 
 The frame shows the shown stack's event regions and, for a stack read from a region of the
 sensor, that region (dashed) with the stale pixels outside it blanked (:mod:`._plots`); the
@@ -178,12 +178,8 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
         # A long status line is cut at the window's edge; it never makes the window wider.
         self.status_label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
                                         QtWidgets.QSizePolicy.Policy.Preferred)
-        self.actions_label = QtWidgets.QLabel("")
-        self.actions_label.setToolTip("the newest action of each actuator at this position")
-        self.actions_label.setVisible(False)
         status_bar = QtWidgets.QStatusBar()
         status_bar.addWidget(self.status_label, 1)
-        status_bar.addPermanentWidget(self.actions_label)
         self.setStatusBar(status_bar)
         self.resize(1200, 850)
 
@@ -250,7 +246,7 @@ class ViewerWindow(ControlPanel, Plots, QtWidgets.QMainWindow):
             f"display {self._display_fps:.1f} fps")
         actions = describe_actions(self.feed.actions())
         self.actions_label.setText(f"actions: {actions}" if actions else "")
-        self.actions_label.setVisible(bool(actions))
+        self.actions_group.setVisible(bool(actions))
         if self._state_path is not None:
             self._write_state()
 

@@ -191,7 +191,7 @@ class _Bridge:
         import ray
 
         c = counts.worker
-        if self.verify and not _intact(claim.pixels, claim.seqs):
+        if self.verify and not _intact(valid_pixels(claim), claim.seqs):
             c.torn += 1
             claim.count_torn()
             log.error("bridge lane %d: stack %d is torn (stamps do not match)", reader,

@@ -337,6 +337,9 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         else:
             interval = _apply_commands(source, channels.camera, interval, pending, stats,
                                        fast, actuation)
+        # What the actions ask of the next timepoint (a sensor region, presets) is set
+        # before it starts: a source takes such a change from its next timepoint on.
+        actuation.prepare(position)
         t0 = time.perf_counter()
         t_due = source.next_timepoint(wake)
         t1 = time.perf_counter()
@@ -353,8 +356,7 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
         index = stats.timepoints
         stats.timepoints += 1
         track.timepoints += 1
-        actuation.prepare(position)
-        frame = actuation.frame()
+        frame = actuation.frame()  # the region this timepoint is read from
         try:
             slot = ring.write_slot()
         except RingOverrunError:
@@ -441,6 +443,7 @@ def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChann
         t0 = time.perf_counter()
         now = time.monotonic()
         visit = sched.next(now)
+        actuation.prepare(visit.position)  # before its timepoint starts (see _acquire)
         move_at = visit.planned - visit.prep_s
         if move_at > now and wait_until(move_at, wake) is None:
             stats.wait_s += time.perf_counter() - t0
@@ -467,8 +470,7 @@ def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChann
         index = stats.timepoints
         stats.timepoints += 1
         track.timepoints += 1
-        actuation.prepare(p)
-        frame = actuation.frame()
+        frame = actuation.frame()  # the region this timepoint is read from
         try:
             slot = ring.write_slot()
         except RingOverrunError:

@@ -282,7 +282,8 @@ def _loop(worker: Worker, ring: StackRing, out_ring: StackRing | None,
         counts.wait_s += time.perf_counter() - t0
         try:
             with claim:
-                if verify and not _intact(claim.pixels, claim.seqs):
+                # the stamp is in the first row of the pixels read (a region's, with an ROI)
+                if verify and not _intact(valid_pixels(claim), claim.seqs):
                     counts.torn += 1
                     claim.count_torn()
                     log.error("worker %d: stack %d is torn (stamps do not match)", index,
