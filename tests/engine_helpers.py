@@ -127,6 +127,12 @@ def assert_counts_add_up(s: dict[str, Any]) -> None:
     if s["missing_reports"] == []:
         assert sum(p["decisions"] for p in positions) == s["decisions"]
         assert sum(p["interval_switches"] for p in positions) == s["interval_switches"]
+    # Every action decided was applied, refused by its device, or still on its way when the
+    # acquisition stopped (issue 16); interval is always one of the actuators.
+    assert "interval" in s["actions"], s["actions"]
+    for kind, a in s["actions"].items():
+        assert a["count"] == a["applied"] + a["failed"] + a["unapplied"], (kind, a)
+        assert min(a["applied"], a["failed"], a["unapplied"], a["reapplied"]) >= 0, (kind, a)
     assert_summary_schema(s)
 
 

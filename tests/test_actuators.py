@@ -209,6 +209,31 @@ def test_unknown_actuators_and_stray_options_are_refused() -> None:
     assert names == ["interval", "stimulate", "roi"]
 
 
+def test_an_actuator_the_source_cannot_serve_exits_2_before_the_start(tmp_path: Path
+                                                                        ) -> None:
+    """A replay cannot change what it reads: --actuator roi on one is refused when the
+    camera opens it, before anything is acquired."""
+    proc = rt_eda("--duration", "3", "--save", str(tmp_path / "rec"), *SMALL, cwd=tmp_path,
+                  timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = {n for n, _ in list_blocks()}
+    for actuator in ("roi", "channel"):
+        options = (["--set", "actuation.options.channel.fast_presets=['', '']"]
+                   if actuator == "channel" else [])
+        proc = rt_eda("--duration", "5", "--source", f"replay:{tmp_path / 'rec'}",
+                      "--actuator", actuator, *options, "--no-viewer", cwd=tmp_path,
+                      timeout=180)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        err = [x for x in proc.stderr.splitlines() if x.startswith("rt-eda:")]
+        assert err == [f"rt-eda: actuator {actuator!r} needs a source that can "
+                       + ("set_roi, frame_region" if actuator == "roi" else
+                          "set_channel_presets, channel_presets, available_channel_presets")
+                       + "; ReplaySource cannot (use the synthetic source, mm-demo or a "
+                       "Micro-Manager camera)"], proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert_clean(before)
+
+
 def _env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(EXAMPLES), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -229,7 +254,13 @@ def test_rt_eda_actuators_lists_the_built_ins_and_the_example(tmp_path: Path) ->
     (["--actuator", "nope"], "rt-eda: actuation.actuators: unknown actuator 'nope'"),
     (["--actuator", "channel", "--set", "actuation.options.channel.fast_presets=['DAPI','']"],
      "rt-eda: actuation.options.channel.fast_presets: 'DAPI' is not a preset of this source"),
-    (["--actuator", "roi", "--source", "replay:/nonexistent"], "rt-eda: "),
+    (["--actuator", "stimulate", "--set", "actuation.options.stimulate.device='SLM9'"],
+     "rt-eda: actuation.options.stimulate.device 'SLM9': SyntheticSource has no "
+     "Micro-Manager configuration to hold an SLM"),
+    (["--actuator", "stimulate", "--set", "actuation.options.stimulate.shape='square'"],
+     "rt-eda: actuation.options.stimulate.shape must be 'disc' or 'mask', got 'square'"),
+    (["--set", "actuation.actuator_modules=['no_such_module']"],
+     "rt-eda: actuation.actuator_modules: cannot import 'no_such_module'"),
 ])
 def test_bad_actuator_configuration_exits_2_with_one_line(tmp_path: Path, args: list[str],
                                                           line: str) -> None:
@@ -287,6 +318,7 @@ def test_every_built_in_actuator_runs_end_to_end_on_the_synthetic_source(tmp_pat
     for kind in ("interval", "roi", "channel", "stimulate"):
         a = acts[kind]
         assert a["count"] > 0 and a["applied"] > 0 and a["failed"] == 0, (kind, a)
+        assert a["count"] == a["applied"] + a["failed"] + a["unapplied"], (kind, a)
         assert a["decision_to_actuation_ms"]["count"] > 0, (kind, a)
     # a region or a preset acts at the next (fast) timepoint: within one fast interval
     for kind in ("roi", "channel"):
@@ -344,3 +376,52 @@ def test_roi_and_stimulate_run_on_mm_demo(tmp_path: Path, actuator: str) -> None
         frames = _rows(tmp_path / "run" / "frames.csv")
         assert any(r["roi_height"] and int(r["roi_height"]) < int(s["stack_shape"][-2])
                    for r in frames), frames[-3:]
+
+
+FAULTY = '''
+from rt_eda.actuators import Actuator
+from rt_eda.core.errors import SourceError
+
+
+class Faulty(Actuator):
+    """Decides on every result; its decide raises on every third, its apply always."""
+
+    name = "faulty"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.calls = 0
+
+    def decide(self, record):
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise ZeroDivisionError("a bug in decide")
+        return self.action(record, note="try")
+
+    def apply(self, action, source):
+        if action.after_seq % 2:
+            raise SourceError("the device refused it")
+        raise KeyError("a bug in apply")
+'''
+
+
+def test_an_actuator_that_fails_never_stops_the_acquisition(tmp_path: Path) -> None:
+    """A device's refusal and a plug-in's bugs (in decide and in apply) are counted,
+    recorded and logged once each; the run goes on and ends with exit 0, nothing lost."""
+    (tmp_path / "faulty_actuator.py").write_text(FAULTY)
+    env = {"PYTHONPATH": str(tmp_path)}
+    s = _run(tmp_path, "--set", "actuation.actuator_modules=['faulty_actuator']",
+             "--actuator", "faulty", "--set", "camera.synthetic.event_every_s=5", *SMALL,
+             env=env, duration="10")
+    a = s["actions"]["faulty"]
+    assert s["decisions"] > 5 and s["frames_lost"] == 0
+    assert a["decide_failed"] == s["decisions"] // 3, (a, s["decisions"])
+    assert a["count"] == s["decisions"] - a["decide_failed"]
+    assert a["applied"] == 0 and a["failed"] + a["unapplied"] == a["count"]
+    assert a["unapplied"] <= 3  # sent as the acquisition stopped
+    rows = _rows(tmp_path / "run" / "actions.csv")
+    errors = [r["error"] for r in rows if r["kind"] == "faulty"]
+    assert len(errors) == a["failed"]
+    assert {e.split(":")[0] for e in errors} <= {"the device refused it", "KeyError"}
+    assert any(e == "the device refused it" for e in errors)
+    assert any(e.startswith("KeyError: ") for e in errors)

@@ -237,6 +237,11 @@ class StimulateActuator(Actuator):
         h, w = source.sensor_shape  # type: ignore[attr-defined]
         self._full = FrameRegion.full(h, w)
         core = source.slm_core() if hasattr(source, "slm_core") else None
+        if self.device and core is None:
+            raise ConfigError(
+                f"actuation.options.stimulate.device {self.device!r}: {type(source).__name__} "
+                "has no Micro-Manager configuration to hold an SLM; leave it '' for rt-eda's "
+                "own DMD, or use mmconfig:PATH")
         try:
             self._slm = open_slm((h, w), core, device=self.device)
         except SourceError as exc:

@@ -227,7 +227,8 @@ class CameraActuation:
         t0 = time.monotonic()
         try:
             t_effective = actuator.apply(action, self._source)
-        except RtEdaError as exc:
+        except Exception as exc:  # noqa: BLE001 - a device's refusal or a plug-in's bug:
+            # either way the acquisition goes on (counted, recorded, logged once)
             kind.failed += 1
             kind.held = None
             kind.desired.pop(position, None)
@@ -256,11 +257,13 @@ class CameraActuation:
 
     def _failure(self, name: str, action: Action, exc: BaseException) -> None:
         self._failures_logged += 1
+        what = _error_text(exc)
         if self._failures_logged == 1:
             log.warning("camera: actuator %r failed (%s); the acquisition goes on, later "
-                        "failures are counted", name, exc)
+                        "failures are counted", name, what)
+            log.debug("actuator %r failed", name, exc_info=exc)
         row = _action_row(action, time.monotonic(), None, None)
-        row["error"] = str(exc).replace("\n", " ")
+        row["error"] = what
         self._row(**row)
 
     def _row(self, **row: object) -> None:
@@ -279,6 +282,12 @@ class CameraActuation:
         self._csv.writerow(row)
         assert self._file is not None
         self._file.flush()
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line: the device's own message, or a plug-in's exception with its type."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, RtEdaError) else f"{type(exc).__name__}: {text}"
 
 
 def _action_row(action: Action, t_applied: float, t_effective: float | None,

@@ -941,6 +941,8 @@ class InterpreterReport:
     positions: tuple[PositionDecisions, ...] = ()
     locations: LocationErrors | None = None
     actions_sent: Mapping[str, int] = field(default_factory=dict)
+    decide_failed: Mapping[str, int] = field(default_factory=dict)
+    """Per actuator: decisions whose ``decide`` raised (no action was sent for them)."""
 
 
 @dataclass(frozen=True, slots=True)

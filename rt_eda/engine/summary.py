@@ -252,15 +252,19 @@ class ActionLatency(TypedDict):
 
 
 class ActionSummary(TypedDict):
-    """One actuator over the run: actions decided (``count``), applied, applied again on a
-    return to their position, refused by the device; decision -> actuation (ms) of the
+    """One actuator over the run: actions decided (``count`` = ``applied + failed +
+    unapplied``: applied, refused by the device, not applied when the acquisition stopped),
+    applied again on a return to their position (``reapplied``), decisions whose ``decide``
+    raised (``decide_failed``: no action); decision -> actuation (ms) of the
     actions on an event (decided while fast) and of those back to rest (``release_ms``: they
     wait for the next slow timepoint); the device call (ms); what it measured."""
 
     count: int
     applied: int
-    reapplied: int
     failed: int
+    unapplied: int
+    reapplied: int
+    decide_failed: int
     decision_to_actuation_ms: ActionLatency
     release_ms: ActionLatency
     apply_ms: ActionLatency
@@ -543,28 +547,34 @@ def acquired_per_s(timepoints: int, acquisition_s: float) -> float:
 
 def _actions(cam: CameraStatistics | None, interp: InterpreterReport | None,
              config: Config) -> dict[str, ActionSummary]:
-    """The ``actions`` section: every actuator of the run, the camera's counts (what the
-    interpreter decided when the camera never reported)."""
+    """The ``actions`` section: every actuator of the run. ``count`` is what the interpreter
+    decided (for ``interval``: the changes decided on a result), the rest is what the camera
+    did with them; ``unapplied`` = ``count - applied - failed`` (still on their way, or
+    waiting for their position's next timepoint, when the acquisition stopped)."""
     def lat(p: Percentiles) -> ActionLatency:
         return ActionLatency(p50=p.p50, p99=p.p99, max=p.max, count=p.count)
 
     out: dict[str, ActionSummary] = {}
     names = ["interval", *(n for n in config.actuation.actuators if n != "interval")]
     stats = {a.kind: a for a in (cam.actions if cam is not None else ())}
-    sent = interp.actions_sent if interp is not None else {}
+    sent = dict(interp.actions_sent) if interp is not None else {}
+    if interp is not None:
+        sent["interval"] = sum(1 for c in interp.interval_changes if c.command.after_seq >= 0)
+    undecided = interp.decide_failed if interp is not None else {}
     for name in names:
         a = stats.get(name)
-        if a is None:
-            out[name] = ActionSummary(count=sent.get(name, 0), applied=0, reapplied=0,
-                                      failed=0, decision_to_actuation_ms=lat(Percentiles()),
-                                      release_ms=lat(Percentiles()),
-                                      apply_ms=lat(Percentiles()), measures={})
-            continue
-        out[name] = ActionSummary(count=a.count, applied=a.applied, reapplied=a.reapplied,
-                                  failed=a.failed,
-                                  decision_to_actuation_ms=lat(a.decision_to_actuation_ms),
-                                  release_ms=lat(a.release_ms),
-                                  apply_ms=lat(a.apply_ms), measures=dict(a.measures))
+        applied, failed = (a.applied, a.failed) if a is not None else (0, 0)
+        count = sent.get(name, a.count if a is not None else 0)
+        out[name] = ActionSummary(
+            count=count, applied=applied, failed=failed,
+            unapplied=max(0, count - applied - failed),
+            reapplied=a.reapplied if a is not None else 0,
+            decide_failed=undecided.get(name, 0),
+            decision_to_actuation_ms=lat(a.decision_to_actuation_ms if a is not None
+                                         else Percentiles()),
+            release_ms=lat(a.release_ms if a is not None else Percentiles()),
+            apply_ms=lat(a.apply_ms if a is not None else Percentiles()),
+            measures=dict(a.measures) if a is not None else {})
     return out
 
 

@@ -151,6 +151,7 @@ class _Report:
         self.nonfinite = _NonFiniteLog()
         self.truth = _Truth()
         self.actions_sent: dict[str, int] = {}
+        self.decide_failed: dict[str, int] = {}
 
     def decision(self, record: DecisionRecord) -> float:
         """Count one record; returns its publish -> decision latency (ms)."""
@@ -176,6 +177,7 @@ class _Report:
             positions=interp.position_statistics() if interp is not None else (),
             locations=self.truth.report(),
             actions_sent=dict(self.actions_sent),
+            decide_failed=dict(self.decide_failed),
         )
 
 
@@ -314,7 +316,7 @@ def _loop(interp: PerPosition, channels: RoleChannels, measured: _Report,
             if record.change is not None:
                 _send(channels, record.change.command)  # first: the camera is waiting
             for actuator in actuators:
-                action = actuator.decide(record)
+                action = _decide(actuator, record, measured)
                 if action is not None:
                     channels.camera.put(action)
                     outputs.action(action)
@@ -343,6 +345,22 @@ def _loop(interp: PerPosition, channels: RoleChannels, measured: _Report,
             next_status = now + _STATUS_PERIOD_S
             report(channels, RoleName.INTERPRETER, 0, RoleEventKind.STATUS,
                    _status(interp.statistics(), measured))
+
+
+def _decide(actuator: Actuator, record: DecisionRecord, measured: _Report) -> Action | None:
+    """``actuator.decide(record)``; one that raises (a plug-in's bug) is counted and logged
+    once per actuator, and the run goes on without that action."""
+    try:
+        return actuator.decide(record)
+    except Exception as exc:
+        failed = measured.decide_failed
+        failed[actuator.name] = failed.get(actuator.name, 0) + 1
+        if failed[actuator.name] == 1:
+            log.warning("actuator %r failed to decide (%s: %s); the run goes on without its "
+                        "actions, later failures are counted", actuator.name,
+                        type(exc).__name__, " ".join(str(exc).split()))
+            log.debug("actuator %r failed to decide", actuator.name, exc_info=exc)
+        return None
 
 
 def _status(s: InterpreterStatistics, measured: _Report, *,
