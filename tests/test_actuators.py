@@ -6,6 +6,7 @@ user's own actuator of ``examples/`` found through ``actuation.actuator_modules`
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -340,6 +341,10 @@ def test_every_built_in_actuator_runs_end_to_end_on_the_synthetic_source(tmp_pat
     frames = _rows(run / "frames.csv")
     assert any(int(r["roi_height"]) < height for r in frames)
     assert len(_rows(run / "locations.csv")) >= loc["located"]
+    # the report draws what the actuators did: the sensor fraction read, the masks shown
+    drawn = json.loads((run / "report.json").read_text())["actions"]
+    assert min(drawn["sensor_fraction"]["fraction"]) < 1.0
+    assert any(drawn["stimulate"]["on"]) and drawn["channel"]["t_s"]
 
 
 def test_a_users_actuator_from_examples_runs_through_actuator_modules(tmp_path: Path) -> None:

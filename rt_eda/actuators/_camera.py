@@ -48,6 +48,7 @@ from rt_eda.core.messages import (
 )
 from rt_eda.core.queues import Channel
 from rt_eda.core.regions import FrameRegion, bounding_box
+from rt_eda.core.runfolder import ACTION_COLUMNS, ACTIONS_CSV
 from rt_eda.core.stats import Reservoir
 
 from ._base import Actuator
@@ -56,13 +57,7 @@ __all__ = ["ACTIONS_COLUMNS", "ACTIONS_CSV", "CameraActuation"]
 
 log = logging.getLogger(__name__)
 
-ACTIONS_CSV: Final = "actions.csv"
-ACTIONS_COLUMNS: Final = (
-    "kind", "position", "after_seq", "fast", "t_decided", "t_applied", "t_actuated",
-    "decision_to_actuation_ms", "apply_ms", "frame_y", "frame_x", "frame_height",
-    "frame_width", "regions", "box_y0", "box_x0", "box_y1", "box_x1", "presets", "note",
-    "error",
-)
+ACTIONS_COLUMNS: Final = ACTION_COLUMNS
 
 
 class _Kind:

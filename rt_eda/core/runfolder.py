@@ -91,6 +91,8 @@ from rt_eda.core.errors import WriterError
 from rt_eda.core.regions import FrameRegion
 
 __all__ = [
+    "ACTIONS_CSV",
+    "ACTION_COLUMNS",
     "CONFIG_TOML",
     "CONTROLS_CSV",
     "CONTROL_COLUMNS",
@@ -141,6 +143,17 @@ DECISIONS_CSV: Final = "decisions.csv"
 INTERVALS_CSV: Final = "intervals.csv"
 CONTROLS_CSV: Final = "controls.csv"
 LOCATIONS_CSV: Final = "locations.csv"
+ACTIONS_CSV: Final = "actions.csv"
+ACTION_COLUMNS: Final = (
+    "kind", "position", "after_seq", "fast", "t_decided", "t_applied", "t_actuated",
+    "decision_to_actuation_ms", "apply_ms", "frame_y", "frame_x", "frame_height",
+    "frame_width", "regions", "box_y0", "box_x0", "box_y1", "box_x1", "presets", "note",
+    "error",
+)
+"""``actions.csv``: one row per action the camera applied (or that its device refused:
+``error``), and one per interval change decided on a result (kind ``interval``); times on the
+monotonic clock, ``frame_*`` the sensor region an ``roi`` action reads (empty: the full
+frame), ``box_*`` its event regions' bounding box."""
 NETWORK_ZARR: Final = "network_images.zarr"
 NETWORK_INDEX_CSV: Final = "network_index.csv"
 CONFIG_TOML: Final = "config.toml"
@@ -178,7 +191,7 @@ NETWORK_INDEX_COLUMNS: Final = ("seq", "row", "t_published")
 
 RUN_FILES: Final = (IMAGES_ZARR, IMAGES_TIFF, FRAMES_CSV, DECISIONS_CSV, INTERVALS_CSV,
                     CONTROLS_CSV, NETWORK_ZARR, NETWORK_INDEX_CSV, CONFIG_TOML, SUMMARY_JSON,
-                    PLAN_JSON, TRUTH_CSV, LOCATIONS_CSV)
+                    PLAN_JSON, TRUTH_CSV, LOCATIONS_CSV, ACTIONS_CSV)
 """Every file of a run folder the run itself writes; a folder holding none of them is not a
 run folder."""
 
@@ -487,6 +500,11 @@ class SavedRun:
         """``locations.csv`` columns (:data:`LOCATION_COLUMNS`, one entry per event region);
         {} for a folder without the file (recorded before locations were)."""
         return self._table(LOCATIONS_CSV)
+
+    @property
+    def actions(self) -> dict[str, np.ndarray]:
+        """``actions.csv`` columns (:data:`ACTION_COLUMNS`; ``{}`` for a run without one)."""
+        return self._table(ACTIONS_CSV)
 
     def frame_region(self, t_index: int, position: int = 0) -> FrameRegion:
         """The region of the sensor stack ``t_index`` of ``position`` was read from (the

@@ -109,8 +109,13 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
            for q in (50, 90, 99)}
     pct["max"] = float(latency_ms.max()) if latency_ms.size else 0.0
 
-    fig: Figure = plt.figure(figsize=(11, 7), dpi=110)
-    grid = fig.add_gridspec(2, 1, height_ratios=(2.2, 1), hspace=0.35)
+    acted = _acted(run)
+    if acted:
+        fig: Figure = plt.figure(figsize=(11, 9.5), dpi=110)
+        grid = fig.add_gridspec(3, 1, height_ratios=(2.2, 1.1, 1), hspace=0.45)
+    else:
+        fig = plt.figure(figsize=(11, 7), dpi=110)
+        grid = fig.add_gridspec(2, 1, height_ratios=(2.2, 1), hspace=0.35)
     ax = fig.add_subplot(grid[0])
     slow_values = sorted({r[2] for r in runs})
     fastest = fast_interval if fast_interval is not None else (
@@ -153,7 +158,10 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
         title += "\n" + _outcome_text(eda)
     ax.set_title(title, fontsize=10)
 
-    hx = fig.add_subplot(grid[1])
+    actions_data: dict[str, Any] = {}
+    if acted:
+        actions_data = _actions_panel(fig.add_subplot(grid[1], sharex=ax), run, t0, summary)
+    hx = fig.add_subplot(grid[2 if acted else 1])
     _latency_histogram(hx, latency_ms, pct, fontsize=8)
     hx.set_ylabel("decisions")
 
@@ -170,10 +178,84 @@ def write_report(run_dir: str | os.PathLike[str], summary: Mapping[str, Any] | N
         "intervals_in_force": [{"start_s": s, "end_s": e, "interval_s": v} for s, e, v in runs],
         "events": [{"start_s": float(s), "duration_s": float(d)} for s, d in (events or ())],
         "publish_to_decision_ms": {"values": latency_ms.tolist(), **pct},
+        "actions": actions_data,
     }
     write_atomic(out_dir / REPORT_JSON, json.dumps(data, indent=1) + "\n")
     log.info("report written: %s", png)
     return png
+
+
+def _acted(run: Any) -> bool:
+    """Whether the run had actions besides the interval, or read regions of the sensor."""
+    kinds = run.actions.get("kind", np.zeros(0, str))
+    if np.any(kinds != "interval"):
+        return True
+    heights = run.frames.get("roi_height")
+    shape = run.frames.get("roi_height"), run.frames.get("roi_width")
+    return heights is not None and shape[1] is not None and bool(
+        np.any(heights * shape[1] < heights.max(initial=0) * shape[1].max(initial=0)))
+
+
+def _actions_panel(ax: Any, run: Any, t0: float, summary: Mapping[str, Any] | None
+                   ) -> dict[str, Any]:
+    """What the actuators did over time: the fraction of the sensor each stack was read
+    from (1: the full frame), a tick per stimulation mask shown (filled: with regions,
+    hollow: blank) and per channel change; titled with the locations against the truth and
+    each kind's decision -> actuation. Returns the data drawn."""
+    frames = run.frames
+    data: dict[str, Any] = {}
+    if "roi_height" in frames and frames["roi_height"].size:
+        first = np.unique(frames["t_index"], return_index=True)[1]
+        h, w = frames["roi_height"][first], frames["roi_width"][first]
+        full = float(h.max() * w.max()) or 1.0
+        t = frames["t_exposure"][first] - t0
+        fraction = h * w / full
+        ax.plot(t, fraction, drawstyle="steps-post", color="tab:purple", lw=1.2,
+                label="sensor fraction read (roi)")
+        data["sensor_fraction"] = {"t_s": t.tolist(), "fraction": fraction.tolist()}
+    acts = run.actions
+    kinds = acts.get("kind", np.zeros(0, str))
+    t_act = acts.get("t_actuated", np.zeros(0)) - t0
+    regions = acts.get("regions", np.zeros(0))
+    for kind, y, color in (("stimulate", 1.08, "tab:red"), ("channel", 1.16, "tab:green")):
+        sel = (kinds == kind) & np.isfinite(t_act)
+        if not np.any(sel):
+            continue
+        on = sel & (regions > 0) if kind == "stimulate" else sel & (acts["fast"] == 1)
+        off = sel & ~on
+        ax.plot(t_act[on], np.full(int(on.sum()), y), "|", ms=9, color=color,
+                label=f"{kind} ({'mask' if kind == 'stimulate' else 'fast presets'})")
+        ax.plot(t_act[off], np.full(int(off.sum()), y), "|", ms=9, color=color, alpha=0.35,
+                label=f"{kind} ({'blank' if kind == 'stimulate' else 'original'})")
+        data[kind] = {"t_s": t_act[sel].tolist(), "on": on[sel].tolist()}
+    ax.set_ylim(0, 1.25)
+    ax.set_ylabel("sensor read")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=7, framealpha=0.85, ncol=3)  # the middle is empty
+    ax.set_title(_actions_text(summary), fontsize=9)
+    return data
+
+
+def _actions_text(summary: Mapping[str, Any] | None) -> str:
+    """Each actuator's decision -> actuation, and the locations against the truth."""
+    if not summary:
+        return "actions"
+    parts = [f"{k} x{a['applied']} p50/p99 {a['decision_to_actuation_ms']['p50']:.0f}/"
+             f"{a['decision_to_actuation_ms']['p99']:.0f} ms"
+             for k, a in summary.get("actions", {}).items()
+             if a["decision_to_actuation_ms"]["count"]]
+    text = "decision -> actuation: " + ", ".join(parts) if parts else "actions"
+    loc = summary.get("locations")
+    if isinstance(loc, Mapping) and loc.get("located"):
+        line = (f"locations vs truth: error p50/p99 {loc['error_px']['p50']:.1f}/"
+                f"{loc['error_px']['p99']:.1f} px")
+        if loc.get("roi_coverage") is not None:
+            line += f", event pixels inside the ROI {loc['roi_coverage']:.1%}"
+        if loc.get("mask_precision") is not None and loc.get("mask_recall") is not None:
+            line += (f", masks precision {loc['mask_precision']:.2f} recall "
+                     f"{loc['mask_recall']:.2f}")
+        text += "\n" + line
+    return text
 
 
 def _latency_histogram(hx: Any, latency_ms: np.ndarray, pct: Mapping[str, float], *,
