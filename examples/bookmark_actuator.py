@@ -13,7 +13,10 @@ an event starts at a position (the interpreter's state turned fast) and where it
 strongest region). ``apply`` runs in the camera process, which owns the devices: it appends
 one line per event to ``path`` (tab-separated: the monotonic time it was written, the stage
 position, the stack, the event's centre in sensor pixels, the score) and returns that time,
-so rt-eda records it in ``actions.csv`` and reports its decision -> actuation latency. Swap
+so rt-eda records it in ``actions.csv`` and reports its decision -> actuation latency. An
+action of ``after_seq`` < 0 asks for the actuator's rest state (the camera sends it when the
+stage reaches a position this actuator has not acted on, and at the end, so that no mask is
+left shining and no ROI set): a bookmark has none, and writes nothing. Swap
 the file for a trigger line (a DAQ output, a TTL to a stimulator) and the structure stays.
 
 Options (``[actuation.options.bookmark]``):
@@ -70,6 +73,8 @@ class Bookmark(Actuator):
                               f"written: {exc.strerror or exc}") from exc
 
     def apply(self, action: Action, source: object) -> float | None:
+        if action.after_seq < 0:
+            return None  # the rest state (another position's turn, the end): no line
         where = (f"{action.regions[0].y:.1f}\t{action.regions[0].x:.1f}\t"
                  f"{action.regions[0].score:.3f}" if action.regions else "\t\t")
         with self.path.open("a", encoding="utf-8") as f:

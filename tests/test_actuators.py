@@ -29,7 +29,7 @@ from rt_eda.actuators import (
 from rt_eda.core.config import Config
 from rt_eda.core.errors import ConfigError
 from rt_eda.core.messages import DecisionRecord, Result
-from rt_eda.core.regions import EventRegion
+from rt_eda.core.regions import EventRegion, FrameRegion
 from rt_eda.shm import list_blocks
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -227,8 +227,8 @@ def test_an_actuator_the_source_cannot_serve_exits_2_before_the_start(tmp_path: 
         assert proc.returncode == 2, proc.stderr[-2000:]
         err = [x for x in proc.stderr.splitlines() if x.startswith("rt-eda:")]
         assert err == [f"rt-eda: actuator {actuator!r} needs a source that can "
-                       + ("set_roi, frame_region" if actuator == "roi" else
-                          "set_channel_presets, channel_presets, available_channel_presets")
+                       + ("read a region of its sensor" if actuator == "roi" else
+                          "change its channel presets")
                        + "; ReplaySource cannot (use the synthetic source, mm-demo or a "
                        "Micro-Manager camera)"], proc.stderr
         assert "Traceback" not in proc.stderr
@@ -262,6 +262,12 @@ def test_rt_eda_actuators_lists_the_built_ins_and_the_example(tmp_path: Path) ->
      "rt-eda: actuation.options.stimulate.shape must be 'disc' or 'mask', got 'square'"),
     (["--set", "actuation.actuator_modules=['no_such_module']"],
      "rt-eda: actuation.actuator_modules: cannot import 'no_such_module'"),
+    (["--actuator", "roi", "--set", "actuation.options.roi.marginpx=1"],
+     "rt-eda: actuation.options.roi.marginpx: 'roi' has no option 'marginpx'; its options: "
+     "margin_px, min_size_px, align_px"),
+    (["--actuator", "stimulate", "--set", "analysis.options.locations=false"],
+     "rt-eda: actuator 'stimulate' acts on the events' locations, which "
+     "analysis.options.locations = false turns off"),
 ])
 def test_bad_actuator_configuration_exits_2_with_one_line(tmp_path: Path, args: list[str],
                                                           line: str) -> None:
@@ -410,6 +416,28 @@ class Faulty(Actuator):
 '''
 
 
+def test_an_actuator_that_cannot_open_exits_2_in_one_line(tmp_path: Path) -> None:
+    """Any exception of an actuator's open (before anything is acquired) is a refusal of
+    the input: exit 2, one line, no traceback."""
+    (tmp_path / "shut_actuator.py").write_text(
+        "from rt_eda.actuators import Actuator\n\n\n"
+        "class Shut(Actuator):\n"
+        "    \"\"\"Cannot open.\"\"\"\n\n"
+        "    name = 'shut'\n\n"
+        "    def open(self, source):\n"
+        "        raise RuntimeError('the shutter controller is not connected')\n")
+    before = {n for n, _ in list_blocks()}
+    proc = rt_eda("--duration", "5", "--set", "actuation.actuator_modules=['shut_actuator']",
+                  "--actuator", "shut", *SMALL, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)},
+                  timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = [x for x in proc.stderr.splitlines() if x.startswith("rt-eda:")]
+    assert err == ["rt-eda: actuator 'shut' could not open: RuntimeError: the shutter "
+                   "controller is not connected"], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert_clean(before)
+
+
 def test_an_actuator_that_fails_never_stops_the_acquisition(tmp_path: Path) -> None:
     """A device's refusal and a plug-in's bugs (in decide and in apply) are counted,
     recorded and logged once each; the run goes on and ends with exit 0, nothing lost."""
@@ -430,3 +458,73 @@ def test_an_actuator_that_fails_never_stops_the_acquisition(tmp_path: Path) -> N
     assert {e.split(":")[0] for e in errors} <= {"the device refused it", "KeyError"}
     assert any(e == "the device refused it" for e in errors)
     assert any(e.startswith("KeyError: ") for e in errors)
+
+
+def test_with_a_plan_each_position_keeps_its_own_mask_shown_only_there() -> None:
+    """Two positions: a mask decided for position 1 while the stage is at 0 waits for it;
+    at 0 the DMD is blank (its rest), back at 1 the mask is shown again (reapplied, not a new
+    decision); at the end it is blank whatever was shown last."""
+    from rt_eda.actuators._camera import CameraActuation
+
+    src = _synthetic()
+    stim = StimulateActuator(ActuatorSettings("stimulate", {}, (128, 128), 2))
+    act = CameraActuation([stim], src, 2, None)
+    try:
+        act.open()
+        device = stim._slm.device
+        act.arrived(0)
+        action = stim.decide(_record(1, True, _region(30, 70, 3), position=1))
+        assert action is not None
+        act.receive(action)
+        assert not device.displayed.any()  # position 1's mask: not while the stage is at 0
+        act.arrived(1)
+        assert device.displayed.any()
+        act.arrived(0)
+        assert not device.displayed.any()  # back to rest where nothing was decided
+        act.arrived(1)
+        assert device.displayed.any()
+        (s,) = [a for a in act.statistics() if a.kind == "stimulate"]
+        assert (s.count, s.applied, s.reapplied) == (1, 1, 2)  # shown, blanked, shown again
+    finally:
+        act.close()
+        src.close()
+    assert not device.displayed.any()  # nothing left shining on the sample
+
+
+def test_every_device_is_back_at_rest_at_the_end() -> None:
+    from rt_eda.actuators._camera import CameraActuation
+
+    src = _synthetic()
+    roi = RoiActuator(ActuatorSettings("roi", {}, (128, 128), 1))
+    ch = ChannelActuator(ActuatorSettings("channel", {"fast_presets": ["marker2", ""]},
+                                          (128, 128), 1))
+    act = CameraActuation([roi, ch], src, 1, None)
+    try:
+        act.open()
+        for a in (roi.decide(_record(1, True, _region(40, 40))), ch.decide(_record(1, True))):
+            assert a is not None
+            act.receive(a)
+        act.prepare(0)
+        src.next_timepoint(_never())
+        assert src.frame_region != FrameRegion.full(128, 128)
+        assert src.channel_presets == ("marker2", "marker")
+        act.close()
+        src.next_timepoint(_never())
+        assert src.frame_region == FrameRegion.full(128, 128)
+        assert src.channel_presets == ("structure", "marker")
+    finally:
+        src.close()
+
+
+def test_a_run_of_four_positions_stimulates_each_where_it_is(tmp_path: Path) -> None:
+    """A plan of 4 positions: every position's masks are shown while the stage is there
+    (re-sent on every return), so they still match that position's events."""
+    s = _run(tmp_path, "--plan", str(EXAMPLES / "four_positions.yaml"), "--actuator",
+             "stimulate", "--actuator", "roi", "--no-viewer", "--set",
+             "camera.synthetic.event_every_s=4", "--set", "camera.synthetic.event_duration_s=3",
+             *SMALL[:-1], duration="15")
+    stim = s["actions"]["stimulate"]
+    assert stim["applied"] > 0 and stim["reapplied"] > 0, stim
+    loc = s["locations"]
+    assert loc["masks_scored"] > 0 and loc["mask_precision"] >= 0.6, loc
+    assert loc["mask_recall"] >= 0.6, loc

@@ -89,7 +89,11 @@ class Actuator:
     """True: applied as soon as the action arrives (a device on its own clock); False:
     right before its position's next timepoint."""
     options_help: ClassVar[Mapping[str, str]] = {}
-    """Each option the actuator reads, with what it means (``rt-eda actuators`` prints them)."""
+    """Each option the actuator reads, with what it means (``rt-eda actuators`` prints them;
+    an option not named here is refused: a misspelt one must not be silently ignored)."""
+    needs_locations: ClassVar[bool] = False
+    """True: it acts on the workers' event regions (``analysis.options.locations = false``
+    is then refused)."""
 
     def __init__(self, settings: ActuatorSettings) -> None:
         self.settings = settings
@@ -107,12 +111,20 @@ class Actuator:
 
     def apply(self, action: Action, source: object) -> float | None:
         """Do ``action``. Return the monotonic time it took effect on its device, or None
-        when it takes effect at the next exposure (the camera measures that)."""
+        when it takes effect at the next exposure (the camera measures that).
+
+        An action with ``after_seq < 0`` is this actuator's *rest* state (what a position
+        that never acted on has: no mask, the full frame, the original presets): the camera
+        sends it when another position's action is on the device, and at the end."""
         return None
 
     def measures(self) -> Mapping[str, float]:
         """What the actuator measured over the run (e.g. against ground truth); {}."""
         return {}
+
+    def presets_of(self, action: Action) -> tuple[str, ...]:
+        """The presets ``action`` gave the device, for ``actions.csv`` (``action.presets``)."""
+        return action.presets
 
     def close(self) -> None:
         """Release the devices :meth:`open` took. Called once, also after a failure."""
@@ -131,11 +143,23 @@ class Actuator:
                       position=r.position, fast=record.fast, **what)
 
 
+#: What a source's optional method lets an actuator do, in a user's words.
+ABILITIES: Mapping[str, str] = {
+    "set_roi": "read a region of its sensor", "frame_region": "read a region of its sensor",
+    "set_channel_presets": "change its channel presets",
+    "channel_presets": "change its channel presets",
+    "available_channel_presets": "change its channel presets",
+    "sensor_shape": "say its sensor's size",
+}
+
+
 def require(source: object, actuator: str, *methods: str) -> None:
-    """Refuse a source that lacks one of ``methods`` (a ConfigError naming the source)."""
+    """Refuse a source that lacks one of ``methods`` (a ConfigError naming the source and,
+    in words, what it cannot do)."""
     missing = [m for m in methods if not hasattr(source, m)]
     if missing:
         kind = type(source).__name__
+        cannot = list(dict.fromkeys(ABILITIES.get(m, m) for m in missing))
         raise ConfigError(f"actuator {actuator!r} needs a source that can "
-                          f"{', '.join(missing)}; {kind} cannot (use the synthetic source, "
+                          f"{' and '.join(cannot)}; {kind} cannot (use the synthetic source, "
                           "mm-demo or a Micro-Manager camera)")

@@ -39,16 +39,14 @@ class IntervalActuator(Actuator):
     Its actions are the interpreter's own commands, applied by the camera's timing.
     """
 
-    name: ClassVar[str] = "interval"
-    options_help: ClassVar[Mapping[str, str]] = {
-        "(none)": "the intervals are interpreter.fast_interval and interpreter.slow_interval",
-    }
+    name: ClassVar[str] = "interval"  # no options: interpreter.fast_interval, slow_interval
 
 
 class RoiActuator(Actuator):
     """While fast, read only a sensor region around the events (with a margin); full frame slow."""
 
     name: ClassVar[str] = "roi"
+    needs_locations: ClassVar[bool] = True
     options_help: ClassVar[Mapping[str, str]] = {
         "margin_px": "pixels added around the events' bounding box on every side (32)",
         "min_size_px": "the smallest region side (96)",
@@ -172,9 +170,11 @@ class ChannelActuator(Actuator):
         self._fast_full = tuple(w or o for w, o in zip(wanted, original, strict=True))
 
     def apply(self, action: Action, source: object) -> float | None:
-        presets = self._fast_full if action.presets == ("fast",) else self._original
-        source.set_channel_presets(presets)  # type: ignore[attr-defined]
+        source.set_channel_presets(self.presets_of(action))  # type: ignore[attr-defined]
         return None
+
+    def presets_of(self, action: Action) -> tuple[str, ...]:
+        return self._fast_full if action.presets == ("fast",) else self._original
 
 
 class StimulateActuator(Actuator):
@@ -182,6 +182,7 @@ class StimulateActuator(Actuator):
 
     name: ClassVar[str] = "stimulate"
     immediate: ClassVar[bool] = True
+    needs_locations: ClassVar[bool] = True
     options_help: ClassVar[Mapping[str, str]] = {
         "device": "the SLM device label in the Micro-Manager configuration ('' = rt-eda's "
                   "pure-Python DMD, loaded through pymmcore-plus's device layer)",
@@ -231,17 +232,33 @@ class StimulateActuator(Actuator):
         return self.action(record, regions=regions, note=f"{len(regions)} region(s)")
 
     def open(self, source: object) -> None:
-        require(source, self.name, "sensor_shape")
         from rt_eda.sources._slm import open_slm
 
-        h, w = source.sensor_shape  # type: ignore[attr-defined]
+        shape = getattr(source, "sensor_shape", None)
+        if shape is None:  # a source that cannot read regions: its stacks' size is the sensor
+            spec = getattr(source, "spec", None)
+            shape = (spec.height, spec.width) if spec is not None else None
+        if shape is None:
+            require(source, self.name, "sensor_shape")
+            raise ConfigError(f"actuator {self.name!r}: the source's sensor size is unknown")
+        h, w = shape
         self._full = FrameRegion.full(h, w)
-        core = source.slm_core() if hasattr(source, "slm_core") else None
-        if self.device and core is None:
-            raise ConfigError(
-                f"actuation.options.stimulate.device {self.device!r}: {type(source).__name__} "
-                "has no Micro-Manager configuration to hold an SLM; leave it '' for rt-eda's "
-                "own DMD, or use mmconfig:PATH")
+        core = None
+        if self.device:
+            core = source.slm_core() if hasattr(source, "slm_core") else None
+            if core is None:
+                raise ConfigError(
+                    f"actuation.options.stimulate.device {self.device!r}: "
+                    f"{type(source).__name__} has no Micro-Manager configuration to hold an "
+                    "SLM; leave it '' for rt-eda's own DMD, or use mmconfig:PATH")
+            slms = _loaded_slms(core)
+            if self.device not in slms:
+                raise ConfigError(
+                    f"actuation.options.stimulate.device {self.device!r} is not an SLM of this "
+                    f"Micro-Manager configuration (its SLMs: {', '.join(slms) or 'none'}); "
+                    "leave it '' for rt-eda's own DMD")
+        elif hasattr(source, "slm_core"):
+            core = source.slm_core()  # rt-eda's DMD in the camera's own core
         try:
             self._slm = open_slm((h, w), core, device=self.device)
         except SourceError as exc:
@@ -261,7 +278,7 @@ class StimulateActuator(Actuator):
             self._shown_blank += 1
             return t_shown
         truth = getattr(source, "true_events", None)
-        if callable(truth):
+        if callable(truth):  # the truth where the mask is shown: its position's
             events = [TrueEvent(*e) for e in truth(t_shown)]
             self._score.add_mask(mask, full, events)
         return t_shown
@@ -276,9 +293,19 @@ class StimulateActuator(Actuator):
             out["mask_recall"] = s["mask_recall"]
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # the camera has shown the blank mask before (its rest state)
         if self._slm is not None:
             try:
                 self._slm.close()
             finally:
                 self._slm = None
+
+
+def _loaded_slms(core: object) -> list[str]:
+    """Labels of the SLM devices a pymmcore-plus core has loaded."""
+    try:
+        from pymmcore_plus import DeviceType
+
+        return list(core.getLoadedDevicesOfType(DeviceType.SLM))  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a core that cannot say has none to offer
+        return []

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from rt_eda.core.errors import RtEdaError
+from rt_eda.core.errors import ConfigError, RtEdaError
 from rt_eda.core.location_truth import LocationScore, TrueEvent
 from rt_eda.core.messages import (
     ALL_POSITIONS,
@@ -58,6 +58,7 @@ __all__ = ["ACTIONS_COLUMNS", "ACTIONS_CSV", "CameraActuation"]
 log = logging.getLogger(__name__)
 
 ACTIONS_COLUMNS: Final = ACTION_COLUMNS
+_SLOW_APPLY_MS: Final = 50.0  # an apply this long holds the camera back: a warning, once
 
 
 class _Kind:
@@ -98,6 +99,8 @@ class CameraActuation:
         self._full = FrameRegion.full(*shape) if shape is not None else None
         self._score = LocationScore()
         self._has_frame = hasattr(source, "frame_region")
+        self._current: int | None = None  # the position of the timepoint being prepared
+        self._slow_logged: set[str] = set()
 
     @property
     def active(self) -> bool:
@@ -105,10 +108,20 @@ class CameraActuation:
         return len(self._kinds) > 1
 
     def open(self) -> None:
-        """Open every actuator on the source (a refusal raises ConfigError: exit 2)."""
+        """Open every actuator on the source (a refusal raises ConfigError: exit 2, as does
+        any other exception, in one line: nothing has been acquired yet), and start
+        ``actions.csv`` (its header, even for a run that never acts)."""
         for kind in self._kinds.values():
-            if kind.actuator is not None:
+            if kind.actuator is None:
+                continue
+            try:
                 kind.actuator.open(self._source)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                raise ConfigError(f"actuator {kind.actuator.name!r} could not open: "
+                                  f"{_error_text(exc)}") from exc
+        self._start_record()
 
     # -- the loop -------------------------------------------------------------------------
     def receive(self, action: Action) -> None:
@@ -118,32 +131,49 @@ class CameraActuation:
             log.warning("camera: action of unknown kind %r ignored", action.kind)
             return
         kind.count += 1
-        if kind.actuator.immediate:
-            self._apply(kind, action, action.position, first=True)
-            return
         targets = (range(self._positions) if action.position == ALL_POSITIONS
                    else (action.position,))
         for p in targets:
             kind.desired[p] = action
             kind.fresh.add(p)
+        here = 0 if self._positions == 1 else self._current
+        if kind.actuator.immediate and here is not None and here in targets:
+            # a device on its own clock, at the position under the objective: now, not at
+            # the next timepoint (another position's waits for the stage to get there)
+            self.prepare_kind(kind, here)
 
     def prepare(self, position: int) -> None:
-        """Right before a timepoint of ``position``: apply what it should have."""
+        """Before a timepoint of ``position`` starts (before the stage moves there): apply
+        what acts on its frames (a sensor region, presets); with a plan, each position's own
+        last action (the device may hold another position's)."""
         for kind in self._kinds.values():
-            if kind.actuator is None or kind.actuator.immediate:
-                continue
-            want = kind.desired.get(position)
-            if want is None:
-                if kind.held is None or kind.held.position == ALL_POSITIONS:
-                    continue
-                # another position's action is on the device: back to this one's default
-                want = Action(kind.actuator.name, -1, 0.0, position=position)
-                kind.desired[position] = want
-            if want is kind.held:
-                continue
-            first = position in kind.fresh
-            kind.fresh.discard(position)
-            self._apply(kind, want, position, first=first)
+            if kind.actuator is not None and not kind.actuator.immediate:
+                self.prepare_kind(kind, position)
+
+    def arrived(self, position: int) -> None:
+        """The stage is at ``position`` (its timepoint is due): apply what acts on the sample
+        there (an SLM's mask), each position's own."""
+        self._current = position
+        for kind in self._kinds.values():
+            if kind.actuator is not None and kind.actuator.immediate:
+                self.prepare_kind(kind, position)
+
+    def prepare_kind(self, kind: _Kind, position: int) -> None:
+        """Apply ``kind``'s action for ``position`` unless the device already holds it."""
+        if kind.actuator is None:
+            return
+        want = kind.desired.get(position)
+        if want is None:
+            if kind.held is None or kind.held.position in (ALL_POSITIONS, position):
+                return
+            # another position's action is on the device: back to this one's rest state
+            want = Action(kind.actuator.name, -1, 0.0, position=position)
+            kind.desired[position] = want
+        if want is kind.held:
+            return
+        first = position in kind.fresh
+        kind.fresh.discard(position)
+        self._apply(kind, want, position, first=first)
 
     def frame(self) -> FrameRegion | None:
         """The sensor region the next timepoint is read from (None: the full frame)."""
@@ -187,8 +217,23 @@ class CameraActuation:
 
     # -- the end ---------------------------------------------------------------------------
     def close(self) -> None:
-        """Close every actuator (each once, whatever the others do) and the record."""
+        """Put every device back at rest (no mask left shining on the sample, the full frame,
+        the original presets), then close every actuator (each once, whatever the others do)
+        and the record."""
         errors = []
+        rested = []
+        for kind in self._kinds.values():
+            actuator = kind.actuator
+            if actuator is None or kind.held is None or kind.held.after_seq < 0:
+                continue
+            try:
+                actuator.apply(Action(actuator.name, -1, 0.0, position=kind.held.position),
+                               self._source)
+                rested.append(actuator.name)
+            except Exception as exc:  # noqa: BLE001 - rest the others, then say what failed
+                errors.append(f"{actuator.name} (back to rest): {_error_text(exc)}")
+        if rested:
+            log.info("camera: %s back to rest at the end", ", ".join(rested))
         for kind in self._kinds.values():
             if kind.actuator is not None:
                 try:
@@ -233,6 +278,11 @@ class CameraActuation:
         apply_ms = (t1 - t0) * 1e3
         kind.apply_ms.add(apply_ms)
         kind.held = action
+        if apply_ms > _SLOW_APPLY_MS and actuator.name not in self._slow_logged:
+            self._slow_logged.add(actuator.name)  # the camera waited for it: say so, once
+            log.warning("camera: actuator %r took %.0f ms to apply; the camera waits for it "
+                        "between timepoints (the summary's actions.%s.apply_ms)",
+                        actuator.name, apply_ms, actuator.name)
         if not first:
             kind.reapplied += 1
             return
@@ -248,7 +298,11 @@ class CameraActuation:
         if action.after_seq >= 0:
             ms = (t_effective - action.t_decided) * 1e3
             (kind.latency if action.fast else kind.release).add(ms)
-        self._row(**_action_row(action, t_applied, t_effective, apply_ms))
+        row = _action_row(action, t_applied, t_effective, apply_ms)
+        actuator = kind.actuator
+        if actuator is not None:  # what the device was given, in the actuator's words
+            row["presets"] = " ".join(actuator.presets_of(action))
+        self._row(**row)
 
     def _failure(self, name: str, action: Action, exc: BaseException) -> None:
         self._failures_logged += 1
@@ -261,22 +315,32 @@ class CameraActuation:
         row["error"] = what
         self._row(**row)
 
-    def _row(self, **row: object) -> None:
-        if self._path is None:
+    def _start_record(self) -> None:
+        """Open ``actions.csv`` and write its header (without ``--save``: nothing)."""
+        if self._path is None or self._csv is not None:
             return
-        if self._csv is None:
-            try:
-                self._file = self._path.open("w", newline="", encoding="utf-8")
-            except OSError as exc:
-                log.warning("camera: %s cannot be written (%s); actions are only counted",
-                            self._path, exc)
-                self._path = None
-                return
-            self._csv = csv.DictWriter(self._file, ACTIONS_COLUMNS, restval="")
-            self._csv.writeheader()
-        self._csv.writerow(row)
-        assert self._file is not None
+        try:
+            self._file = self._path.open("w", newline="", encoding="utf-8")
+        except OSError as exc:
+            log.warning("camera: %s cannot be written (%s); actions are only counted",
+                        self._path, exc)
+            self._path = None
+            return
+        self._csv = csv.DictWriter(self._file, ACTIONS_COLUMNS, restval="")
+        self._csv.writeheader()
         self._file.flush()
+
+    def _row(self, **row: object) -> None:
+        self._start_record()
+        if self._csv is None or self._file is None:
+            return
+        try:
+            self._csv.writerow(row)
+            self._file.flush()
+        except OSError as exc:  # the disk filled, the folder went: the counts still hold
+            log.warning("camera: %s could not be written any more (%s); actions are only "
+                        "counted", self._path, exc)
+            self._path, self._csv = None, None
 
 
 def _error_text(exc: BaseException) -> str:

@@ -62,6 +62,15 @@ def make_actuators(config: Config, sensor_shape: tuple[int, int] = (0, 0),
     if stray:
         raise ConfigError(f"actuation.options.{stray[0]}: {stray[0]!r} is not one of the "
                           f"actuators of this run ({', '.join(names)})")
+    for n in names:
+        given = sorted(set(a.options.get(n, {})) - set(known[n].options_help))
+        if given:
+            allowed = ", ".join(known[n].options_help) or "none"
+            raise ConfigError(f"actuation.options.{n}.{given[0]}: {n!r} has no option "
+                              f"{given[0]!r}; its options: {allowed}")
+        if known[n].needs_locations and config.analysis.options.get("locations") is False:
+            raise ConfigError(f"actuator {n!r} acts on the events' locations, which "
+                              "analysis.options.locations = false turns off")
     out = []
     for n in names:
         settings = ActuatorSettings(n, dict(a.options.get(n, {})), sensor_shape, positions)

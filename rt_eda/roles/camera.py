@@ -75,7 +75,13 @@ from rt_eda.core.messages import (
     Stopped,
 )
 from rt_eda.core.outcome import VISIBLE_INTENSITY, position_outcome
-from rt_eda.core.process import RoleChannels, enter_role, report, request_realtime
+from rt_eda.core.process import (
+    RoleChannels,
+    debug_logging,
+    enter_role,
+    report,
+    request_realtime,
+)
 from rt_eda.core.queues import Channel, StopFlag
 from rt_eda.core.regions import FrameRegion
 from rt_eda.core.runfolder import TRUTH_COLUMNS, TRUTH_CSV
@@ -258,6 +264,9 @@ def run(config: Config, channels: RoleChannels) -> None:
             len(names), config.run.save)
         actuation.open()  # before READY: an actuator the source cannot serve exits 2
         measures.actuation = actuation
+        # Importing pymmcore-plus sets the root logger to DEBUG (its configure_logging):
+        # back to this run's level, or every device library's DEBUG line reaches the terminal.
+        logging.getLogger().setLevel(logging.DEBUG if debug_logging() else logging.INFO)
         report(channels, me, 0, RoleEventKind.READY, CameraReady(spec, len(names)))
         announced: list[Command] = []
         attach = _wait_control(channels, CameraControlKind.ATTACH, announced)
@@ -353,6 +362,7 @@ def _acquire(source: Source, ring: StackRing, channels: RoleChannels, interval: 
             interval, fast[0], pending = (intervals[position], fasts[position],
                                           pendings[position])
             track = stats.positions[position]
+        actuation.arrived(position)
         index = stats.timepoints
         stats.timepoints += 1
         track.timepoints += 1
@@ -465,6 +475,7 @@ def _acquire_plan(source: PositionedSource, ring: StackRing, channels: RoleChann
         if t_due is None:
             break
         p = visit.position
+        actuation.arrived(p)  # the stage is there: an SLM shows this position's mask
         p_interval = sched.interval(p)
         track = stats.positions[p]
         index = stats.timepoints
