@@ -347,6 +347,14 @@ def test_every_built_in_actuator_runs_end_to_end_on_the_synthetic_source(tmp_pat
     frames = _rows(run / "frames.csv")
     assert any(int(r["roi_height"]) < height for r in frames)
     assert len(_rows(run / "locations.csv")) >= loc["located"]
+    # rt-eda inspect says what the actuators did
+    seen = subprocess.run([sys.executable, "-m", "rt_eda.cli", "inspect", str(run)],
+                          capture_output=True, text=True, timeout=120)
+    assert seen.returncode == 0, seen.stderr
+    said = {line.split()[0]: line for line in seen.stdout.splitlines() if line[:1] != " "}
+    assert "read from a region of the sensor" in said["regions"]
+    assert f"roi {acts['roi']['applied'] + acts['roi']['failed']}" in said["actions"]
+    assert said["locations"].startswith(f"locations    {len(_rows(run / 'locations.csv'))} ")
     # the report draws what the actuators did: the sensor fraction read, the masks shown
     drawn = json.loads((run / "report.json").read_text())["actions"]
     assert min(drawn["sensor_fraction"]["fraction"]) < 1.0
@@ -528,3 +536,19 @@ def test_a_run_of_four_positions_stimulates_each_where_it_is(tmp_path: Path) -> 
     loc = s["locations"]
     assert loc["masks_scored"] > 0 and loc["mask_precision"] >= 0.6, loc
     assert loc["mask_recall"] >= 0.6, loc
+
+
+def test_an_slm_the_configuration_does_not_have_exits_2(tmp_path: Path) -> None:
+    """stimulate.device names an SLM of the microscope's configuration; the demo
+    configuration has none: refused in one line that says so, before anything starts."""
+    proc = rt_eda("--duration", "5", "--source", "mm-demo", "--set",
+                  "camera.channel_group=Channel", "--set", "camera.channels=['DAPI','FITC']",
+                  "--actuator", "stimulate", "--set",
+                  "actuation.options.stimulate.device='NoSuchSLM'", "--no-viewer",
+                  cwd=tmp_path, timeout=180)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = [x for x in proc.stderr.splitlines() if x.startswith("rt-eda:")]
+    assert err == ["rt-eda: actuation.options.stimulate.device 'NoSuchSLM' is not an SLM of "
+                   "this Micro-Manager configuration (its SLMs: none); leave it '' for "
+                   "rt-eda's own DMD"], proc.stderr
+    assert "Traceback" not in proc.stderr

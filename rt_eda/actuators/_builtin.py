@@ -244,8 +244,8 @@ class StimulateActuator(Actuator):
         h, w = shape
         self._full = FrameRegion.full(h, w)
         core = None
-        if self.device:
-            core = source.slm_core() if hasattr(source, "slm_core") else None
+        if self.device:  # an SLM of the microscope's own configuration: the camera's core
+            core = getattr(source, "core", None) if hasattr(source, "slm_core") else None
             if core is None:
                 raise ConfigError(
                     f"actuation.options.stimulate.device {self.device!r}: "

@@ -23,6 +23,7 @@ import numpy as np
 from rt_eda.core.errors import RtEdaError, WriterError
 from rt_eda.core.imagefiles import ZarrReader, format_indices, open_reader
 from rt_eda.core.runfolder import (
+    ACTIONS_CSV,
     CONFIG_TOML,
     CONTROLS_CSV,
     DECISIONS_CSV,
@@ -32,6 +33,7 @@ from rt_eda.core.runfolder import (
     IMAGES_TIFF,
     IMAGES_ZARR,
     INTERVALS_CSV,
+    LOCATIONS_CSV,
     NETWORK_INDEX_CSV,
     NETWORK_ZARR,
     PLAN_JSON,
@@ -222,6 +224,38 @@ def _positions_part(folder: Path, series: list[str],
     return lines, damage
 
 
+def _actuation_lines(folder: Path, frames: dict[str, np.ndarray]) -> list[str]:
+    """What the actuators did (issue 16): the stacks read from a sensor region, the actions
+    per kind (``actions.csv``), the event regions (``locations.csv``); nothing for a run
+    without them."""
+    lines = []
+    h, w = frames.get("roi_height"), frames.get("roi_width")
+    if h is not None and w is not None and h.size:
+        area = h * w
+        smaller = area < np.nanmax(area)
+        if smaller.any():
+            n = np.unique(frames["t_index"][smaller]).size
+            lines.append(f"regions      {n} timepoint(s) read from a region of the sensor, "
+                         f"{int(np.nanmin(w))}x{int(np.nanmin(h))} px at the smallest "
+                         f"({FRAMES_CSV}: roi_*)")
+    actions = read_table(folder / ACTIONS_CSV)  # damage: the part's, reported as such
+    located = read_table(folder / LOCATIONS_CSV)
+    kinds = actions.get("kind")
+    if kinds is not None:
+        errors = actions.get("error", np.zeros(0, str))
+        refused = int(np.count_nonzero(errors != "")) if errors.dtype.kind == "U" else 0
+        counts = ", ".join(f"{k} {int(np.count_nonzero(kinds == k))}"
+                           for k in dict.fromkeys(kinds.tolist()))
+        lines.append(f"actions      {kinds.size} in {ACTIONS_CSV}"
+                     + (f": {counts}" if counts else "")
+                     + (f"; {refused} refused by their device" if refused else ""))
+    seqs = located.get("seq")
+    if seqs is not None:
+        lines.append(f"locations    {seqs.size} event region(s) of {np.unique(seqs).size} "
+                     f"stack(s) in {LOCATIONS_CSV}")
+    return lines
+
+
 def _images_part(folder: Path, frames: dict[str, np.ndarray]) -> tuple[list[str], list[str]]:
     zarr_dir, tiff = folder / IMAGES_ZARR, folder / IMAGES_TIFF
     if not zarr_dir.exists() and not tiff.exists():
@@ -387,6 +421,7 @@ def describe(path: str | os.PathLike[str]) -> str:
         d.part("frames", [FRAMES_CSV], lambda: frame_lines)
         if bad:
             d.damaged.append(f"{FRAMES_CSV}: {bad} unreadable row(s) left out")
+    d.part("actions", [ACTIONS_CSV, LOCATIONS_CSV], lambda: _actuation_lines(folder, frames))
     d.part("decisions", [DECISIONS_CSV], lambda: _decisions_part(folder))
     d.part("intervals", [INTERVALS_CSV], lambda: _intervals_part(folder))
     d.part("controls", [CONTROLS_CSV],
