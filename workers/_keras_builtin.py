@@ -382,9 +382,9 @@ class DemoModelWorker(KerasRescaleWorker):
     # The demo model's event map is wider than the events' cores, and widens with the
     # event's strength: at 0.5 it covers about 84 px around a strong focus whose true core
     # (half its peak, 3 px sigma) is 37 px; at 0.8, 45 px, but a faint event's map hardly
-    # reaches 0.8 (measured on the synthetic source: masks cut at 0.65 had precision 0.63,
-    # recall 0.97; at 0.8, 0.82 and 0.70). Regions are found at 0.5 and keep the pixels at
-    # RELATIVE of their own peak; the decision is unchanged.
+    # reaches 0.8 (tools/mask_study.py: masks cut at 0.65 have precision 0.62, recall 0.98;
+    # at 0.8, 0.74 and 0.87). Regions are found at 0.5 and keep the pixels at 0.8 of their
+    # own peak (location_relative); the decision is unchanged.
     default_location_relative: ClassVar[float] = 0.8
 
     def model_path(self) -> Path:
