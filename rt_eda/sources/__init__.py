@@ -20,6 +20,12 @@ to the deadline, interruptible by the stop flag). With an acquisition plan the c
 :mod:`.scheduler` chooses the position and the time of every stack, and the source
 (a :class:`PositionedSource`) moves and acquires. ``_protocol`` holds :class:`Source`;
 ``_settings`` the pickling base every source shares.
+
+What the actuators (:mod:`rt_eda.actuators`) ask of a source is optional: a sensor region
+(``set_roi``, ``frame_region``), channel presets (``set_channel_presets``), the truth of
+where the events are (``true_events``, synthetic only); ``_slm`` is rt-eda's pure-Python DMD
+for the ``stimulate`` actuator, a pymmcore-plus unicore SLM device (it imports pymmcore-plus:
+only the camera process loads it).
 """
 
 from __future__ import annotations
