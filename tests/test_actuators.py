@@ -31,6 +31,7 @@ from rt_eda.core.errors import ConfigError
 from rt_eda.core.messages import DecisionRecord, Result
 from rt_eda.core.regions import EventRegion, FrameRegion
 from rt_eda.shm import list_blocks
+from rt_eda.workers import demo_model_path
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SMALL = ["--set", "camera.synthetic.height=256", "--set", "camera.synthetic.width=256",
@@ -262,6 +263,10 @@ def test_rt_eda_actuators_lists_the_built_ins_and_the_example(tmp_path: Path) ->
      "rt-eda: actuation.options.stimulate.shape must be 'disc' or 'mask', got 'square'"),
     (["--set", "actuation.actuator_modules=['no_such_module']"],
      "rt-eda: actuation.actuator_modules: cannot import 'no_such_module'"),
+    (["--actuator", "roi", "--worker", "KerasTilingWorker", "--model",
+      str(demo_model_path())],
+     "rt-eda: actuator 'roi' hands the worker only a region of the sensor; KerasTilingWorker "
+     "needs the full frame"),
     (["--actuator", "roi", "--set", "actuation.options.roi.marginpx=1"],
      "rt-eda: actuation.options.roi.marginpx: 'roi' has no option 'marginpx'; its options: "
      "margin_px, min_size_px, align_px"),

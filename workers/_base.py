@@ -154,6 +154,9 @@ class Worker:
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
 
+    reads_regions: ClassVar[bool] = True
+    """Whether the worker takes stacks smaller than its spec (read from a sensor region by the
+    ``roi`` actuator: it is handed only the region's pixels). False refuses ``roi``."""
     default_location_threshold: ClassVar[float] = DEFAULT_LOCATION_THRESHOLD
     """The ``location_threshold`` option's default: where this worker's network image calls
     a pixel part of an event."""

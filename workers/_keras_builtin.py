@@ -408,6 +408,7 @@ class KerasTilingWorker(KerasWorker):
     """
 
     tiled: ClassVar[bool] = True
+    reads_regions: ClassVar[bool] = False  # its tile grid is fixed from the spec's size
 
     def __init__(self, settings: WorkerSettings) -> None:
         super().__init__(settings)

@@ -63,6 +63,9 @@ def preflight(config: Config, cancelled: Callable[[], bool]
         spec = getattr(source, "spec", None)
     except SourceError:
         spec = None
+    if "roi" in config.actuation.actuators and not workers[name].reads_regions:
+        raise ConfigError(f"actuator 'roi' hands the worker only a region of the sensor; "
+                          f"{name} needs the full frame (its tiles are laid out for it)")
     worker = workers[name](worker_settings(config))
     capacity = None
     if isinstance(spec, StackSpec):
