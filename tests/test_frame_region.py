@@ -231,9 +231,10 @@ def test_event_regions_are_shifted_to_sensor_pixels() -> None:
 @pytest.fixture(scope="module")
 def demo_workers() -> dict[tuple[int, int], Any]:
     pytest.importorskip("tensorflow")
-    from rt_eda.workers import DemoModelWorker, configure_threads
+    from rt_eda.workers import DemoModelWorker
 
-    configure_threads(2)
+    # (no configure_threads: other tests of the session may have started TensorFlow with
+    # their own thread counts, which it cannot change any more)
     out = {}
     for shape in ((256, 256), (128, 128)):
         w = DemoModelWorker(WorkerSettings())
