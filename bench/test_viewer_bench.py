@@ -36,6 +36,7 @@ PHASES = [  # label, viewer.max_fps, overlay on, niceness
 SIZE = 2048
 NET_SIZE = 512
 IMAGE_EVERY = 8
+NO_BOX = (float("nan"),) * 4  # a result row without event regions (the trace's y0..x1)
 
 
 def producer_proc(ring_name: str, out_name: str, trace_name: str, seconds: float, go: Any,
@@ -63,7 +64,7 @@ def producer_proc(ring_name: str, out_name: str, trace_name: str, seconds: float
                     np.copyto(img.pixels[0, 0], net)
                 now = time.monotonic()
                 trace.append(seq, now - 0.01, now, float(np.sin(seq / 50)), 0.1,
-                             float(seq % 400 < 200), 1, 0, 0)
+                             float(seq % 400 < 200), 1, 0, 0, *NO_BOX)
         except RingOverrunError:
             overruns += 1
             continue
