@@ -33,7 +33,7 @@ from typing import Final, NamedTuple, TypedDict
 import numpy as np
 
 from rt_eda.core.outcome import VISIBLE_INTENSITY
-from rt_eda.core.regions import EventRegion, FrameRegion
+from rt_eda.core.regions import EventRegion, FrameRegion, paint_disc
 from rt_eda.core.stats import Reservoir
 
 __all__ = [
@@ -83,18 +83,8 @@ def true_region(events: Sequence[TrueEvent], window: FrameRegion) -> np.ndarray:
     of every visible event's core."""
     out = np.zeros(window.shape, bool)
     for e in events:
-        if not e.visible:
-            continue
-        r = e.core_radius_px
-        y0 = max(window.y, math.floor(e.y - r))
-        y1 = min(window.y1, math.ceil(e.y + r) + 1)
-        x0 = max(window.x, math.floor(e.x - r))
-        x1 = min(window.x1, math.ceil(e.x + r) + 1)
-        if y1 <= y0 or x1 <= x0:
-            continue
-        yy, xx = np.ogrid[y0:y1, x0:x1]
-        disc = (yy - e.y) ** 2 + (xx - e.x) ** 2 <= r * r
-        out[y0 - window.y : y1 - window.y, x0 - window.x : x1 - window.x] |= disc
+        if e.visible:
+            paint_disc(out, window, e.y, e.x, e.core_radius_px)
     return out
 
 

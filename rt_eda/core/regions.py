@@ -33,6 +33,7 @@ __all__ = [
     "EventRegion",
     "FrameRegion",
     "bounding_box",
+    "paint_disc",
     "paint_discs",
     "paint_regions",
 ]
@@ -159,19 +160,25 @@ def paint_discs(regions: Sequence[EventRegion], window: FrameRegion, *,
     """
     out = np.zeros(window.shape, bool)
     for r in regions:
-        radius = math.sqrt(max(r.area, 1) / math.pi) + grow
-        if radius <= 0:
-            continue
-        y0 = max(window.y, math.floor(r.y - radius))
-        y1 = min(window.y1, math.ceil(r.y + radius) + 1)
-        x0 = max(window.x, math.floor(r.x - radius))
-        x1 = min(window.x1, math.ceil(r.x + radius) + 1)
-        if y1 <= y0 or x1 <= x0:
-            continue
-        yy, xx = np.ogrid[y0:y1, x0:x1]
-        out[y0 - window.y : y1 - window.y, x0 - window.x : x1 - window.x] |= (
-            (yy - r.y) ** 2 + (xx - r.x) ** 2 <= radius * radius)
+        paint_disc(out, window, r.y, r.x, math.sqrt(max(r.area, 1) / math.pi) + grow)
     return out
+
+
+def paint_disc(out: np.ndarray, window: FrameRegion, y: float, x: float,
+               radius: float) -> None:
+    """Set the pixels of ``out`` (an image of ``window`` of the sensor) whose centres lie
+    within ``radius`` of sensor point ``(y, x)``; parts outside the window are cut off."""
+    if radius <= 0:
+        return
+    y0 = max(window.y, math.floor(y - radius))
+    y1 = min(window.y1, math.ceil(y + radius) + 1)
+    x0 = max(window.x, math.floor(x - radius))
+    x1 = min(window.x1, math.ceil(x + radius) + 1)
+    if y1 <= y0 or x1 <= x0:
+        return
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    out[y0 - window.y : y1 - window.y, x0 - window.x : x1 - window.x] |= (
+        (yy - y) ** 2 + (xx - x) ** 2 <= radius * radius)
 
 
 def _dilate(mask: np.ndarray, k: int) -> np.ndarray:
